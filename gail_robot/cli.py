@@ -1,0 +1,73 @@
+"""The ``gail-robot`` command: a thin dispatcher over one module per subcommand.
+
+Each subcommand module exposes ``add_arguments(parser)`` and ``main(args) -> int``. Modules are
+imported only when their subcommand runs (or its ``--help`` is asked for), so ``gail-robot --help``
+stays fast and does not import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from gail_robot import __version__
+from gail_robot.errors import UserError
+
+# subcommand -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "record": ("gail_robot.teleop.cli", "record demonstrations (teleop, scripted or policy expert)"),
+    "data": ("gail_robot.data.cli", "inspect, validate, replay, convert, merge and split demo files"),
+    "train": ("gail_robot.algos.cli", "train a policy: bc, gail (ppo/trpo generator), ppo, trpo"),
+    "eval": ("gail_robot.evaluate", "evaluate a run directory or checkpoint"),
+    "plot": ("gail_robot.plot", "plot learning curves of run directories"),
+    "export": ("gail_robot.export", "export a policy to TorchScript (or ONNX / pt2)"),
+    "controller": ("gail_robot.controller", "build or run the C++ deployment controller"),
+}
+
+
+def _build_parser(chosen: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gail-robot",
+        description="Record robot demonstrations, imitate them (GAIL / BC), deploy policies to C++.",
+    )
+    parser.add_argument("--version", action="version", version=f"gail-robot {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sp)
+            sp.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    if chosen not in SUBCOMMANDS:
+        chosen = None
+    try:
+        parser = _build_parser(chosen)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("gail_robot"):
+            print(f"gail-robot: error: command '{chosen}' is not available in this build", file=sys.stderr)
+            return 2
+        raise
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args._module.main(args) or 0)
+    except UserError as exc:
+        print(f"gail-robot {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gail-robot {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

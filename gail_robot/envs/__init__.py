@@ -1,0 +1,1 @@
+"""Environments: the project's manipulation tasks (registered on import) and env helpers."""
