@@ -1,0 +1,418 @@
+"""Numerical core: GAE, discriminator rewards and a running mean/variance normaliser.
+
+This module is the validating Python face of the private C++ extension ``gail_robot._core``
+(DESIGN.md §2). Python infers shapes, validates and allocates every output; C++ receives raw
+buffers, re-checks sizes, releases the GIL and runs the kernel. A pure-NumPy reference of every
+kernel lives here as well (``gae_reference``, ``disc_rewards_reference``, ``batch_moments_reference``)
+and the tests compare the two.
+
+Input policy (the same for every function here):
+
+* **Floating data** (rewards, values, next_values, logits, normaliser batches) must be ``float32``
+  or ``float64``; the result has the same dtype. Mixed float32/float64 inputs to :func:`gae` are
+  promoted to float64. Integer, bool, complex and float16 data are refused with ``ValueError``
+  (an int rewards array is almost always a bug upstream, and silently casting hides it).
+  :meth:`RunningMeanStd.update` and :meth:`RunningMeanStd.normalize` are the exception: they also
+  accept integer data (e.g. pixel or count observations) and read it as float64.
+* **Layout**: non-contiguous, Fortran-ordered or byte-swapped arrays are accepted and copied to a
+  C-contiguous native array first (one extra copy, never a different result).
+* **Flags** (terminated, truncated) must be ``bool``, or an integer array holding only 0 and 1
+  (e.g. ``uint8``); float flags are refused, since ``0.5`` has no meaning as a flag.
+* **Empty** arrays, wrong ``ndim``, mismatched shapes and ``gamma``/``lam`` outside ``[0, 1]`` or
+  NaN raise ``ValueError`` with a message that names the argument.
+* Non-finite *data* (NaN/inf rewards) is not checked: it propagates, as in NumPy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "DISC_REWARD_KINDS",
+    "RunningMeanStd",
+    "batch_moments_reference",
+    "disc_rewards",
+    "disc_rewards_reference",
+    "gae",
+    "gae_reference",
+]
+
+DiscRewardKind = Literal["gail", "airl", "neg"]
+DISC_REWARD_KINDS: tuple[str, ...] = ("gail", "airl", "neg")
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _as_float_array(name: str, x: Any) -> np.ndarray:
+    """Return ``x`` as an array, refusing anything that is not float32/float64."""
+    arr = np.asarray(x)
+    if arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
+        raise ValueError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
+    return arr
+
+
+def _as_flag_array(name: str, x: Any) -> np.ndarray:
+    """Return ``x`` as a C-contiguous bool array; integer 0/1 arrays are converted."""
+    arr = np.asarray(x)
+    if arr.dtype == np.bool_:
+        return np.ascontiguousarray(arr)
+    if arr.dtype.kind in "iu":
+        if arr.size and not bool(np.all((arr == 0) | (arr == 1))):
+            raise ValueError(f"{name} must hold only 0 and 1 when given as integers")
+        return np.ascontiguousarray(arr != 0)
+    raise ValueError(f"{name} must be a bool array (or integer 0/1), got dtype {arr.dtype}")
+
+
+def _check_discount(name: str, value: float) -> float:
+    """Return ``value`` as a float, refusing NaN and anything outside [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    out = float(value)
+    if not (0.0 <= out <= 1.0):  # also catches NaN
+        raise ValueError(f"{name} must be in [0, 1], got {out}")
+    return out
+
+
+def _contiguous(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """C-contiguous, native-byte-order copy of ``arr`` in ``dtype`` (no copy when already so)."""
+    return np.ascontiguousarray(arr, dtype=dtype.newbyteorder("="))
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure-NumPy references (kept simple and obviously right; the tests compare the kernels to them)
+# ----------------------------------------------------------------------------------------------
+
+
+def gae_reference(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    next_values: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    gamma: float,
+    lam: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference GAE, the DESIGN.md §2 formulas written out, accumulated in float64.
+
+    No validation: callers pass already-validated arrays.
+
+    Args:
+        rewards: ``(T, N)`` float rewards of each step.
+        values: ``(T, N)`` V(s_t).
+        next_values: ``(T, N)`` V of the true successor of step t (V(final obs) on truncation).
+        terminated: ``(T, N)`` bool, true MDP termination after step t.
+        truncated: ``(T, N)`` bool, time-limit truncation after step t.
+        gamma: discount.
+        lam: GAE lambda.
+
+    Returns:
+        ``(advantages, returns)``, both ``(T, N)`` in the dtype of ``rewards``.
+    """
+    r = rewards.astype(np.float64)
+    v = values.astype(np.float64)
+    nv = next_values.astype(np.float64)
+    term = terminated.astype(bool)
+    cut = term | truncated.astype(bool)
+    delta = r + gamma * np.where(term, 0.0, nv) - v
+    trace = np.where(cut, 0.0, gamma * lam)
+    adv = np.zeros_like(delta)
+    carry = np.zeros(delta.shape[1:], dtype=np.float64)
+    for t in range(delta.shape[0] - 1, -1, -1):
+        carry = delta[t] + trace[t] * carry
+        adv[t] = carry
+    dtype = rewards.dtype
+    return adv.astype(dtype), (adv + v).astype(dtype)
+
+
+def disc_rewards_reference(logits: np.ndarray, kind: str) -> np.ndarray:
+    """Reference discriminator rewards computed in float64 (see DESIGN.md §2 for the table).
+
+    Args:
+        logits: float array of any shape, ``logit = log D - log(1 - D)``.
+        kind: ``"gail"`` (softplus(logit)), ``"airl"`` (logit) or ``"neg"`` (-softplus(-logit)).
+
+    Returns:
+        Rewards with the shape and dtype of ``logits``.
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    if kind == "airl":
+        out = x.copy()
+    elif kind == "gail":
+        out = np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+    elif kind == "neg":
+        out = np.minimum(x, 0.0) - np.log1p(np.exp(-np.abs(x)))
+    else:
+        raise ValueError(f"kind must be one of {DISC_REWARD_KINDS}, got {kind!r}")
+    return out.astype(np.asarray(logits).dtype)
+
+
+def batch_moments_reference(batch: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """Reference batch statistics over axis 0, in float64.
+
+    Args:
+        batch: ``(B, *shape)`` array.
+
+    Returns:
+        ``(count, mean, m2)`` with ``count = B``, ``mean`` and ``m2 = sum((x - mean)**2)`` of shape ``shape``.
+    """
+    x = np.asarray(batch, dtype=np.float64)
+    mean = x.mean(axis=0)
+    m2 = ((x - mean) ** 2).sum(axis=0)
+    return x.shape[0], mean, m2
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------
+
+
+def gae(
+    rewards: npt.ArrayLike,
+    values: npt.ArrayLike,
+    next_values: npt.ArrayLike,
+    terminated: npt.ArrayLike,
+    truncated: npt.ArrayLike,
+    gamma: float,
+    lam: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised advantage estimation on time-major arrays (DESIGN.md §2)::
+
+        delta[t] = rewards[t] + gamma * (1 - terminated[t]) * next_values[t] - values[t]
+        adv[t]   = delta[t] + gamma * lam * (1 - (terminated[t] or truncated[t])) * adv[t+1]
+        returns  = adv + values
+
+    Truncation bootstraps through ``next_values`` (pass V(final observation), never V(reset
+    observation)); termination does not; either one cuts the lambda-trace.
+
+    Args:
+        rewards: ``(T, N)`` float32 or float64.
+        values: ``(T, N)`` V(s_t), float32 or float64.
+        next_values: ``(T, N)`` V of the true successor state of step t; at the last step the
+            bootstrap V(s_T).
+        terminated: ``(T, N)`` bool (or integer 0/1).
+        truncated: ``(T, N)`` bool (or integer 0/1).
+        gamma: discount in [0, 1].
+        lam: GAE lambda in [0, 1].
+
+    Returns:
+        ``(advantages, returns)``, fresh ``(T, N)`` C-contiguous arrays of the common float dtype.
+
+    Raises:
+        ValueError: wrong ndim, mismatched shapes, empty arrays, non-float data, non-0/1 flags,
+            gamma or lam outside [0, 1] or NaN.
+    """
+    gamma_f = _check_discount("gamma", gamma)
+    lam_f = _check_discount("lam", lam)
+    r = _as_float_array("rewards", rewards)
+    v = _as_float_array("values", values)
+    nv = _as_float_array("next_values", next_values)
+    if r.ndim != 2:
+        raise ValueError(f"rewards must be 2-D (T, N) time-major, got shape {r.shape}")
+    for name, arr in (("values", v), ("next_values", nv)):
+        if arr.shape != r.shape:
+            raise ValueError(f"{name} must have the shape of rewards {r.shape}, got {arr.shape}")
+    term = _as_flag_array("terminated", terminated)
+    trunc = _as_flag_array("truncated", truncated)
+    for name, arr in (("terminated", term), ("truncated", trunc)):
+        if arr.shape != r.shape:
+            raise ValueError(f"{name} must have the shape of rewards {r.shape}, got {arr.shape}")
+    if r.size == 0:
+        raise ValueError(f"gae needs at least one step and one env, got shape {r.shape}")
+    dtype = np.result_type(r.dtype, v.dtype, nv.dtype)
+    r, v, nv = (_contiguous(a, dtype) for a in (r, v, nv))
+    return _gae_impl(r, v, nv, term, trunc, gamma_f, lam_f)
+
+
+def disc_rewards(logits: npt.ArrayLike, kind: DiscRewardKind | str) -> np.ndarray:
+    """Rewards from discriminator logits (``logit = log D - log(1 - D)``, D = P(expert)).
+
+    ``gail``: ``softplus(logit) = -log(1 - D)`` (>= 0); ``airl``: ``logit``;
+    ``neg``: ``-softplus(-logit) = log D`` (<= 0). Finite and accurate for any finite logit
+    (stable form ``max(x, 0) + log1p(exp(-|x|))``, no ``log(sigmoid(x))``).
+
+    Args:
+        logits: float32 or float64 array of any non-empty shape.
+        kind: ``"gail"``, ``"airl"`` or ``"neg"``.
+
+    Returns:
+        A fresh array with the shape and dtype of ``logits``.
+
+    Raises:
+        ValueError: unknown kind, non-float or empty logits.
+    """
+    if kind not in DISC_REWARD_KINDS:
+        raise ValueError(f"kind must be one of {DISC_REWARD_KINDS}, got {kind!r}")
+    x = _as_float_array("logits", logits)
+    if x.size == 0:
+        raise ValueError(f"logits must not be empty, got shape {x.shape}")
+    x = _contiguous(x, x.dtype)
+    return _disc_rewards_impl(x, str(kind))
+
+
+class RunningMeanStd:
+    """Running mean and variance over a stream of batches, merged exactly (Chan et al.).
+
+    Starts from a pseudo-count ``epsilon`` at mean 0, variance 1 (so normalising before the first
+    update is the identity, and early updates are not divided by ~0). Each :meth:`update`
+    computes the batch's count, mean and sum of squared deviations in one numerically stable
+    pass (float64 accumulation) and merges them with the parallel update, so updating with
+    batches A then B gives the statistics of ``concatenate([A, B])`` (up to rounding).
+
+    Args:
+        shape: the shape of one sample (``()`` for scalar rewards, ``(obs_dim,)`` for observations).
+        epsilon: initial pseudo-count, >= 0.
+    """
+
+    def __init__(self, shape: tuple[int, ...] = (), epsilon: float = 1e-4) -> None:
+        shape = tuple(int(s) for s in shape)
+        if any(s <= 0 for s in shape):
+            raise ValueError(f"shape must have positive sizes, got {shape}")
+        eps = float(epsilon)
+        if not (eps >= 0.0 and math.isfinite(eps)):
+            raise ValueError(f"epsilon must be finite and >= 0, got {epsilon}")
+        self._shape = shape
+        self._mean = np.zeros(shape, dtype=np.float64)
+        self._var = np.ones(shape, dtype=np.float64)
+        self._count = eps
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one sample."""
+        return self._shape
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Running mean, ``shape`` float64 (a copy)."""
+        return self._mean.copy()
+
+    @property
+    def var(self) -> np.ndarray:
+        """Running (population) variance, ``shape`` float64 (a copy)."""
+        return self._var.copy()
+
+    @property
+    def count(self) -> float:
+        """Number of samples seen, plus the initial pseudo-count ``epsilon``."""
+        return self._count
+
+    def _as_batch(self, name: str, x: Any) -> np.ndarray:
+        arr = np.asarray(x)
+        if arr.dtype.kind in "iu":
+            arr = arr.astype(np.float64)
+        elif arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
+            raise ValueError(f"{name} must be a float32/float64 (or integer) array, got dtype {arr.dtype}")
+        return arr
+
+    def update(self, batch: npt.ArrayLike) -> None:
+        """Merge a batch of samples into the running statistics.
+
+        Args:
+            batch: ``(B, *shape)`` float32/float64 (or integer), B >= 1.
+
+        Raises:
+            ValueError: wrong trailing shape, empty batch or unsupported dtype.
+        """
+        x = self._as_batch("batch", batch)
+        if x.ndim != len(self._shape) + 1 or x.shape[1:] != self._shape:
+            raise ValueError(f"batch must have shape (B, *{self._shape}), got {x.shape}")
+        if x.shape[0] == 0:
+            raise ValueError("batch must hold at least one sample, got B = 0")
+        x = _contiguous(x, x.dtype).reshape(x.shape[0], -1)
+        self._count = _rms_update_impl(x, self._mean.reshape(-1), self._var.reshape(-1), self._count)
+
+    def normalize(self, x: npt.ArrayLike, clip: float = 10.0) -> np.ndarray:
+        """``clip((x - mean) / sqrt(var + 1e-8), -clip, clip)`` as float32.
+
+        Args:
+            x: ``(..., *shape)`` float32/float64 (or integer).
+            clip: positive clip bound.
+
+        Returns:
+            float32 array with the shape of ``x``.
+        """
+        arr = self._as_batch("x", x)
+        n = len(self._shape)
+        if arr.ndim < n or (n and arr.shape[-n:] != self._shape):
+            raise ValueError(f"x must have shape (..., *{self._shape}), got {arr.shape}")
+        clip_f = float(clip)
+        if not clip_f > 0.0:
+            raise ValueError(f"clip must be > 0, got {clip}")
+        out = (arr.astype(np.float64) - self._mean) / np.sqrt(self._var + 1e-8)
+        return np.clip(out, -clip_f, clip_f).astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state as plain data: ``{"mean": ndarray, "var": ndarray, "count": float}``."""
+        return {"mean": self._mean.copy(), "var": self._var.copy(), "count": float(self._count)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state produced by :meth:`state_dict` (arrays may be any array-like).
+
+        Raises:
+            ValueError: missing keys, wrong shapes, negative count/variance or non-finite values.
+        """
+        missing = {"mean", "var", "count"} - set(state)
+        if missing:
+            raise ValueError(f"RunningMeanStd state is missing {sorted(missing)}")
+        mean = np.array(state["mean"], dtype=np.float64)
+        var = np.array(state["var"], dtype=np.float64)
+        count = float(state["count"])
+        for name, arr in (("mean", mean), ("var", var)):
+            if arr.shape != self._shape:
+                raise ValueError(f"RunningMeanStd state {name} has shape {arr.shape}, expected {self._shape}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"RunningMeanStd state {name} is not finite")
+        if np.any(var < 0):
+            raise ValueError("RunningMeanStd state var must be >= 0")
+        if not (count >= 0.0 and math.isfinite(count)):
+            raise ValueError(f"RunningMeanStd state count must be finite and >= 0, got {count}")
+        self._mean, self._var, self._count = mean, var, count
+
+    def copy(self) -> RunningMeanStd:
+        """An independent copy."""
+        other = RunningMeanStd(self._shape, epsilon=0.0)
+        other.load_state_dict(self.state_dict())
+        return other
+
+    def __repr__(self) -> str:
+        return f"RunningMeanStd(shape={self._shape}, count={self._count:g})"
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernel dispatch
+# ----------------------------------------------------------------------------------------------
+
+
+def _gae_impl(
+    r: np.ndarray,
+    v: np.ndarray,
+    nv: np.ndarray,
+    term: np.ndarray,
+    trunc: np.ndarray,
+    gamma: float,
+    lam: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    return gae_reference(r, v, nv, term, trunc, gamma, lam)
+
+
+def _disc_rewards_impl(x: np.ndarray, kind: str) -> np.ndarray:
+    return disc_rewards_reference(x, kind)
+
+
+def _rms_update_impl(x: np.ndarray, mean: np.ndarray, var: np.ndarray, count: float) -> float:
+    """Merge batch ``x`` ``(B, D)`` into ``mean``/``var`` ``(D,)`` in place; return the new count."""
+    b, batch_mean, batch_m2 = batch_moments_reference(x)
+    total = count + b
+    delta = batch_mean - mean
+    m2 = var * count + batch_m2 + delta * delta * (count * b / total)
+    mean += delta * (b / total)
+    var[:] = m2 / total
+    return total
