@@ -1,0 +1,123 @@
+"""Checkpoint format and load_policy (contract §4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gail_robot.errors import UserError
+from gail_robot.nets import Critic, Discriminator, GaussianActor, NetConfig, flat_params, set_flat_params
+from gail_robot.policy_io import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    load_policy,
+    save_checkpoint,
+)
+
+
+def _payload(actor: GaussianActor) -> dict:
+    return {
+        "actor_spec": actor.spec(),
+        "actor": actor.state_dict(),
+        "obs_norm": {"mean": np.array([1.0, -2.0, 0.5]), "var": np.array([4.0, 1.0, 0.25]), "clip": 5.0},
+        "action_low": np.array([-2.0, 0.0], dtype=np.float32),
+        "action_high": np.array([2.0, 1.0], dtype=np.float32),
+        "env_id": "Foo-v0",
+        "env_kwargs": {"a": 1},
+        "meta": {"algo": "ppo", "env_steps": 10},
+        "rng": {"numpy": np.random.default_rng(0).bit_generator.state, "torch": torch.get_rng_state()},
+    }
+
+
+def test_checkpoint_roundtrip_and_act(tmp_path):
+    torch.manual_seed(0)
+    actor = GaussianActor(3, 2, NetConfig([8, 8], "tanh"))
+    path = save_checkpoint(tmp_path / "run" / "final.pt", _payload(actor))
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == CHECKPOINT_FORMAT
+    bundle = load_policy(tmp_path / "run")  # a run dir means its final checkpoint
+    assert bundle.env_id == "Foo-v0" and bundle.env_kwargs == {"a": 1} and bundle.meta["algo"] == "ppo"
+    obs = np.array([[3.0, -1.0, 0.0], [1.0, -2.0, 0.5]], dtype=np.float32)
+    obs_n = np.clip((obs - bundle.obs_mean) / np.sqrt(bundle.obs_var + 1e-8), -5, 5)
+    with torch.no_grad():
+        mean = actor(torch.as_tensor(obs_n, dtype=torch.float32)).numpy()
+    expected = np.array([-2.0, 0.0]) + (np.clip(mean, -1, 1) + 1) / 2 * np.array([4.0, 1.0])
+    np.testing.assert_allclose(bundle.act(obs), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bundle.act(obs[0]), expected[0], rtol=1e-5, atol=1e-6)
+    assert bundle.act(obs).dtype == np.float32
+
+
+def test_no_temp_files_left(tmp_path):
+    actor = GaussianActor(3, 2)
+    save_checkpoint(tmp_path / "c.pt", _payload(actor))
+    save_checkpoint(tmp_path / "c.pt", _payload(actor))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_bad_files_raise_user_error(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        load_policy(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        load_policy(tmp_path / "junk.pt")
+    torch.save({"format": CHECKPOINT_FORMAT, "format_version": 99}, tmp_path / "v99.pt")
+    with pytest.raises(UserError, match="format version 99"):
+        load_checkpoint(tmp_path / "v99.pt")
+    torch.save({"hello": 1}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="not a gail_robot checkpoint"):
+        load_policy(tmp_path / "other.pt")
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(UserError, match="not a run directory"):
+        load_policy(tmp_path / "empty_run")
+
+
+def test_nets_shapes_and_flat_params():
+    actor = GaussianActor(5, 3)
+    obs = torch.randn(7, 5)
+    assert actor(obs).shape == (7, 3)
+    assert actor.log_prob(obs, torch.zeros(7, 3)).shape == (7,)
+    assert Critic(5)(obs).shape == (7,)
+    assert Discriminator(8)(torch.randn(7, 8)).shape == (7,)
+    flat = flat_params(actor)
+    set_flat_params(actor, flat * 0 + 1.0)
+    assert torch.all(flat_params(actor) == 1.0)
+    with pytest.raises(ValueError, match="flat vector"):
+        set_flat_params(actor, flat[:-1])
+
+
+class _Exported(torch.nn.Module):
+    """Shape of what gail_robot.export writes: the normalised actor as submodule ``actor``."""
+
+    def __init__(self, actor: GaussianActor):
+        super().__init__()
+        self.actor = actor
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(obs)
+
+
+def test_load_torchscript_export(tmp_path):
+    import json
+    import warnings
+
+    actor = GaussianActor(3, 2, NetConfig([8], "tanh"))
+    meta = {
+        "env_id": "Foo-v0",
+        "env_kwargs": {},
+        "obs_mean": [0.0, 0.0, 0.0],
+        "obs_var": [1.0, 1.0, 1.0],
+        "obs_clip": 10.0,
+        "action_low": [-1.0, -1.0],
+        "action_high": [1.0, 1.0],
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.script(_Exported(actor))
+        torch.jit.save(scripted, str(tmp_path / "policy.pt"), _extra_files={"meta.json": json.dumps(meta)})
+    bundle = load_policy(tmp_path / "policy.pt")  # must not warn (filterwarnings=error)
+    obs = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = np.clip(actor(torch.from_numpy(obs)).numpy(), -1, 1)
+    np.testing.assert_allclose(bundle.act(obs), expected, atol=1e-6)
+    assert bundle.env_id == "Foo-v0"
