@@ -1,0 +1,1 @@
+"""Recording demonstrations: input devices (keyboard, gamepad, spacemouse, experts) and the recording loop."""
