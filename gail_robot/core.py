@@ -31,6 +31,15 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+try:
+    from gail_robot import _core
+except ImportError as exc:  # no silent NumPy fallback: a missing build must be noticed
+    raise ImportError(
+        "gail_robot._core (the compiled C++ kernels) failed to import: "
+        f"{exc}. Build it with `pip install --no-build-isolation --no-deps -e .` from the repository "
+        "root (needs a C++17 compiler, CMake, scikit-build-core and pybind11), or reinstall the package."
+    ) from exc
+
 __all__ = [
     "DISC_REWARD_KINDS",
     "RunningMeanStd",
@@ -39,6 +48,8 @@ __all__ = [
     "disc_rewards_reference",
     "gae",
     "gae_reference",
+    "normalize_reference",
+    "rms_update_reference",
 ]
 
 DiscRewardKind = Literal["gail", "airl", "neg"]
@@ -153,6 +164,33 @@ def disc_rewards_reference(logits: np.ndarray, kind: str) -> np.ndarray:
     else:
         raise ValueError(f"kind must be one of {DISC_REWARD_KINDS}, got {kind!r}")
     return out.astype(np.asarray(logits).dtype)
+
+
+def rms_update_reference(
+    batch: np.ndarray, mean: np.ndarray, var: np.ndarray, count: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Reference running-statistics update: Chan's parallel merge of the batch moments.
+
+    Args:
+        batch: ``(B, *shape)`` samples.
+        mean: running mean, ``shape`` float64.
+        var: running population variance, ``shape`` float64.
+        count: running count (including any pseudo-count).
+
+    Returns:
+        The merged ``(mean, var, count)``.
+    """
+    b, batch_mean, batch_m2 = batch_moments_reference(batch)
+    total = count + b
+    delta = batch_mean - mean
+    m2 = var * count + batch_m2 + delta * delta * (count * b / total)
+    return mean + delta * (b / total), m2 / total, total
+
+
+def normalize_reference(x: np.ndarray, mean: np.ndarray, var: np.ndarray, clip: float) -> np.ndarray:
+    """Reference ``clip((x - mean) / sqrt(var + 1e-8), -clip, clip)`` computed in float64, as float32."""
+    out = (np.asarray(x, dtype=np.float64) - mean) / np.sqrt(var + 1e-8)
+    return np.clip(out, -clip, clip).astype(np.float32)
 
 
 def batch_moments_reference(batch: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
@@ -346,8 +384,13 @@ class RunningMeanStd:
         clip_f = float(clip)
         if not clip_f > 0.0:
             raise ValueError(f"clip must be > 0, got {clip}")
-        out = (arr.astype(np.float64) - self._mean) / np.sqrt(self._var + 1e-8)
-        return np.clip(out, -clip_f, clip_f).astype(np.float32)
+        if math.isnan(clip_f):
+            raise ValueError(f"clip must be > 0, got {clip}")
+        arr = _contiguous(arr, arr.dtype)
+        width = int(np.prod(self._shape))
+        flat_x = arr.reshape(-1, width)
+        out = _rms_normalize_impl(flat_x, self._mean.reshape(-1), self._var.reshape(-1), clip_f)
+        return out.reshape(arr.shape)
 
     def state_dict(self) -> dict[str, Any]:
         """The state as plain data: ``{"mean": ndarray, "var": ndarray, "count": float}``."""
@@ -387,7 +430,7 @@ class RunningMeanStd:
 
 
 # ----------------------------------------------------------------------------------------------
-# Kernel dispatch
+# Kernel dispatch: validated, C-contiguous, native-order arrays in; outputs allocated here.
 # ----------------------------------------------------------------------------------------------
 
 
@@ -400,19 +443,29 @@ def _gae_impl(
     gamma: float,
     lam: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    return gae_reference(r, v, nv, term, trunc, gamma, lam)
+    adv = np.empty_like(r)
+    ret = np.empty_like(r)
+    kernel = _core.gae_f32 if r.dtype == np.float32 else _core.gae_f64
+    kernel(r, v, nv, term, trunc, gamma, lam, adv, ret)
+    return adv, ret
 
 
 def _disc_rewards_impl(x: np.ndarray, kind: str) -> np.ndarray:
-    return disc_rewards_reference(x, kind)
+    out = np.empty_like(x)
+    kernel = _core.disc_rewards_f32 if x.dtype == np.float32 else _core.disc_rewards_f64
+    kernel(x.reshape(-1), kind, out.reshape(-1))
+    return out
 
 
 def _rms_update_impl(x: np.ndarray, mean: np.ndarray, var: np.ndarray, count: float) -> float:
-    """Merge batch ``x`` ``(B, D)`` into ``mean``/``var`` ``(D,)`` in place; return the new count."""
-    b, batch_mean, batch_m2 = batch_moments_reference(x)
-    total = count + b
-    delta = batch_mean - mean
-    m2 = var * count + batch_m2 + delta * delta * (count * b / total)
-    mean += delta * (b / total)
-    var[:] = m2 / total
-    return total
+    """Merge batch ``x`` ``(B, D)`` into ``mean``/``var`` ``(D,)`` float64 in place; return the new count."""
+    kernel = _core.rms_update_f32 if x.dtype == np.float32 else _core.rms_update_f64
+    return kernel(x, mean, var, count)
+
+
+def _rms_normalize_impl(x: np.ndarray, mean: np.ndarray, var: np.ndarray, clip: float) -> np.ndarray:
+    """``(M, D)`` x -> ``(M, D)`` float32, with float64 ``mean``/``var`` ``(D,)``."""
+    out = np.empty(x.shape, dtype=np.float32)
+    kernel = _core.rms_normalize_f32 if x.dtype == np.float32 else _core.rms_normalize_f64
+    kernel(x, mean, var, clip, out)
+    return out
