@@ -1,0 +1,1 @@
+"""Training algorithms: PPO and TRPO generators on one rollout path, GAIL (generator + discriminator), BC."""

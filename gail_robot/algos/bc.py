@@ -1,0 +1,205 @@
+"""Behaviour cloning: Gaussian maximum likelihood on expert pairs, validation split, early stopping.
+
+The result is an ordinary checkpoint (actor + observation statistics of the demos), so it can be
+evaluated, exported, or used to warm-start GAIL / PPO / TRPO with ``--init-from``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gail_robot.algos.config import TrainConfig
+from gail_robot.algos.demos import concatenate, load_demo_episodes, normalize_actions
+from gail_robot.data import Transitions
+from gail_robot.envs.make import make_env
+from gail_robot.envs.wrappers import NormalizedActions, ObsNormalizer
+from gail_robot.nets import GaussianActor, NetConfig
+from gail_robot.policy_io import FINAL_NAME, PolicyBundle, save_checkpoint
+
+
+def split_episodes(
+    episodes: list[Transitions], valid_fraction: float, rng: np.random.Generator
+) -> tuple[Transitions, Transitions | None]:
+    """Hold out whole episodes (consecutive pairs are correlated); with one demo, split its pairs."""
+    if valid_fraction <= 0:
+        return concatenate(episodes), None
+    if len(episodes) >= 2:
+        n_valid = min(len(episodes) - 1, max(1, round(valid_fraction * len(episodes))))
+        order = rng.permutation(len(episodes))
+        valid = [episodes[i] for i in sorted(order[:n_valid])]
+        train = [episodes[i] for i in sorted(order[n_valid:])]
+        return concatenate(train), concatenate(valid)
+    data = episodes[0]
+    n_valid = max(1, round(valid_fraction * len(data)))
+    if n_valid >= len(data):
+        return data, None
+    order = rng.permutation(len(data))
+    return data.index(np.sort(order[n_valid:])), data.index(np.sort(order[:n_valid]))
+
+
+def fit_bc(
+    actor: GaussianActor,
+    obs: np.ndarray,
+    actions: np.ndarray,
+    valid_obs: np.ndarray | None,
+    valid_actions: np.ndarray | None,
+    *,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    batch_size: int = 256,
+    max_epochs: int = 200,
+    patience: int = 10,
+    seed: int = 0,
+    on_epoch: Any = None,
+) -> dict[str, float]:
+    """Maximise the Gaussian log-likelihood of ``actions`` given ``obs`` (both already normalised).
+
+    Args:
+        actor: the policy; trained in place and left at its best validation epoch.
+        obs: ``(M, obs_dim) float32`` normalised observations.
+        actions: ``(M, act_dim) float32`` actions in ``[-1, 1]`` units.
+        valid_obs: held-out observations, or None (then the training loss decides "best").
+        valid_actions: held-out actions, or None.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        batch_size: minibatch size.
+        max_epochs: upper bound on epochs.
+        patience: stop after this many epochs without improvement.
+        seed: minibatch shuffling seed.
+        on_epoch: optional callback ``(epoch, metrics dict) -> None``.
+
+    Returns:
+        Metrics of the best epoch: ``epoch``, ``train_nll``, ``valid_nll``, ``valid_mse``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(actor.parameters(), lr=lr, weight_decay=weight_decay)
+    x, y = torch.from_numpy(obs), torch.from_numpy(actions)
+    vx = torch.from_numpy(valid_obs) if valid_obs is not None else None
+    vy = torch.from_numpy(valid_actions) if valid_actions is not None else None
+    best: dict[str, float] = {}
+    best_score, best_state, stale = float("inf"), copy.deepcopy(actor.state_dict()), 0
+    for epoch in range(1, max_epochs + 1):
+        order = torch.randperm(len(x), generator=gen)
+        losses = []
+        for start in range(0, len(x), batch_size):
+            idx = order[start : start + batch_size]
+            loss = -actor.log_prob(x[idx], y[idx]).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item() * len(idx))
+        metrics = {"epoch": float(epoch), "train_nll": float(np.sum(losses) / len(x))}
+        if vx is not None and vy is not None:
+            with torch.no_grad():
+                metrics["valid_nll"] = -actor.log_prob(vx, vy).mean().item()
+                metrics["valid_mse"] = ((actor(vx).clamp(-1, 1) - vy) ** 2).mean().item()
+        score = metrics.get("valid_nll", metrics["train_nll"])
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+        if score < best_score - 1e-6:
+            best_score, best_state, best, stale = score, copy.deepcopy(actor.state_dict()), metrics, 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    actor.load_state_dict(best_state)
+    return best
+
+
+def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
+    """Train BC as configured, write the run directory and return the final checkpoint's path."""
+    from tqdm import tqdm
+
+    from gail_robot.algos.trainer import MetricsLog, versions
+    from gail_robot.errors import UserError
+
+    cfg = config
+    run_dir = Path(run_dir)
+    if not cfg.bc.demos:
+        raise UserError("--algo bc needs demos: --demos FILE (or bc.demos in the config)")
+    torch.set_num_threads(cfg.run.torch_threads)
+    torch.manual_seed(cfg.run.seed)
+    episodes = load_demo_episodes(
+        cfg.bc.demos, cfg.env.id, cfg.env.kwargs, mask=cfg.bc.demo_mask, max_demos=cfg.bc.max_demos
+    )
+    probe = make_env(cfg.env.id, cfg.env.kwargs)
+    assert isinstance(probe, NormalizedActions)
+    low, high = probe.low.copy(), probe.high.copy()
+    probe.close()
+    train, valid = split_episodes(episodes, cfg.bc.valid_fraction, np.random.default_rng(cfg.run.seed))
+    obs_dim, act_dim = train.obs.shape[1], train.actions.shape[1]
+    normalizer = ObsNormalizer(obs_dim, cfg.env.obs_clip, cfg.env.normalize_obs)
+    normalizer.update(train.obs)
+    net = NetConfig(list(cfg.policy.hidden_sizes), cfg.policy.activation)
+    actor = GaussianActor(obs_dim, act_dim, net, cfg.policy.init_log_std)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    log = MetricsLog(run_dir, cfg.run.tensorboard, None)
+    start = time.perf_counter()
+    bar = tqdm(total=cfg.bc.max_epochs, unit="epoch", disable=not cfg.run.progress, desc=f"bc {cfg.env.id}")
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k != "epoch"}, refresh=False)
+        log.write({"env_steps": 0, "epoch": epoch, "wall_time": time.perf_counter() - start, **metrics})
+
+    try:
+        best = fit_bc(
+            actor,
+            normalizer(train.obs),
+            normalize_actions(train.actions, low, high),
+            normalizer(valid.obs) if valid is not None else None,
+            normalize_actions(valid.actions, low, high) if valid is not None else None,
+            lr=cfg.bc.lr,
+            weight_decay=cfg.bc.weight_decay,
+            batch_size=cfg.bc.batch_size,
+            max_epochs=cfg.bc.max_epochs,
+            patience=cfg.bc.patience,
+            seed=cfg.run.seed,
+            on_epoch=on_epoch,
+        )
+        norm = normalizer.export()
+        eval_metrics: dict[str, float] = {}
+        if cfg.run.eval_episodes > 0:
+            from gail_robot.evaluate import evaluate_policy
+
+            bundle = PolicyBundle(
+                actor, norm["mean"], norm["var"], norm["clip"], low, high, cfg.env.id, dict(cfg.env.kwargs)
+            )
+            result = evaluate_policy(bundle, cfg.run.eval_episodes, seed=10_000 + cfg.run.seed)
+            eval_metrics = {"eval_return": result.mean_return, "eval_length": result.mean_length}
+            if not np.isnan(result.success_rate):
+                eval_metrics["eval_success_rate"] = result.success_rate
+            log.write({"env_steps": 0, "wall_time": time.perf_counter() - start, **eval_metrics})
+    finally:
+        bar.close()
+        log.close()
+    payload = {
+        "actor_spec": actor.spec(),
+        "actor": actor.state_dict(),
+        "obs_norm": norm,
+        "action_low": low,
+        "action_high": high,
+        "env_id": cfg.env.id,
+        "env_kwargs": dict(cfg.env.kwargs),
+        "meta": {
+            "algo": "bc",
+            "run_dir": str(run_dir.resolve()),
+            "env_steps": 0,
+            "num_demos": len(episodes),
+            "train_pairs": len(train),
+            "best": best,
+            "eval": eval_metrics,
+            "versions": versions(),
+        },
+        "config": cfg.to_dict(),
+        "normalizer": normalizer.state_dict(),
+    }
+    return save_checkpoint(run_dir / FINAL_NAME, payload)

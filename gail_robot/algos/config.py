@@ -1,0 +1,437 @@
+"""Typed training configuration: one small dataclass per concern, one docstring per field.
+
+A YAML config file maps onto :class:`TrainConfig` section by section (``env:``, ``ppo:``, ...);
+``--set section.field=value`` overrides single fields (values parsed as YAML scalars). Unknown
+keys and invalid values raise :class:`~gail_robot.errors.UserError` with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+
+from gail_robot.errors import UserError
+from gail_robot.nets import ACTIVATIONS
+
+ALGOS = ("ppo", "trpo", "gail", "bc")
+GENERATORS = ("ppo", "trpo")
+REWARD_KINDS = ("auto", "gail", "airl", "neg")
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise UserError(message)
+
+
+@dataclass
+class EnvConfig:
+    """Which env and how to run it."""
+
+    id: str = "InvertedPendulum-v5"
+    """Gymnasium env id, e.g. Hopper-v5 or gail_robot/ArmReach-v0."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for gymnasium.make (e.g. max_episode_steps)."""
+    num_envs: int = 8
+    """Parallel envs in the vector env."""
+    vectorization: Literal["async", "sync"] = "async"
+    """async: one subprocess per env (uses all cores); sync: in-process."""
+    normalize_obs: bool = True
+    """Running observation normalisation, shared by policy, critic and discriminator."""
+    obs_clip: float = 10.0
+    """Clip bound of normalised observations."""
+
+    def __post_init__(self) -> None:
+        _check(self.num_envs >= 1, f"env.num_envs must be >= 1, got {self.num_envs}")
+        _check(self.vectorization in ("async", "sync"), "env.vectorization must be async or sync")
+        _check(self.obs_clip > 0, f"env.obs_clip must be > 0, got {self.obs_clip}")
+
+
+@dataclass
+class PolicyConfig:
+    """Actor and critic networks."""
+
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    """Hidden layer widths of actor and critic."""
+    activation: str = "tanh"
+    """Hidden activation: tanh, relu, elu or silu."""
+    init_log_std: float = 0.0
+    """Initial log standard deviation of the Gaussian policy (normalised action units)."""
+
+    def __post_init__(self) -> None:
+        _check(all(int(h) > 0 for h in self.hidden_sizes), "policy.hidden_sizes must be positive ints")
+        _check(self.activation in ACTIVATIONS, f"policy.activation must be one of {sorted(ACTIVATIONS)}")
+
+
+@dataclass
+class RolloutConfig:
+    """Rollout collection and advantage estimation (shared by PPO and TRPO)."""
+
+    n_steps: int = 256
+    """Steps per env per rollout; a rollout holds n_steps * num_envs transitions."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+
+    def __post_init__(self) -> None:
+        _check(self.n_steps >= 1, f"rollout.n_steps must be >= 1, got {self.n_steps}")
+        _check(0.0 <= self.gamma <= 1.0, f"rollout.gamma must be in [0, 1], got {self.gamma}")
+        _check(0.0 <= self.gae_lambda <= 1.0, f"rollout.gae_lambda must be in [0, 1], got {self.gae_lambda}")
+
+
+@dataclass
+class PPOConfig:
+    """PPO update (Schulman et al. 2017)."""
+
+    lr: float = 3e-4
+    """Adam learning rate of actor and critic."""
+    anneal_lr: bool = True
+    """Linearly anneal the learning rate to 0 over the run."""
+    epochs: int = 10
+    """Passes over each rollout."""
+    minibatches: int = 32
+    """Minibatches per epoch."""
+    clip_range: float = 0.2
+    """Clip range of the probability ratio."""
+    clip_value: float | None = None
+    """Clip range of the value update around the old values (None: no value clipping)."""
+    ent_coef: float = 0.0
+    """Entropy bonus coefficient."""
+    vf_coef: float = 0.5
+    """Value loss coefficient."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip."""
+    target_kl: float | None = None
+    """Stop the epochs early once the approximate KL exceeds this (None: never)."""
+    normalize_advantages: bool = True
+    """Normalise advantages per minibatch."""
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, f"ppo.lr must be > 0, got {self.lr}")
+        _check(self.epochs >= 1 and self.minibatches >= 1, "ppo.epochs and ppo.minibatches must be >= 1")
+        _check(self.clip_range > 0, f"ppo.clip_range must be > 0, got {self.clip_range}")
+        _check(self.clip_value is None or self.clip_value > 0, "ppo.clip_value must be > 0 or null")
+        _check(self.target_kl is None or self.target_kl > 0, "ppo.target_kl must be > 0 or null")
+        _check(self.max_grad_norm > 0, "ppo.max_grad_norm must be > 0")
+
+
+@dataclass
+class TRPOConfig:
+    """TRPO update (Schulman et al. 2015): natural gradient step inside a KL trust region."""
+
+    max_kl: float = 0.01
+    """Trust-region bound on the mean KL(old || new)."""
+    cg_iters: int = 10
+    """Conjugate-gradient iterations."""
+    cg_damping: float = 0.1
+    """Damping added to the Fisher-vector product."""
+    line_search_steps: int = 10
+    """Backtracking line-search steps."""
+    backtrack_ratio: float = 0.8
+    """Step shrink factor per line-search step."""
+    ent_coef: float = 0.0
+    """Entropy bonus in the surrogate."""
+    normalize_advantages: bool = True
+    """Normalise advantages over the rollout."""
+    vf_lr: float = 1e-3
+    """Adam learning rate of the value function."""
+    vf_epochs: int = 5
+    """Passes of value regression over each rollout."""
+    vf_minibatches: int = 16
+    """Minibatches per value epoch."""
+
+    def __post_init__(self) -> None:
+        _check(self.max_kl > 0, f"trpo.max_kl must be > 0, got {self.max_kl}")
+        _check(self.cg_iters >= 1 and self.line_search_steps >= 1, "trpo iterations must be >= 1")
+        _check(0 < self.backtrack_ratio < 1, "trpo.backtrack_ratio must be in (0, 1)")
+        _check(self.cg_damping >= 0, "trpo.cg_damping must be >= 0")
+        _check(self.vf_lr > 0 and self.vf_epochs >= 1 and self.vf_minibatches >= 1, "bad trpo.vf_* settings")
+
+
+@dataclass
+class GAILConfig:
+    """GAIL (Ho & Ermon 2016): a discriminator's reward for a PPO or TRPO generator."""
+
+    demos: str | None = None
+    """Demo file (HDF5); also given by --demos."""
+    demo_mask: str | None = None
+    """Use only the demos of this mask (e.g. train)."""
+    demo_subsample: int = 1
+    """Keep every k-th expert pair (the GAIL paper used 20)."""
+    max_demos: int | None = None
+    """Use at most this many demos (first ones, numeric order); null: all."""
+    generator: Literal["ppo", "trpo"] = "ppo"
+    """The RL algorithm that trains the policy on the discriminator's reward."""
+    reward: Literal["auto", "gail", "airl", "neg"] = "auto"
+    """Reward from logits: gail=softplus(l) (walkers), neg=-softplus(-l) (tasks ending on success),
+    airl=l (pair with absorbing); auto picks neg for gail_robot/Arm* tasks and gail otherwise."""
+    disc_input: Literal["sa", "ss"] = "sa"
+    """Discriminator input: (s, a) or (s, s')."""
+    hidden_sizes: list[int] = field(default_factory=lambda: [100, 100])
+    """Discriminator hidden widths."""
+    activation: str = "tanh"
+    """Discriminator activation."""
+    lr: float = 3e-4
+    """Discriminator Adam learning rate."""
+    updates_per_round: int = 1
+    """Discriminator passes over the round's data per rollout (few, against overpowering)."""
+    batch_size: int = 512
+    """Discriminator minibatch size (expert and policy halves each)."""
+    grad_penalty: float = 0.0
+    """WGAN-GP style gradient-penalty weight on expert/policy interpolates (0: off)."""
+    ent_coef: float = 0.0
+    """Bonus on the entropy of D's Bernoulli output (keeps D uncertain; 0: off)."""
+    replay_rounds: int = 1
+    """Policy samples of this many most recent rollouts feed D (1: the current rollout only)."""
+    absorbing: bool = False
+    """DAC absorbing states for true terminations (pair with reward: airl)."""
+    expert_noise: float = 0.0
+    """Std of Gaussian noise on normalised expert inputs (regularises D)."""
+
+    def __post_init__(self) -> None:
+        _check(self.generator in GENERATORS, f"gail.generator must be one of {GENERATORS}")
+        _check(self.reward in REWARD_KINDS, f"gail.reward must be one of {REWARD_KINDS}")
+        _check(self.disc_input in ("sa", "ss"), "gail.disc_input must be sa or ss")
+        _check(self.demo_subsample >= 1, "gail.demo_subsample must be >= 1")
+        _check(self.max_demos is None or self.max_demos >= 1, "gail.max_demos must be >= 1 or null")
+        _check(self.updates_per_round >= 1 and self.batch_size >= 2, "bad gail.updates_per_round/batch_size")
+        _check(
+            self.lr > 0 and self.grad_penalty >= 0 and self.ent_coef >= 0, "bad gail.lr/grad_penalty/ent_coef"
+        )
+        _check(self.replay_rounds >= 1, "gail.replay_rounds must be >= 1")
+        _check(self.activation in ACTIVATIONS, f"gail.activation must be one of {sorted(ACTIVATIONS)}")
+        _check(self.expert_noise >= 0, "gail.expert_noise must be >= 0")
+
+
+@dataclass
+class BCConfig:
+    """Behaviour cloning: Gaussian maximum likelihood with a validation split and early stopping."""
+
+    demos: str | None = None
+    """Demo file (HDF5); also given by --demos."""
+    demo_mask: str | None = None
+    """Train on the demos of this mask only (validation is split off from them)."""
+    max_demos: int | None = None
+    """Use at most this many demos; null: all."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    weight_decay: float = 0.0
+    """Adam weight decay."""
+    batch_size: int = 256
+    """Minibatch size."""
+    max_epochs: int = 200
+    """Upper bound on epochs."""
+    valid_fraction: float = 0.1
+    """Fraction of demos (whole episodes) held out for validation."""
+    patience: int = 10
+    """Stop after this many epochs without validation improvement."""
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0 and self.weight_decay >= 0, "bad bc.lr/weight_decay")
+        _check(self.batch_size >= 1 and self.max_epochs >= 1 and self.patience >= 1, "bad bc sizes")
+        _check(0.0 <= self.valid_fraction < 1.0, "bc.valid_fraction must be in [0, 1)")
+        _check(self.max_demos is None or self.max_demos >= 1, "bc.max_demos must be >= 1 or null")
+
+
+@dataclass
+class RunConfig:
+    """Budget, logging, evaluation and checkpoints."""
+
+    total_steps: int = 100_000
+    """Env steps to train for (BC: ignored)."""
+    seed: int = 0
+    """Seed of torch, numpy and env resets."""
+    torch_threads: int = 1
+    """Learner threads (1 is fastest for small MLPs while env subprocesses use the other cores)."""
+    eval_interval: int = 50_000
+    """Deterministic evaluation every this many env steps (0: only at the end)."""
+    eval_episodes: int = 5
+    """Episodes per evaluation."""
+    checkpoint_interval: int = 100_000
+    """Checkpoint every this many env steps (envs are reset there, so resume is exact)."""
+    keep_checkpoints: int = 3
+    """Numbered checkpoints to keep besides latest.pt and final.pt."""
+    progress: bool = True
+    """Show a progress bar."""
+    tensorboard: bool = True
+    """Write TensorBoard event files."""
+
+    def __post_init__(self) -> None:
+        _check(self.total_steps >= 1, f"run.total_steps must be >= 1, got {self.total_steps}")
+        _check(self.torch_threads >= 1, "run.torch_threads must be >= 1")
+        _check(self.eval_interval >= 0 and self.eval_episodes >= 0, "bad run.eval_interval/eval_episodes")
+        _check(self.checkpoint_interval >= 1 and self.keep_checkpoints >= 0, "bad run.checkpoint settings")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; saved as the run's config.yaml."""
+
+    algo: Literal["ppo", "trpo", "gail", "bc"] = "ppo"
+    """ppo / trpo: RL on the env reward; gail: imitation with a ppo/trpo generator; bc: cloning."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    trpo: TRPOConfig = field(default_factory=TRPOConfig)
+    gail: GAILConfig = field(default_factory=GAILConfig)
+    bc: BCConfig = field(default_factory=BCConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    init_from: str | None = None
+    """Warm start: a BC (or any) run dir / checkpoint whose actor and obs normaliser are copied."""
+
+    def __post_init__(self) -> None:
+        _check(self.algo in ALGOS, f"algo must be one of {ALGOS}, got {self.algo!r}")
+
+    @property
+    def generator(self) -> str:
+        """The RL update in use: the algo itself, or gail.generator for gail."""
+        return self.gail.generator if self.algo == "gail" else self.algo
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ------------------------------------------------------------------------- building from data
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check/convert ``value`` against a type hint (the small subset the configs use)."""
+    origin = get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except UserError as exc:
+                errors.append(str(exc))
+        raise UserError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is Literal:
+        allowed = get_args(hint)
+        if value not in allowed:
+            raise UserError(f"{key} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{key} must be a list, got {value!r}")
+        (item,) = get_args(hint)
+        return [_coerce(v, item, key) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise UserError(f"{key} must be an integer, got {value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UserError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise UserError(f"{key} must be a string, got {value!r}")
+        return value
+    if hint is Any:
+        return value
+    raise UserError(f"{key}: unsupported config type {hint}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise UserError(f"{prefix or 'config'} must be a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f" in section '{prefix}'" if prefix else ""
+        raise UserError(f"unknown config key '{prefix}{'.' if prefix else ''}{unknown[0]}'{where}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(typing.cast(type, hint), value or {}, key)
+        else:
+            kwargs[name] = _coerce(value, hint, key)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"invalid config{' section ' + prefix if prefix else ''}: {exc}") from exc
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Build and validate a :class:`TrainConfig` from nested plain data."""
+    return typing.cast(TrainConfig, _build(TrainConfig, data, ""))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"ppo.lr=1e-4"`` -> ``(["ppo", "lr"], 1e-4)``; the value is parsed as a YAML scalar/list."""
+    if "=" not in text:
+        raise UserError(f"--set expects key=value, got '{text}'")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise UserError(f"--set expects key=value, got '{text}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise UserError(f"--set {key}: cannot parse value '{raw}'") from exc
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to nested plain data (a copy); unknown keys fail at build time."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"--set {'.'.join(path)}: '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file as plain data (``{}`` for an empty file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"cannot parse config {path}: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"config {path} must be a mapping at the top level")
+    return data
+
+
+def shipped_config_path(name: str) -> Path | None:
+    """The packaged config for an env id or a config name (``Hopper-v5``, ``gail_robot/ArmReach-v0``)."""
+    folder = Path(__file__).resolve().parent.parent / "configs"
+    stem = name.split("/")[-1].removesuffix(".yaml")
+    candidate = folder / f"{stem}.yaml"
+    return candidate if candidate.is_file() else None

@@ -1,0 +1,86 @@
+"""Expert demonstrations for GAIL and BC, read through ``gail_robot.data.DemoDataset``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from gail_robot.data import DemoDataset, Transitions
+from gail_robot.data.reader import flatten_obs
+from gail_robot.errors import UserError
+
+
+def load_demo_episodes(
+    path: str,
+    env_id: str,
+    env_kwargs: dict[str, Any] | None = None,
+    *,
+    mask: str | None = None,
+    max_demos: int | None = None,
+    subsample: int = 1,
+) -> list[Transitions]:
+    """Per-episode transitions of a demo file, checked against the training env.
+
+    Args:
+        path: demo file (HDF5 schema v1).
+        env_id: the env being trained; the file must hold demos of the same env and spaces.
+        env_kwargs: its keyword arguments.
+        mask: restrict to ``/mask/<mask>``.
+        max_demos: keep at most the first ``max_demos`` demos (numeric order).
+        subsample: keep every k-th pair of each demo.
+
+    Returns:
+        One :class:`Transitions` per demo, actions in env units.
+
+    Raises:
+        UserError: missing/corrupt file, another env, no demos.
+    """
+    from gail_robot.envs.make import ensure_registered
+
+    dataset = DemoDataset(path)
+    try:
+        ensure_registered(env_id)
+        env = gym.make(env_id, **(env_kwargs or {}))
+        try:
+            dataset.check_compatible(env)
+        finally:
+            env.close()
+        names = dataset.mask_names(mask)
+        if max_demos is not None:
+            names = names[:max_demos]
+        if not names:
+            raise UserError(f"{path}: no demos to train on")
+        keys = dataset.obs_keys
+        episodes = []
+        for name in names:
+            demo = dataset.demo(name)
+            sel = slice(0, len(demo), subsample)
+            episodes.append(
+                Transitions(
+                    obs=np.ascontiguousarray(flatten_obs(demo.obs, keys)[sel]),
+                    actions=np.ascontiguousarray(demo.actions[sel], dtype=np.float32),
+                    next_obs=np.ascontiguousarray(flatten_obs(demo.next_obs, keys)[sel]),
+                    terminated=np.ascontiguousarray(demo.terminated[sel], dtype=bool),
+                )
+            )
+        return episodes
+    finally:
+        dataset.close()
+
+
+def concatenate(episodes: list[Transitions]) -> Transitions:
+    """One :class:`Transitions` holding all ``episodes`` in order."""
+    return Transitions(
+        obs=np.concatenate([e.obs for e in episodes]),
+        actions=np.concatenate([e.actions for e in episodes]),
+        next_obs=np.concatenate([e.next_obs for e in episodes]),
+        terminated=np.concatenate([e.terminated for e in episodes]),
+    )
+
+
+def normalize_actions(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Env-unit actions ``(M, A)`` -> ``[-1, 1]`` units (inverse of the contract's unscaling), clipped."""
+    scaled = 2.0 * (np.asarray(actions, dtype=np.float64) - low) / (high - low) - 1.0
+    return np.clip(scaled, -1.0, 1.0).astype(np.float32)

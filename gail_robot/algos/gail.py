@@ -1,0 +1,223 @@
+"""GAIL (Ho & Ermon 2016) as a composition: any generator + a discriminator that relabels rewards.
+
+The trainer owns the generator (PPO or TRPO); this class only
+1. trains the discriminator on expert pairs vs. the latest policy samples (plus a short replay),
+2. relabels the rollout's rewards in one batch from the discriminator's logits with
+   ``gail_robot.core.disc_rewards`` (kind per task: BACKGROUND pitfall 1),
+3. optionally treats true terminations as transitions into an absorbing state (DAC, Kostrikov
+   et al. 2019), whose value ``r_abs / (1 - gamma)`` bootstraps terminated steps.
+
+Both sides are normalised with the policy's observation statistics at update time, so expert and
+policy inputs are always on the same scale (pitfall 3).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+import torch
+
+from gail_robot import core
+from gail_robot.algos.config import GAILConfig
+from gail_robot.algos.demos import normalize_actions
+from gail_robot.algos.discriminator import DiscriminatorTrainer
+from gail_robot.algos.rollout import RolloutBuffer
+from gail_robot.data import Transitions
+from gail_robot.envs.wrappers import ObsNormalizer, with_absorbing_flag
+from gail_robot.nets import Discriminator, NetConfig
+
+
+def reward_kind_for(env_id: str, configured: str) -> str:
+    """``auto`` -> ``neg`` for tasks that end on success (the project's arm tasks), else ``gail``."""
+    if configured != "auto":
+        return configured
+    return "neg" if env_id.startswith("gail_robot/Arm") else "gail"
+
+
+class GAIL:
+    """Discriminator side of GAIL.
+
+    Args:
+        config: GAIL settings.
+        expert: expert transitions (actions in env units).
+        normalizer: the policy's observation normaliser (shared, read-only here).
+        action_low: ``(act_dim,)`` env action bounds, to put expert actions in ``[-1, 1]`` units.
+        action_high: ``(act_dim,)``.
+        reward_kind: ``gail``, ``airl`` or ``neg``.
+        gamma: discount (absorbing-state value).
+        generator: torch RNG for minibatches and interpolation.
+    """
+
+    def __init__(
+        self,
+        config: GAILConfig,
+        expert: Transitions,
+        normalizer: ObsNormalizer,
+        action_low: np.ndarray,
+        action_high: np.ndarray,
+        reward_kind: str,
+        gamma: float,
+        generator: torch.Generator,
+    ):
+        self.config = config
+        self.normalizer = normalizer
+        self.reward_kind = reward_kind
+        self.gamma = gamma
+        self.generator = generator
+        self.obs_dim = expert.obs.shape[1]
+        self.act_dim = expert.actions.shape[1]
+        self.expert = Transitions(
+            obs=expert.obs,
+            actions=normalize_actions(expert.actions, action_low, action_high),
+            next_obs=expert.next_obs,
+            terminated=expert.terminated,
+        )
+        second = self.act_dim if config.disc_input == "sa" else self.obs_dim
+        self.in_dim = self.obs_dim + second + (1 if config.absorbing else 0)
+        disc = Discriminator(self.in_dim, NetConfig(list(config.hidden_sizes), config.activation))
+        self.trainer = DiscriminatorTrainer(disc, config.lr)
+        self.replay: deque[Transitions] = deque(maxlen=config.replay_rounds)
+
+    # ----------------------------------------------------------------------------- inputs
+
+    def inputs(self, data: Transitions) -> tuple[np.ndarray, np.ndarray]:
+        """Discriminator inputs and sample weights for transitions (actions in ``[-1, 1]`` units).
+
+        Returns:
+            ``(inputs (M', in_dim) float32, weights (M',) float32)``; with absorbing states, one
+            absorbing sample per terminated transition is appended.
+        """
+        obs_n = self.normalizer(data.obs)
+        second = (
+            np.clip(data.actions, -1.0, 1.0)
+            if self.config.disc_input == "sa"
+            else self.normalizer(data.next_obs)
+        )
+        x = np.concatenate([obs_n, second], axis=1).astype(np.float32)
+        weights = np.ones(len(x), dtype=np.float32)
+        if self.config.absorbing:
+            x = with_absorbing_flag(x, 0.0)
+            n_abs = int(data.terminated.sum())
+            if n_abs:
+                x = np.concatenate([x, self._absorbing(n_abs)])
+                weights = np.concatenate([weights, np.ones(n_abs, dtype=np.float32)])
+        return x, weights
+
+    def _absorbing(self, count: int) -> np.ndarray:
+        """Absorbing-state inputs ``(count, in_dim)``: zero state, zero action (or zero successor), flag 1."""
+        out = np.zeros((count, self.in_dim), dtype=np.float32)
+        out[:, -1] = 1.0
+        return out
+
+    def _expert_inputs(self) -> tuple[np.ndarray, np.ndarray]:
+        x, w = self.inputs(self.expert)
+        if self.config.absorbing and self.config.demo_subsample > 1:
+            # Each kept pair stands for `demo_subsample` pairs, each absorbing sample for one
+            # episode end: down-weight the latter accordingly (BACKGROUND pitfall 5).
+            w[len(self.expert) :] = 1.0 / self.config.demo_subsample
+        return x, w
+
+    @staticmethod
+    def policy_transitions(buffer: RolloutBuffer) -> Transitions:
+        """The rollout as flat transitions (raw observations, executed ``[-1, 1]`` actions)."""
+        t, n, d = buffer.obs_raw.shape
+        return Transitions(
+            obs=buffer.obs_raw.reshape(t * n, d).copy(),
+            actions=np.clip(buffer.actions.reshape(t * n, -1), -1.0, 1.0),
+            next_obs=buffer.next_obs_raw.reshape(t * n, d).copy(),
+            terminated=buffer.terminated.reshape(-1).copy(),
+        )
+
+    # ----------------------------------------------------------------------------- update
+
+    def update(self, buffer: RolloutBuffer) -> dict[str, float]:
+        """Train the discriminator on the expert vs. this rollout (+ replayed recent rollouts)."""
+        cfg = self.config
+        self.replay.append(self.policy_transitions(buffer))
+        policy_x, policy_w = zip(*(self.inputs(p) for p in self.replay), strict=True)
+        policy_inputs = torch.from_numpy(np.concatenate(policy_x))
+        policy_weights = torch.from_numpy(np.concatenate(policy_w))
+        expert_x, expert_w = self._expert_inputs()
+        expert_inputs, expert_weights = torch.from_numpy(expert_x), torch.from_numpy(expert_w)
+        half = max(1, cfg.batch_size // 2)
+        n_policy = policy_inputs.shape[0]
+        losses, expert_acc, policy_acc = [], [], []
+        for _ in range(cfg.updates_per_round):
+            order = torch.randperm(n_policy, generator=self.generator)
+            for start in range(0, n_policy, half):
+                p_idx = order[start : start + half]
+                e_idx = torch.randint(0, expert_inputs.shape[0], (half,), generator=self.generator)
+                expert_batch = expert_inputs[e_idx]
+                if cfg.expert_noise > 0:
+                    noise = torch.randn(expert_batch.shape, generator=self.generator) * cfg.expert_noise
+                    if cfg.absorbing:
+                        noise[:, -1] = 0.0
+                    expert_batch = expert_batch + noise
+                loss = self.trainer.step(
+                    expert_batch,
+                    policy_inputs[p_idx],
+                    expert_weights=expert_weights[e_idx],
+                    policy_weights=policy_weights[p_idx],
+                    grad_penalty=cfg.grad_penalty,
+                    ent_coef=cfg.ent_coef,
+                    generator=self.generator,
+                )
+                losses.append(loss.bce.item())
+                expert_acc.append(loss.expert_accuracy)
+                policy_acc.append(loss.policy_accuracy)
+        return {
+            "disc_loss": float(np.mean(losses)),
+            "disc_acc_expert": float(np.mean(expert_acc)),
+            "disc_acc_policy": float(np.mean(policy_acc)),
+        }
+
+    def relabel(self, buffer: RolloutBuffer) -> np.ndarray | None:
+        """Overwrite ``buffer.rewards`` with discriminator rewards, in one batch.
+
+        Returns:
+            With absorbing states, ``(T, N)`` values of the absorbing successor for
+            :meth:`RolloutBuffer.compute_advantages`; otherwise None.
+        """
+        t, n = buffer.rewards.shape
+        data = self.policy_transitions(buffer)
+        obs_n = self.normalizer(data.obs)
+        second = data.actions if self.config.disc_input == "sa" else self.normalizer(data.next_obs)
+        x = np.concatenate([obs_n, second], axis=1).astype(np.float32)
+        if self.config.absorbing:
+            x = with_absorbing_flag(x, 0.0)
+        logits = self.trainer.logits(torch.from_numpy(x)).numpy()
+        buffer.rewards[:] = core.disc_rewards(logits, self.reward_kind).reshape(t, n)
+        if not self.config.absorbing:
+            return None
+        absorbing_logit = self.trainer.logits(torch.from_numpy(self._absorbing(1))).numpy()
+        absorbing_reward = float(core.disc_rewards(absorbing_logit, self.reward_kind)[0])
+        value = absorbing_reward / (1.0 - self.gamma) if self.gamma < 1.0 else absorbing_reward
+        return np.full((t, n), value, dtype=np.float32)
+
+    # ----------------------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "disc": self.trainer.disc.state_dict(),
+            "optimizer": self.trainer.optimizer.state_dict(),
+            "replay": [
+                {"obs": p.obs, "actions": p.actions, "next_obs": p.next_obs, "terminated": p.terminated}
+                for p in self.replay
+            ],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.trainer.disc.load_state_dict(state["disc"])
+        self.trainer.optimizer.load_state_dict(state["optimizer"])
+        self.replay.clear()
+        for p in state["replay"]:
+            self.replay.append(
+                Transitions(
+                    obs=np.asarray(p["obs"], dtype=np.float32),
+                    actions=np.asarray(p["actions"], dtype=np.float32),
+                    next_obs=np.asarray(p["next_obs"], dtype=np.float32),
+                    terminated=np.asarray(p["terminated"], dtype=bool),
+                )
+            )

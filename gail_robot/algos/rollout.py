@@ -1,0 +1,255 @@
+"""One rollout path for every on-policy generator: collect ``(T, N)`` transitions, then GAE.
+
+The buffer keeps terminations and truncations apart and stores the true successor observation of
+every step (``final_obs`` on episode ends, from SAME_STEP autoreset). Values are computed after
+the rollout in two batched passes, ``V(obs)`` and ``V(next_obs)``, with the observation statistics
+frozen for the whole rollout, so ``next_values`` of a truncated step is V(final observation) and
+never V(reset observation). Rewards are a separate array that GAIL may overwrite before
+:meth:`RolloutBuffer.compute_advantages`; nothing is folded into them (BACKGROUND pitfall 2).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from gail_robot import core
+from gail_robot.envs.vector import final_observations, step_info_value
+from gail_robot.envs.wrappers import ObsNormalizer
+from gail_robot.nets import Critic, GaussianActor
+
+
+@dataclass
+class RolloutBuffer:
+    """Time-major storage of one rollout; all arrays are ``(T, N, ...)``.
+
+    Attributes:
+        obs_raw: ``(T, N, obs_dim) float32`` raw observations s_t.
+        obs: ``(T, N, obs_dim) float32`` normalised s_t as the policy saw it.
+        next_obs_raw: ``(T, N, obs_dim) float32`` raw true successor (final obs on episode end).
+        next_obs: ``(T, N, obs_dim) float32`` normalised successor (same statistics as ``obs``).
+        actions: ``(T, N, act_dim) float32`` sampled (unclipped) normalised actions.
+        log_probs: ``(T, N) float32`` log pi(a_t | s_t) at collection.
+        env_rewards: ``(T, N) float32`` the env's own reward.
+        rewards: ``(T, N) float32`` reward used for learning (env reward, or relabelled by GAIL).
+        terminated: ``(T, N) bool`` true termination at step t.
+        truncated: ``(T, N) bool`` time-limit truncation at step t.
+        values: ``(T, N) float32`` V(s_t).
+        next_values: ``(T, N) float32`` V(true successor of step t).
+        advantages: ``(T, N) float32`` after :meth:`compute_advantages`.
+        returns: ``(T, N) float32`` after :meth:`compute_advantages`.
+    """
+
+    obs_raw: np.ndarray
+    obs: np.ndarray
+    next_obs_raw: np.ndarray
+    next_obs: np.ndarray
+    actions: np.ndarray
+    log_probs: np.ndarray
+    env_rewards: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    values: np.ndarray
+    next_values: np.ndarray
+    advantages: np.ndarray
+    returns: np.ndarray
+
+    @classmethod
+    def empty(cls, n_steps: int, num_envs: int, obs_dim: int, act_dim: int) -> RolloutBuffer:
+        def f32(*shape: int) -> np.ndarray:
+            return np.zeros(shape, dtype=np.float32)
+
+        t, n = n_steps, num_envs
+        return cls(
+            obs_raw=f32(t, n, obs_dim),
+            obs=f32(t, n, obs_dim),
+            next_obs_raw=f32(t, n, obs_dim),
+            next_obs=f32(t, n, obs_dim),
+            actions=f32(t, n, act_dim),
+            log_probs=f32(t, n),
+            env_rewards=f32(t, n),
+            rewards=f32(t, n),
+            terminated=np.zeros((t, n), dtype=bool),
+            truncated=np.zeros((t, n), dtype=bool),
+            values=f32(t, n),
+            next_values=f32(t, n),
+            advantages=f32(t, n),
+            returns=f32(t, n),
+        )
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.rewards.shape[0])
+
+    @property
+    def num_envs(self) -> int:
+        return int(self.rewards.shape[1])
+
+    def compute_values(self, critic: Critic) -> None:
+        """Fill ``values`` and ``next_values`` with two batched critic passes."""
+        t, n, d = self.obs.shape
+        with torch.no_grad():
+            self.values[:] = critic(torch.from_numpy(self.obs.reshape(t * n, d))).numpy().reshape(t, n)
+            self.next_values[:] = (
+                critic(torch.from_numpy(self.next_obs.reshape(t * n, d))).numpy().reshape(t, n)
+            )
+
+    def compute_advantages(
+        self, gamma: float, lam: float, bootstrap_terminal: np.ndarray | None = None
+    ) -> None:
+        """GAE over the rollout via ``gail_robot.core.gae`` (DESIGN §2 semantics).
+
+        Args:
+            gamma: discount.
+            lam: GAE lambda.
+            bootstrap_terminal: optional ``(T, N)`` value of the absorbing successor for terminated
+                steps (DAC). Such steps then cut the trace but bootstrap from this value, which is
+                exactly GAE's truncation case, so they are passed as truncated with that next value.
+        """
+        terminated, truncated, next_values = self.terminated, self.truncated, self.next_values
+        if bootstrap_terminal is not None:
+            next_values = np.where(terminated, bootstrap_terminal, next_values).astype(np.float32)
+            truncated = truncated | terminated
+            terminated = np.zeros_like(terminated)
+        adv, ret = core.gae(self.rewards, self.values, next_values, terminated, truncated, gamma, lam)
+        self.advantages[:] = adv
+        self.returns[:] = ret
+
+    def flat(self) -> dict[str, torch.Tensor]:
+        """The fields an update needs, flattened to ``(T * N, ...)`` tensors."""
+        t, n = self.rewards.shape
+        return {
+            "obs": torch.from_numpy(self.obs.reshape(t * n, -1)),
+            "actions": torch.from_numpy(self.actions.reshape(t * n, -1)),
+            "log_probs": torch.from_numpy(self.log_probs.reshape(-1)),
+            "values": torch.from_numpy(self.values.reshape(-1)),
+            "advantages": torch.from_numpy(self.advantages.reshape(-1)),
+            "returns": torch.from_numpy(self.returns.reshape(-1)),
+        }
+
+
+@dataclass
+class EpisodeStats:
+    """Finished-episode statistics of the true env (independent of any relabelled reward)."""
+
+    window: int = 20
+    returns: deque[float] = field(default_factory=deque)
+    lengths: deque[int] = field(default_factory=deque)
+    successes: deque[float] = field(default_factory=deque)
+    forward_velocity: deque[float] = field(default_factory=deque)
+    episodes: int = 0
+
+    def add(self, ret: float, length: int, success: float | None, velocity: float | None) -> None:
+        self.episodes += 1
+        for store, value in (
+            (self.returns, ret),
+            (self.lengths, length),
+            (self.successes, success),
+            (self.forward_velocity, velocity),
+        ):
+            if value is not None:
+                store.append(value)  # type: ignore[arg-type]
+                while len(store) > self.window:
+                    store.popleft()
+
+    def summary(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.returns:
+            out["episode_return"] = float(np.mean(self.returns))
+            out["episode_length"] = float(np.mean(self.lengths))
+        if self.successes:
+            out["success_rate"] = float(np.mean(self.successes))
+        if self.forward_velocity:
+            out["forward_velocity"] = float(np.mean(self.forward_velocity))
+        return out
+
+
+class RolloutCollector:
+    """Steps a SAME_STEP-autoreset vector env with the current policy and fills a buffer.
+
+    Args:
+        envs: Gymnasium vector env whose sub-envs take ``[-1, 1]`` actions.
+        normalizer: observation normaliser; frozen during a rollout, updated after it.
+        generator: a torch.Generator for action sampling (saved with checkpoints).
+    """
+
+    def __init__(self, envs: Any, normalizer: ObsNormalizer, generator: torch.Generator):
+        self.envs = envs
+        self.normalizer = normalizer
+        self.generator = generator
+        self.num_envs = int(envs.num_envs)
+        self.stats = EpisodeStats()
+        self._obs: np.ndarray | None = None
+        self._ep_return = np.zeros(self.num_envs)
+        self._ep_length = np.zeros(self.num_envs, dtype=np.int64)
+        self._ep_velocity = np.zeros(self.num_envs)
+
+    def reset(self, seed: int) -> None:
+        """Start fresh episodes in every env (seeds ``seed, seed + 1, ...``)."""
+        obs, _ = self.envs.reset(seed=[int(seed) + i for i in range(self.num_envs)])
+        self._obs = np.asarray(obs, dtype=np.float32)
+        self._ep_return[:] = 0.0
+        self._ep_length[:] = 0
+        self._ep_velocity[:] = 0.0
+
+    def collect(self, actor: GaussianActor, critic: Critic, buffer: RolloutBuffer) -> None:
+        """Fill ``buffer`` with ``buffer.n_steps`` vector steps, then its values.
+
+        The normaliser is updated with the rollout's raw observations only after the rollout,
+        so every normalised array in the buffer uses the same statistics.
+        """
+        if self._obs is None:
+            raise RuntimeError("call reset(seed) before collect()")
+        normalize = self.normalizer
+        for t in range(buffer.n_steps):
+            obs_raw = self._obs
+            obs_n = normalize(obs_raw)
+            with torch.no_grad():
+                obs_t = torch.from_numpy(obs_n)
+                mean = actor(obs_t)
+                std = actor.log_std.exp()
+                noise = torch.randn(mean.shape, generator=self.generator)
+                action = mean + std * noise
+                log_prob = torch.distributions.Normal(mean, std).log_prob(action).sum(-1)
+            action_np = action.numpy()
+            next_obs, reward, terminated, truncated, infos = self.envs.step(action_np)
+            terminated = np.asarray(terminated, dtype=bool)
+            truncated = np.asarray(truncated, dtype=bool)
+            done = terminated | truncated
+            buffer.obs_raw[t] = obs_raw
+            buffer.obs[t] = obs_n
+            buffer.next_obs_raw[t] = final_observations(next_obs, infos, done)
+            buffer.actions[t] = action_np
+            buffer.log_probs[t] = log_prob.numpy()
+            buffer.env_rewards[t] = reward
+            buffer.terminated[t] = terminated
+            buffer.truncated[t] = truncated
+            self._track(np.asarray(reward, dtype=np.float64), infos, done)
+            self._obs = np.asarray(next_obs, dtype=np.float32)
+        t, n, d = buffer.obs_raw.shape
+        buffer.next_obs[:] = normalize(buffer.next_obs_raw.reshape(t * n, d)).reshape(t, n, d)
+        buffer.rewards[:] = buffer.env_rewards
+        buffer.compute_values(critic)
+        normalize.update(buffer.obs_raw.reshape(t * n, d))
+
+    def _track(self, reward: np.ndarray, infos: dict[str, Any], done: np.ndarray) -> None:
+        self._ep_return += reward
+        self._ep_length += 1
+        velocity, has_velocity = step_info_value(infos, "x_velocity", done)
+        self._ep_velocity += velocity
+        success, has_success = step_info_value(infos, "is_success", done)
+        for i in np.flatnonzero(done):
+            self.stats.add(
+                float(self._ep_return[i]),
+                int(self._ep_length[i]),
+                float(success[i]) if has_success[i] else None,
+                float(self._ep_velocity[i] / self._ep_length[i]) if has_velocity[i] else None,
+            )
+            self._ep_return[i] = 0.0
+            self._ep_length[i] = 0
+            self._ep_velocity[i] = 0.0

@@ -1,0 +1,155 @@
+"""TRPO generator (Schulman et al. 2015): natural-gradient step in a KL trust region.
+
+Shares the rollout buffer with PPO and differs only in :meth:`TRPO.update`: the policy step
+solves ``F x = g`` by conjugate gradient on Fisher-vector products, scales it to the KL bound and
+backtracks until the KL is within ``max_kl`` and the surrogate improves; the value function is
+fitted separately by a few epochs of Adam regression.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from gail_robot.algos.config import TRPOConfig
+from gail_robot.algos.rollout import RolloutBuffer
+from gail_robot.nets import Critic, GaussianActor, flat_params, set_flat_params
+
+
+def flat_grad(
+    output: torch.Tensor, params: list[torch.nn.Parameter], create_graph: bool = False
+) -> torch.Tensor:
+    """Gradient of a scalar w.r.t. ``params`` as one flat vector (zeros for unused params)."""
+    grads = torch.autograd.grad(
+        output, params, create_graph=create_graph, retain_graph=True, allow_unused=True
+    )
+    return torch.cat(
+        [(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params, strict=True)]
+    )
+
+
+def conjugate_gradient(
+    matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int, tol: float = 1e-10
+) -> torch.Tensor:
+    """Approximately solve ``A x = b`` for symmetric positive-definite ``A`` given ``x -> A x``."""
+    x = torch.zeros_like(b)
+    residual = b.clone()
+    direction = b.clone()
+    rr = residual.dot(residual)
+    for _ in range(iters):
+        if rr < tol:
+            break
+        a_dir = matvec(direction)
+        alpha = rr / (direction.dot(a_dir) + 1e-12)
+        x += alpha * direction
+        residual -= alpha * a_dir
+        rr_new = residual.dot(residual)
+        direction = residual + (rr_new / rr) * direction
+        rr = rr_new
+    return x
+
+
+def gaussian_kl(
+    old_mean: torch.Tensor, old_log_std: torch.Tensor, actor: GaussianActor, obs: torch.Tensor
+) -> torch.Tensor:
+    """Mean over states of KL(pi_old || pi_new) for diagonal Gaussians."""
+    new = actor.distribution(obs)
+    old = torch.distributions.Normal(old_mean, old_log_std.exp().expand_as(old_mean))
+    return torch.distributions.kl_divergence(old, new).sum(-1).mean()
+
+
+class TRPO:
+    """TRPO policy step + separate Adam value regression."""
+
+    def __init__(self, actor: GaussianActor, critic: Critic, config: TRPOConfig, generator: torch.Generator):
+        self.actor = actor
+        self.critic = critic
+        self.config = config
+        self.generator = generator
+        self.value_optimizer = torch.optim.Adam(critic.parameters(), lr=config.vf_lr)
+
+    def update(self, buffer: RolloutBuffer, progress: float) -> dict[str, float]:
+        """One trust-region policy step and a value fit on one rollout (``progress`` is unused)."""
+        del progress
+        cfg = self.config
+        data = buffer.flat()
+        obs, actions, old_log_probs = data["obs"], data["actions"], data["log_probs"]
+        advantages = data["advantages"]
+        if cfg.normalize_advantages and advantages.numel() > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        params = list(self.actor.parameters())
+        with torch.no_grad():
+            old_mean = self.actor(obs)
+            old_log_std = self.actor.log_std.detach().clone()
+
+        def surrogate() -> torch.Tensor:
+            dist = self.actor.distribution(obs)
+            ratio = torch.exp(dist.log_prob(actions).sum(-1) - old_log_probs)
+            return (ratio * advantages).mean() + cfg.ent_coef * dist.entropy().sum(-1).mean()
+
+        surr = surrogate()
+        grad = flat_grad(surr, params)
+        # Fisher-vector products on a subsample would be cheaper; the rollouts here are small enough.
+        kl_for_fvp = gaussian_kl(old_mean, old_log_std, self.actor, obs)
+        kl_grad = flat_grad(kl_for_fvp, params, create_graph=True)
+
+        def fisher_vector(v: torch.Tensor) -> torch.Tensor:
+            return flat_grad(kl_grad.dot(v), params).detach() + cfg.cg_damping * v
+
+        step_dir = conjugate_gradient(fisher_vector, grad.detach(), cfg.cg_iters)
+        shs = 0.5 * step_dir.dot(fisher_vector(step_dir))
+        step_scale = torch.sqrt(2.0 * cfg.max_kl / (shs + 1e-12)) if shs > 0 else torch.tensor(0.0)
+        full_step = step_scale * step_dir
+        expected_improve = grad.detach().dot(full_step).item()
+        old_params = flat_params(params)
+        old_surr = surr.item()
+        accepted, kl_value, new_surr, fraction = False, 0.0, old_surr, 1.0
+        for _ in range(cfg.line_search_steps):
+            set_flat_params(params, old_params + fraction * full_step)
+            with torch.no_grad():
+                kl_value = gaussian_kl(old_mean, old_log_std, self.actor, obs).item()
+                new_surr = surrogate().item()
+            if kl_value <= cfg.max_kl and new_surr > old_surr and np.isfinite(new_surr):
+                accepted = True
+                break
+            fraction *= cfg.backtrack_ratio
+        if not accepted:
+            set_flat_params(params, old_params)
+            kl_value, new_surr = 0.0, old_surr
+        value_loss = self._fit_value(obs, data["returns"])
+        with torch.no_grad():
+            entropy = self.actor.distribution(obs[:1]).entropy().sum(-1).mean().item()
+        return {
+            "policy_loss": -new_surr,
+            "value_loss": value_loss,
+            "entropy": entropy,
+            "approx_kl": kl_value,
+            "step_accepted": float(accepted),
+            "step_fraction": fraction if accepted else 0.0,
+            "expected_improvement": expected_improve,
+            "surrogate_improvement": new_surr - old_surr,
+        }
+
+    def _fit_value(self, obs: torch.Tensor, returns: torch.Tensor) -> float:
+        size = obs.shape[0]
+        minibatch = max(1, size // self.config.vf_minibatches)
+        losses = []
+        for _ in range(self.config.vf_epochs):
+            order = torch.randperm(size, generator=self.generator)
+            for start in range(0, size - minibatch + 1, minibatch):
+                idx = order[start : start + minibatch]
+                loss = 0.5 * ((self.critic(obs[idx]) - returns[idx]) ** 2).mean()
+                self.value_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.value_optimizer.step()
+                losses.append(loss.item())
+        return float(np.mean(losses))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"value_optimizer": self.value_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.value_optimizer.load_state_dict(state["value_optimizer"])

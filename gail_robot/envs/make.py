@@ -1,0 +1,53 @@
+"""Single-env construction: ``gymnasium.make`` + flat observations + normalised actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+from gail_robot.envs.wrappers import NormalizedActions
+from gail_robot.errors import UserError
+
+
+def ensure_registered(env_id: str) -> None:
+    """Register the project's own tasks (``import gail_robot.envs``) and check ``env_id`` exists."""
+    import gail_robot.envs  # noqa: F401  (registers gail_robot/Arm* tasks where available)
+
+    if env_id not in gym.registry:
+        close = [k for k in gym.registry if env_id.split("-")[0].split("/")[-1].lower() in k.lower()]
+        hint = f" (did you mean {', '.join(sorted(close)[:4])}?)" if close else ""
+        raise UserError(f"unknown environment '{env_id}'{hint}")
+
+
+def make_env(
+    env_id: str,
+    env_kwargs: dict[str, Any] | None = None,
+    *,
+    render_mode: str | None = None,
+    normalize_actions: bool = True,
+) -> gym.Env:
+    """Build one env with flat Box observations and (by default) ``[-1, 1]`` actions.
+
+    Args:
+        env_id: Gymnasium id, e.g. ``"Hopper-v5"`` or ``"gail_robot/ArmReach-v0"``.
+        env_kwargs: keyword arguments for ``gymnasium.make``.
+        render_mode: e.g. ``"rgb_array"`` for videos.
+        normalize_actions: wrap with :class:`NormalizedActions`.
+
+    Raises:
+        UserError: unknown env id or bad keyword arguments.
+    """
+    ensure_registered(env_id)
+    try:
+        env = gym.make(env_id, render_mode=render_mode, **(env_kwargs or {}))
+    except TypeError as exc:
+        raise UserError(f"bad env_kwargs for {env_id}: {exc}") from exc
+    if isinstance(env.observation_space, gym.spaces.Dict):
+        # Flattened in key order, matching DemoDataset.transitions() (contract §3).
+        env = gym.wrappers.FlattenObservation(env)
+    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+        raise UserError(f"{env_id}: only flat Box (or Dict) observation spaces are supported")
+    if normalize_actions:
+        env = NormalizedActions(env)
+    return env

@@ -1,0 +1,96 @@
+"""Env-side conventions shared by training, evaluation and export.
+
+- :class:`NormalizedActions`: the policy acts in ``[-1, 1]^A``; the wrapper clips and maps to the
+  env's bounds with ``action = low + (clip(a, -1, 1) + 1) / 2 * (high - low)`` (contract §4).
+- :class:`ObsNormalizer`: running observation statistics (``gail_robot.core.RunningMeanStd``)
+  shared by the policy, the critic and the GAIL discriminator, updated by the learner once per
+  rollout and frozen for evaluation and export.
+- Absorbing states (DAC, Kostrikov et al. 2019): :func:`with_absorbing_flag` appends the indicator
+  column the discriminator sees (the absorbing state itself is all zeros with flag 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from gail_robot.core import RunningMeanStd
+
+
+class NormalizedActions(gym.ActionWrapper):
+    """Expose ``Box(-1, 1, (A,))`` and map clipped actions to the wrapped env's bounds."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        space = env.action_space
+        if not isinstance(space, gym.spaces.Box):
+            raise ValueError(f"only Box action spaces are supported, got {space}")
+        if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+            raise ValueError("action space bounds must be finite to normalise actions")
+        self.low = space.low.astype(np.float32)
+        self.high = space.high.astype(np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=space.shape, dtype=np.float32)
+
+    def action(self, action: Any) -> np.ndarray:
+        clipped = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
+        return (self.low + (clipped + 1.0) * 0.5 * (self.high - self.low)).astype(self.env.action_space.dtype)
+
+
+class ObsNormalizer:
+    """Running observation normalisation: ``clip((obs - mean) / sqrt(var + 1e-8), -clip, clip)``.
+
+    Args:
+        obs_dim: observation size.
+        clip: bound on normalised values.
+        enabled: when False, statistics stay at mean 0 / var 1 (identity up to the clip).
+    """
+
+    def __init__(self, obs_dim: int, clip: float = 10.0, enabled: bool = True):
+        self.rms = RunningMeanStd((int(obs_dim),))
+        self.clip = float(clip)
+        self.enabled = bool(enabled)
+        self.frozen = not self.enabled
+
+    def update(self, obs: np.ndarray) -> None:
+        """Fold a batch ``(..., obs_dim)`` of raw observations into the statistics (unless frozen)."""
+        if not self.frozen:
+            self.rms.update(np.asarray(obs, dtype=np.float64).reshape(-1, self.rms.shape[0]))
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """Normalised float32 copy of raw ``obs (..., obs_dim)``."""
+        if not self.enabled:
+            return np.clip(np.asarray(obs, dtype=np.float32), -self.clip, self.clip)
+        return self.rms.normalize(obs, clip=self.clip)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.rms.mean if self.enabled else np.zeros(self.rms.shape, np.float64)
+
+    @property
+    def var(self) -> np.ndarray:
+        return self.rms.var if self.enabled else np.ones(self.rms.shape, np.float64)
+
+    def export(self) -> dict[str, Any]:
+        """The frozen view saved with every checkpoint (``policy_io`` reads it)."""
+        return {"mean": self.mean.copy(), "var": self.var.copy(), "clip": self.clip}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rms": self.rms.state_dict(), "clip": self.clip, "enabled": self.enabled}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rms.load_state_dict({k: np.asarray(v) for k, v in state["rms"].items()})
+        self.clip = float(state["clip"])
+        self.enabled = bool(state["enabled"])
+
+    def load_frozen(self, mean: np.ndarray, var: np.ndarray, count: float = 1e4) -> None:
+        """Start from given statistics (e.g. a BC policy's) while staying updatable."""
+        self.rms.load_state_dict({"mean": np.asarray(mean), "var": np.asarray(var), "count": float(count)})
+
+
+def with_absorbing_flag(x: np.ndarray, flag: float | np.ndarray = 0.0) -> np.ndarray:
+    """Append an absorbing-indicator column: ``(M, D) -> (M, D + 1)`` float32."""
+    x = np.asarray(x, dtype=np.float32)
+    column = np.broadcast_to(np.asarray(flag, dtype=np.float32), (x.shape[0],))[:, None]
+    return np.concatenate([x, column], axis=1)

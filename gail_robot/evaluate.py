@@ -1,0 +1,158 @@
+"""``gail-robot eval``: deterministic evaluation of a run directory, checkpoint or exported policy.
+
+Reports mean/std return, success rate (``info["is_success"]`` at the episode's last step, when
+the env provides it), mean episode length and, for walkers, the mean forward velocity
+(``info["x_velocity"]`` of the v5 locomotion envs, averaged over each episode's steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gail_robot.errors import UserError
+
+if TYPE_CHECKING:
+    from gail_robot.policy_io import PolicyBundle
+
+
+@dataclass
+class EvalResult:
+    """Summary of deterministic evaluation episodes (NaN where a quantity is not reported by the env)."""
+
+    mean_return: float
+    std_return: float
+    success_rate: float
+    mean_length: float
+    mean_forward_velocity: float
+    episodes: int
+    returns: list[float]
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON (NaN -> null)."""
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+
+
+def evaluate_policy(
+    policy: PolicyBundle,
+    episodes: int,
+    *,
+    env_id: str | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    seed: int = 0,
+    video: str | Path | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Run ``episodes`` deterministic episodes of ``policy`` in one (in-process) env.
+
+    Args:
+        policy: the policy (its ``act`` maps raw observations to env actions).
+        episodes: number of episodes (>= 1).
+        env_id: env to evaluate in (default: the policy's own).
+        env_kwargs: its kwargs (default: the policy's when the env is the policy's own).
+        seed: episode ``i`` resets with ``seed + i``.
+        video: write an MP4 of all episodes here (rendered headless, ``rgb_array``).
+        progress: show a progress bar.
+    """
+    from gail_robot.envs.make import make_env
+
+    if episodes < 1:
+        raise UserError(f"--episodes must be >= 1, got {episodes}")
+    env_id = env_id or policy.env_id
+    if env_kwargs is None:
+        env_kwargs = policy.env_kwargs if env_id == policy.env_id else {}
+    env = make_env(env_id, env_kwargs, render_mode="rgb_array" if video else None, normalize_actions=False)
+    obs_shape = env.observation_space.shape
+    if obs_shape != (policy.obs_dim,) or env.action_space.shape != (policy.act_dim,):
+        raise UserError(
+            f"policy expects obs ({policy.obs_dim},) / actions ({policy.act_dim},), "
+            f"{env_id} has {obs_shape} / {env.action_space.shape}"
+        )
+    writer = None
+    if video is not None:
+        import imageio.v2 as imageio
+
+        fps = int(env.metadata.get("render_fps", 30))
+        writer = imageio.get_writer(str(video), fps=fps, macro_block_size=1)
+    returns: list[float] = []
+    lengths: list[int] = []
+    successes: list[float] = []
+    velocities: list[float] = []
+    try:
+        from tqdm import tqdm
+
+        for episode in tqdm(range(episodes), desc="eval", unit="ep", disable=not progress):
+            obs, _ = env.reset(seed=seed + episode)
+            total, length, velocity_sum, has_velocity = 0.0, 0, 0.0, False
+            info: dict[str, Any] = {}
+            while True:
+                if writer is not None:
+                    writer.append_data(np.asarray(env.render()))
+                obs, reward, terminated, truncated, info = env.step(policy.act(np.asarray(obs, dtype=np.float32)))
+                total += float(reward)
+                length += 1
+                if "x_velocity" in info:
+                    velocity_sum += float(info["x_velocity"])
+                    has_velocity = True
+                if terminated or truncated:
+                    break
+            returns.append(total)
+            lengths.append(length)
+            if "is_success" in info:
+                successes.append(float(info["is_success"]))
+            if has_velocity:
+                velocities.append(velocity_sum / length)
+    finally:
+        if writer is not None:
+            writer.close()
+        env.close()
+    nan = float("nan")
+    return EvalResult(
+        mean_return=float(np.mean(returns)),
+        std_return=float(np.std(returns)),
+        success_rate=float(np.mean(successes)) if successes else nan,
+        mean_length=float(np.mean(lengths)),
+        mean_forward_velocity=float(np.mean(velocities)) if velocities else nan,
+        episodes=episodes,
+        returns=returns,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("policy", help="run directory, training checkpoint or exported policy.pt")
+    parser.add_argument("--env", default=None, help="env id (default: the policy's own env)")
+    parser.add_argument("--episodes", type=int, default=10, help="number of episodes (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="episode i resets with seed + i (default 0)")
+    parser.add_argument("--video", default=None, metavar="FILE.mp4", help="render the episodes to a video")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def main(args: argparse.Namespace) -> int:
+    from gail_robot.policy_io import load_policy
+
+    policy = load_policy(args.policy)
+    if args.video is not None and not Path(args.video).parent.exists():
+        raise UserError(f"video directory does not exist: {Path(args.video).parent}")
+    result = evaluate_policy(
+        policy, args.episodes, env_id=args.env, seed=args.seed, video=args.video, progress=not args.json
+    )
+    if args.json:
+        print(json.dumps(result.to_json()))
+        return 0
+    env_id = args.env or policy.env_id
+    print(f"{env_id}: {result.episodes} episodes")
+    print(f"  return          {result.mean_return:.2f} +- {result.std_return:.2f}")
+    print(f"  episode length  {result.mean_length:.1f}")
+    if not math.isnan(result.success_rate):
+        print(f"  success rate    {result.success_rate:.2%}")
+    if not math.isnan(result.mean_forward_velocity):
+        print(f"  forward velocity {result.mean_forward_velocity:.3f} m/s")
+    if args.video:
+        print(f"  video           {args.video}")
+    return 0
