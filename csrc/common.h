@@ -14,8 +14,9 @@ namespace gail_robot {
 
 namespace py = pybind11;
 
-// C-contiguous arrays only, and no forcecast: the Python wrapper (gail_robot/core.py) converts and
-// allocates; a wrong dtype reaching C++ is a programming error and pybind11 rejects the call.
+// C-contiguous arrays only, bound with .noconvert(): the Python wrapper (gail_robot/core.py) converts
+// and allocates; a wrong dtype or layout reaching C++ is a programming error and pybind11 rejects the
+// call with TypeError instead of passing a converted copy (which, for an output, would drop the result).
 template <typename T>
 using CArray = py::array_t<T, py::array::c_style>;
 

@@ -93,9 +93,11 @@ void gae_binding(const CArray<T>& rewards, const CArray<T>& values, const CArray
 
 template <typename T>
 void def_gae(py::module_& m, const char* name) {
-  m.def(name, &gae_binding<T>, py::arg("rewards"), py::arg("values"), py::arg("next_values"),
-        py::arg("terminated"), py::arg("truncated"), py::arg("gamma"), py::arg("lam"), py::arg("advantages"),
-        py::arg("returns"),
+  // noconvert: pybind11 must never hand the kernel a converted temporary (a copied output
+  // would silently lose the result); the Python wrapper converts inputs before the call.
+  m.def(name, &gae_binding<T>, py::arg("rewards").noconvert(), py::arg("values").noconvert(),
+        py::arg("next_values").noconvert(), py::arg("terminated").noconvert(), py::arg("truncated").noconvert(),
+        py::arg("gamma"), py::arg("lam"), py::arg("advantages").noconvert(), py::arg("returns").noconvert(),
         "GAE on C-contiguous time-major (T, N) buffers; writes advantages and returns in place.");
 }
 

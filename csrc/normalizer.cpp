@@ -144,10 +144,12 @@ void normalize_binding(const CArray<T>& x, const CArray<double>& mean, const CAr
 
 template <typename T>
 void def_normalizer(py::module_& m, const char* update_name, const char* normalize_name) {
-  m.def(update_name, &update_binding<T>, py::arg("batch"), py::arg("mean"), py::arg("var"), py::arg("count"),
+  m.def(update_name, &update_binding<T>, py::arg("batch").noconvert(), py::arg("mean").noconvert(),
+        py::arg("var").noconvert(), py::arg("count"),
         "Merge a C-contiguous (B, D) batch into float64 mean/var (D,) in place; returns the new count.");
-  m.def(normalize_name, &normalize_binding<T>, py::arg("x"), py::arg("mean"), py::arg("var"), py::arg("clip"),
-        py::arg("out"), "out = clip((x - mean) / sqrt(var + 1e-8), -clip, clip) for a (M, D) x; out is float32.");
+  m.def(normalize_name, &normalize_binding<T>, py::arg("x").noconvert(), py::arg("mean").noconvert(),
+        py::arg("var").noconvert(), py::arg("clip"), py::arg("out").noconvert(),
+        "out = clip((x - mean) / sqrt(var + 1e-8), -clip, clip) for a (M, D) x; out is float32.");
 }
 
 }  // namespace

@@ -58,7 +58,8 @@ void rewards_binding(const CArray<T>& logits, const std::string& kind, CArray<T>
 
 template <typename T>
 void def_rewards(py::module_& m, const char* name) {
-  m.def(name, &rewards_binding<T>, py::arg("logits"), py::arg("kind"), py::arg("out"),
+  m.def(name, &rewards_binding<T>, py::arg("logits").noconvert(), py::arg("kind"),
+        py::arg("out").noconvert(),
         "Discriminator rewards of kind 'gail' | 'airl' | 'neg' from C-contiguous logits, written into out.");
 }
 

@@ -75,11 +75,11 @@ def _as_flag_array(name: str, x: Any) -> np.ndarray:
     """Return ``x`` as a C-contiguous bool array; integer 0/1 arrays are converted."""
     arr = np.asarray(x)
     if arr.dtype == np.bool_:
-        return np.ascontiguousarray(arr)
+        return np.asarray(arr, order="C")
     if arr.dtype.kind in "iu":
         if arr.size and not bool(np.all((arr == 0) | (arr == 1))):
             raise ValueError(f"{name} must hold only 0 and 1 when given as integers")
-        return np.ascontiguousarray(arr != 0)
+        return np.asarray(arr != 0, order="C")
     raise ValueError(f"{name} must be a bool array (or integer 0/1), got dtype {arr.dtype}")
 
 
@@ -95,7 +95,8 @@ def _check_discount(name: str, value: float) -> float:
 
 def _contiguous(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """C-contiguous, native-byte-order copy of ``arr`` in ``dtype`` (no copy when already so)."""
-    return np.ascontiguousarray(arr, dtype=dtype.newbyteorder("="))
+    # np.asarray(order="C") rather than np.ascontiguousarray, which turns 0-d arrays into 1-d.
+    return np.asarray(arr, dtype=dtype.newbyteorder("="), order="C")
 
 
 # ----------------------------------------------------------------------------------------------
