@@ -125,7 +125,8 @@ class Discriminator(nn.Module):
         super().__init__()
         self.config = config or NetConfig(hidden_sizes=[100, 100], activation="tanh")
         self.in_dim = int(in_dim)
-        self.net = mlp(self.in_dim, 1, self.config, out_gain=1.0)
+        # A small output layer starts D at chance (logits ~ 0): early rewards are neutral, not random.
+        self.net = mlp(self.in_dim, 1, self.config, out_gain=0.01)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.net(inputs).squeeze(-1)

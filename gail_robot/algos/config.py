@@ -343,6 +343,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise UserError(f"{key} must be an integer, got {value!r}")
         return int(value)
     if hint is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-4" (no dot) as a string; accept it as the number it means.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise UserError(f"{key} must be a number, got {value!r}")
         return float(value)

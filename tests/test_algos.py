@@ -1,0 +1,179 @@
+"""Unit tests of the training algorithms: PPO clipping, TRPO trust region, discriminator, BC, configs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gail_robot.algos.bc import fit_bc
+from gail_robot.algos.config import (
+    TRPOConfig,
+    apply_overrides,
+    config_from_dict,
+    parse_override,
+)
+from gail_robot.algos.discriminator import DiscriminatorTrainer, discriminator_loss
+from gail_robot.algos.ppo import clipped_surrogate_loss, value_loss
+from gail_robot.algos.rollout import RolloutBuffer
+from gail_robot.algos.trpo import TRPO, conjugate_gradient, gaussian_kl
+from gail_robot.errors import UserError
+from gail_robot.nets import Critic, Discriminator, GaussianActor, NetConfig
+
+
+def test_ppo_clipped_surrogate_by_hand():
+    # ratios 1.5, 0.5, 1.1, 0.7 with advantages +1, +1, -2, -1 and eps 0.2:
+    #   r=1.5, A=+1: min(1.5, 1.2) = 1.2      (clipped: no incentive beyond 1 + eps)
+    #   r=0.5, A=+1: min(0.5, 0.8) = 0.5      (pessimistic: unclipped)
+    #   r=1.1, A=-2: min(-2.2, -2.2) = -2.2   (inside the range)
+    #   r=0.7, A=-1: min(-0.7, -0.8) = -0.8   (clipped)
+    ratios = torch.tensor([1.5, 0.5, 1.1, 0.7])
+    advantages = torch.tensor([1.0, 1.0, -2.0, -1.0])
+    old = torch.zeros(4)
+    loss, clip_fraction = clipped_surrogate_loss(torch.log(ratios), old, advantages, 0.2)
+    assert loss.item() == pytest.approx(-(1.2 + 0.5 - 2.2 - 0.8) / 4, abs=1e-6)
+    assert clip_fraction.item() == pytest.approx(3 / 4)  # |r - 1| > 0.2 for 1.5, 0.5, 0.7
+
+
+def test_ppo_clipping_zeroes_gradient_outside_range():
+    log_ratio = torch.log(torch.tensor([1.5, 0.5])).requires_grad_(True)
+    loss, _ = clipped_surrogate_loss(log_ratio, torch.zeros(2), torch.tensor([1.0, -1.0]), 0.2)
+    loss.backward()
+    assert log_ratio.grad is not None
+    assert torch.all(log_ratio.grad == 0)  # both beyond the clip in the direction the advantage favours
+
+
+def test_value_loss_clipping_by_hand():
+    new, old, ret = torch.tensor([2.0]), torch.tensor([0.0]), torch.tensor([3.0])
+    assert value_loss(new, old, ret, None).item() == pytest.approx(0.5 * 1.0)
+    # clipped value 0.5: max((2-3)^2, (0.5-3)^2) = 6.25
+    assert value_loss(new, old, ret, 0.5).item() == pytest.approx(0.5 * 6.25)
+
+
+def test_conjugate_gradient_solves_spd_system():
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(6, 6))
+    a = torch.tensor(m @ m.T + 6 * np.eye(6))
+    b = torch.tensor(rng.normal(size=6))
+    x = conjugate_gradient(lambda v: a @ v, b, iters=20)
+    torch.testing.assert_close(a @ x, b, atol=1e-8, rtol=1e-8)
+
+
+def _trpo_buffer(obs_dim: int, act_dim: int, seed: int) -> RolloutBuffer:
+    rng = np.random.default_rng(seed)
+    buf = RolloutBuffer.empty(64, 4, obs_dim, act_dim)
+    buf.obs[:] = rng.normal(size=buf.obs.shape)
+    buf.actions[:] = rng.normal(size=buf.actions.shape)
+    buf.advantages[:] = buf.actions[..., 0] * 2.0  # reward the first action dimension
+    buf.returns[:] = rng.normal(size=buf.returns.shape)
+    return buf
+
+
+@pytest.mark.parametrize("max_kl", [0.001, 0.01])
+def test_trpo_step_respects_kl_bound_and_improves_surrogate(max_kl):
+    torch.manual_seed(0)
+    actor, critic = GaussianActor(3, 2, NetConfig([16])), Critic(3, NetConfig([16]))
+    buf = _trpo_buffer(3, 2, 0)
+    with torch.no_grad():
+        buf.log_probs[:] = (
+            actor.log_prob(
+                torch.from_numpy(buf.obs.reshape(-1, 3)), torch.from_numpy(buf.actions.reshape(-1, 2))
+            )
+            .numpy()
+            .reshape(64, 4)
+        )
+    obs = torch.from_numpy(buf.obs.reshape(-1, 3))
+    with torch.no_grad():
+        old_mean, old_log_std = actor(obs), actor.log_std.clone()
+    trpo = TRPO(actor, critic, TRPOConfig(max_kl=max_kl), torch.Generator().manual_seed(0))
+    metrics = trpo.update(buf, 0.0)
+    assert metrics["step_accepted"] == 1.0
+    with torch.no_grad():
+        kl = gaussian_kl(old_mean, old_log_std, actor, obs).item()
+    assert 0 < kl <= max_kl
+    assert kl == pytest.approx(metrics["approx_kl"])
+    assert metrics["surrogate_improvement"] > 0
+    # The step uses most of the trust region (a quadratic model of the KL is good for small steps).
+    assert kl > 0.3 * max_kl
+
+
+def test_discriminator_loss_falls_on_fixed_batch():
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    expert = torch.randn(256, 5, generator=gen) + 1.0
+    policy = torch.randn(256, 5, generator=gen) - 1.0
+    trainer = DiscriminatorTrainer(Discriminator(5, NetConfig([32, 32])), lr=1e-3)
+    first = discriminator_loss(trainer.disc, expert, policy)
+    assert first.bce.item() == pytest.approx(math.log(2), abs=0.15)  # near chance at init
+    for _ in range(200):
+        last = trainer.step(expert, policy, grad_penalty=1.0, ent_coef=1e-3, generator=gen)
+    final = discriminator_loss(trainer.disc, expert, policy)
+    assert final.bce.item() < 0.3 * first.bce.item()
+    assert last.expert_accuracy > 0.9 and last.policy_accuracy > 0.9
+    # expert is high: positive logits on expert inputs
+    assert trainer.logits(expert).mean() > 0 > trainer.logits(policy).mean()
+
+
+def test_discriminator_weights_and_large_logits_are_finite():
+    disc = Discriminator(2, NetConfig([4]))
+    with torch.no_grad():
+        disc.net[-1].bias.fill_(1e4)  # |logit| huge: BCE with logits stays finite
+    x = torch.zeros(3, 2)
+    loss = discriminator_loss(disc, x, x, expert_weights=torch.tensor([1.0, 0.0, 0.5]), ent_coef=0.1)
+    assert torch.isfinite(loss.total)
+
+
+def test_bc_fits_linear_expert():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 2)) * 0.3
+    obs = rng.normal(size=(1200, 4)).astype(np.float32)
+    actions = np.clip(obs @ w, -1, 1).astype(np.float32)
+    torch.manual_seed(0)
+    actor = GaussianActor(4, 2, NetConfig([32, 32]))
+    best = fit_bc(
+        actor,
+        obs[:1000],
+        actions[:1000],
+        obs[1000:],
+        actions[1000:],
+        max_epochs=60,
+        batch_size=64,
+        lr=3e-3,
+        patience=10,
+    )
+    with torch.no_grad():
+        pred = actor(torch.from_numpy(obs[1000:])).numpy()
+    assert np.mean((pred - actions[1000:]) ** 2) < 2e-3
+    assert best["valid_mse"] < 2e-3
+    assert actor.log_std.exp().max().item() < 0.7  # the likelihood shrinks the std (from 1)
+
+
+def test_config_from_dict_and_overrides():
+    data = apply_overrides(
+        {"algo": "gail", "env": {"id": "Hopper-v5"}},
+        ["ppo.lr=1e-4", "gail.hidden_sizes=[32, 32]", "ppo.target_kl=null", "env.num_envs=4"],
+    )
+    cfg = config_from_dict(data)
+    assert cfg.ppo.lr == 1e-4 and cfg.gail.hidden_sizes == [32, 32] and cfg.ppo.target_kl is None
+    assert cfg.env.num_envs == 4 and cfg.generator == "ppo"
+    assert config_from_dict(cfg.to_dict()) == cfg  # round trip through plain data (config.yaml)
+    assert parse_override("run.seed=3") == (["run", "seed"], 3)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"ppo": {"lrr": 1}}, "unknown config key 'ppo.lrr'"),
+        ({"bogus": 1}, "unknown config key 'bogus'"),
+        ({"ppo": {"lr": "fast"}}, "ppo.lr must be a number"),
+        ({"env": {"num_envs": 0}}, "env.num_envs must be >= 1"),
+        ({"gail": {"reward": "log"}}, "gail.reward must be one of"),
+        ({"algo": "sac"}, "algo must be one of"),
+    ],
+)
+def test_config_errors_are_one_line_user_errors(data, message):
+    with pytest.raises(UserError, match=message) as info:
+        config_from_dict(data)
+    assert "\n" not in str(info.value)
