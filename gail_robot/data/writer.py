@@ -26,7 +26,7 @@ import errno
 import fcntl
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -232,6 +232,8 @@ class DemoWriter:
         self._next_index = 0
         self._exists = False
         self.saved: list[str] = []
+        #: length of the episode saved last
+        self.saved_length = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -279,6 +281,12 @@ class DemoWriter:
         self.close()
 
     # -- episodes ----------------------------------------------------------------------------
+
+    def next_demo_name(self, offset: int = 0) -> str:
+        """The name the next saved demo gets (``offset`` further demos later)."""
+        if not self._open:
+            self.open()
+        return demo_name(self._next_index + offset)
 
     @property
     def in_episode(self) -> bool:
@@ -381,18 +389,22 @@ class DemoWriter:
         """Forget the episode in progress."""
         self._episode = None
 
-    def end_episode(self, success: bool, final_state: np.ndarray) -> str:
+    def end_episode(self, success: bool, final_state: np.ndarray, cut: bool = False) -> str:
         """Publish the buffered episode atomically and return its name (``demo_<i>``).
 
         Args:
             success: whether the episode solved the task.
             final_state: ``(S,) float64`` physics state after the last step.
+            cut: the episode was ended early (by the user or a step limit): its last step is
+                marked truncated unless the env already ended it.
         """
         ep = self._episode
         if ep is None:
             raise RuntimeError("no episode in progress")
         if len(ep) == 0:
             raise ValueError("cannot save an empty episode")
+        if cut and not (ep.terminated[-1] or ep.truncated[-1]):
+            ep.truncated[-1] = True
         final = np.asarray(final_state, dtype=np.float64)
         if final.shape != ep.states[0].shape:
             raise ValueError(f"final_state has shape {final.shape}, expected {ep.states[0].shape}")
@@ -409,8 +421,7 @@ class DemoWriter:
             attrs["model_file"] = ep.model_file
         self.write_demo(name, arrays, attrs)
         self._episode = None
-        self._next_index += 1
-        self.saved.append(name)
+        self.saved_length = len(ep)
         return name
 
     def _episode_arrays(self, ep: _EpisodeBuffer, final_state: np.ndarray) -> dict[str, Any]:
@@ -431,42 +442,62 @@ class DemoWriter:
         }
 
     def write_demo(self, name: str, arrays: dict[str, Any], attrs: dict[str, Any]) -> None:
-        """Publish one complete demo group (used by the recorder and by converters / merge).
+        """Publish one complete demo group (see :meth:`write_demos`)."""
+        self.write_demos([(name, arrays, attrs)])
 
-        ``arrays`` holds ``obs`` and ``next_obs`` dicts plus the per-step datasets of schema v1;
-        they are written as given after a length check.
+    def write_demos(self, demos: Iterable[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[str]:
+        """Publish complete demo groups in one transaction (converters, merge).
+
+        Args:
+            demos: ``(name, arrays, attrs)`` triples, consumed lazily (one demo in memory at a
+                time). ``arrays`` holds ``obs`` and ``next_obs`` dicts plus the per-step datasets
+                and ``final_state`` of schema v1; ``attrs`` holds at least ``num_samples``.
+
+        Returns:
+            The names written.
         """
         if not self._open:
             self.open()
-        n = int(attrs["num_samples"])
-        for key in ("actions", "rewards", "terminated", "truncated", "dones", "states"):
-            if len(arrays[key]) != n:
-                raise ValueError(f"{key} has {len(arrays[key])} rows, num_samples is {n}")
         images = {k for k, box in self._obs_spaces.items() if is_image_space(box)}
+        written: list[str] = []
 
         def edit(f: h5py.File) -> None:
             data = f["data"]
-            if name in data:
-                raise ValueError(f"{name} exists already in {self.path}")
-            group = data.create_group(name)
-            for key, value in attrs.items():
-                group.attrs[key] = value
-            for part in ("obs", "next_obs"):
-                sub = group.create_group(part)
-                for key, value in arrays[part].items():
-                    write_array(sub, key, value, image=key in images)
-            for key in ("actions", "rewards", "terminated", "truncated", "dones", "states", "final_state"):
-                write_array(group, key, arrays[key])
-            data.attrs["total"] = int(data.attrs["total"]) + n
+            for name, arrays, attrs in demos:
+                n = int(attrs["num_samples"])
+                for key in ("actions", "rewards", "terminated", "truncated", "dones", "states"):
+                    if len(arrays[key]) != n:
+                        raise ValueError(f"{name}: {key} has {len(arrays[key])} rows, num_samples is {n}")
+                if name in data:
+                    raise ValueError(f"{name} exists already in {self.path}")
+                group = data.create_group(name)
+                for key, value in attrs.items():
+                    group.attrs[key] = value
+                for part in ("obs", "next_obs"):
+                    sub = group.create_group(part)
+                    for key, value in arrays[part].items():
+                        write_array(sub, key, value, image=key in images)
+                for key in (
+                    "actions",
+                    "rewards",
+                    "terminated",
+                    "truncated",
+                    "dones",
+                    "states",
+                    "final_state",
+                ):
+                    write_array(group, key, arrays[key])
+                data.attrs["total"] = int(data.attrs["total"]) + n
+                written.append(name)
 
         fresh = not self._exists or (self.mode == "w" and not self.saved)
-        publish(
-            self.path,
-            edit,
-            create=(lambda f: write_header(f.create_group("data"), self.meta)) if fresh else None,
-            durable=self.durable,
-        )
+        create = (lambda f: write_header(f.create_group("data"), self.meta)) if fresh else None
+        publish(self.path, edit, create=create, durable=self.durable)
         self._exists = True
+        self.saved.extend(written)
+        if written:
+            self._next_index = max(self._next_index, max(demo_index(n) for n in written) + 1)
+        return written
 
     def write_masks(self, masks: dict[str, list[str]]) -> None:
         """Publish ``/mask/<name>`` datasets (replacing masks of the same names)."""

@@ -1,0 +1,524 @@
+"""Converting demo files to and from robomimic's layout, flat ``.npz`` and Minari datasets.
+
+Round trips (gail_robot -> X -> gail_robot) preserve every step: observations, next observations,
+actions, rewards, terminations, truncations, physics states and the final state, plus the per-demo
+seed and success flag. Differences per format are documented in ``datasets/README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import h5py
+import numpy as np
+
+from gail_robot.data.reader import Demo, DemoDataset
+from gail_robot.data.schema import (
+    FORMAT,
+    FORMAT_VERSION,
+    EnvMeta,
+    demo_name,
+    open_h5,
+    sorted_demo_names,
+    space_from_json,
+    space_to_json,
+)
+from gail_robot.data.writer import DemoWriter, publish
+from gail_robot.errors import UserError
+
+FORMATS = ("gail_robot", "robomimic", "npz", "minari")
+#: per-step info key that carries the physics state through Minari (rows: states + final state)
+MINARI_STATE_INFO = "physics_state"
+
+
+def demo_arrays(demo: Demo) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(arrays, attrs)`` of a demo in the form :meth:`DemoWriter.write_demos` takes."""
+    term = demo.terminated.astype(bool)
+    trunc = demo.truncated.astype(bool)
+    arrays = {
+        "obs": dict(demo.obs),
+        "next_obs": dict(demo.next_obs),
+        "actions": demo.actions.astype(np.float32, copy=False),
+        "rewards": demo.rewards.astype(np.float32, copy=False),
+        "terminated": term,
+        "truncated": trunc,
+        "dones": (term | trunc).astype(np.uint8),
+        "states": demo.states.astype(np.float64, copy=False),
+        "final_state": demo.final_state.astype(np.float64, copy=False),
+    }
+    return arrays, dict(demo.attrs)
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """``gail_robot``, ``robomimic`` or ``npz`` from a file's content; ``minari`` for anything else."""
+    p = Path(path)
+    if p.suffix == ".npz":
+        return "npz"
+    if p.is_file():
+        if not h5py.is_hdf5(p):
+            raise UserError(f"{p}: not an HDF5 or .npz file")
+        with open_h5(p) as f:
+            if "data" in f and "format" in f["data"].attrs:
+                return "gail_robot"
+            if "data" in f:
+                return "robomimic"
+        raise UserError(f"{p}: an HDF5 file without a /data group is not a demo file")
+    return "minari"
+
+
+def _ends(terminated: np.ndarray, truncated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Episode-end flags that pass validation: only the last step may end the episode."""
+    term = np.zeros(len(terminated), dtype=bool)
+    trunc = np.zeros(len(truncated), dtype=bool)
+    term[-1] = bool(terminated[-1])
+    trunc[-1] = not term[-1]  # an episode that stops without terminating was truncated
+    return term, trunc
+
+
+# ----------------------------------------------------------------------------------------------
+# robomimic
+# ----------------------------------------------------------------------------------------------
+
+
+def to_robomimic(src: DemoDataset, out: Path) -> int:
+    """Write robomimic's layout; returns the number of demos.
+
+    The demo groups are copied as they are (robomimic reads ``obs``, ``next_obs``, ``actions``,
+    ``rewards``, ``dones``, ``states`` and ignores the extra ``terminated`` / ``truncated`` /
+    ``final_state``, which keep the round trip lossless). The ``format`` attributes are dropped so
+    that gail_robot treats the file as robomimic's.
+    """
+
+    def edit(f: h5py.File) -> None:
+        with open_h5(src.path) as g:
+            f.copy(g["data"], "data")
+            if "mask" in g:
+                f.copy(g["mask"], "mask")
+        for attr in ("format", "format_version"):
+            del f["data"].attrs[attr]
+
+    publish(out, edit, create=lambda f: None)
+    return len(src)
+
+
+def _robomimic_meta(f: h5py.File, path: Path, names: list[str]) -> EnvMeta:
+    attrs = f["data"].attrs
+    try:
+        env_args = json.loads(attrs["env_args"])
+    except (KeyError, ValueError) as exc:
+        raise UserError(f"{path}: /data has no valid env_args attribute ({exc})") from None
+    env_id = str(env_args.get("env_name", ""))
+    if not env_id:
+        raise UserError(f"{path}: env_args has no env_name")
+    if not names:
+        raise UserError(f"{path}: no demo groups in /data")
+    first = f["data"][names[0]]
+    if "observation_space" in attrs and "action_space" in attrs:
+        obs_space = space_from_json(json.loads(attrs["observation_space"]))
+        act_space = space_from_json(json.loads(attrs["action_space"]))
+    else:
+        # A robomimic file from elsewhere: spaces from the data (robomimic actions are in [-1, 1]).
+        keys = list(first["obs"])
+        boxes: dict[str, gym.Space[Any]] = {
+            k: gym.spaces.Box(
+                -np.inf, np.inf, shape=first["obs"][k].shape[1:], dtype=first["obs"][k].dtype.type
+            )
+            for k in keys
+        }
+        obs_space = boxes["state"] if keys == ["state"] else gym.spaces.Dict(boxes)
+        act_space = gym.spaces.Box(-1.0, 1.0, shape=first["actions"].shape[1:], dtype=np.float32)
+    assert isinstance(act_space, gym.spaces.Box)
+    states = first["states"] if "states" in first else None
+    return EnvMeta(
+        env_id=env_id,
+        env_kwargs=dict(env_args.get("env_kwargs") or {}),
+        observation_space=obs_space,
+        action_space=act_space,
+        env_version=str(env_args.get("env_version", "")),
+        state_size=int(states.shape[1]) if states is not None and states.ndim == 2 else None,
+    )
+
+
+def _robomimic_demos(
+    f: h5py.File, names: list[str], meta: EnvMeta
+) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    from gail_robot.data.schema import obs_keys
+
+    keys = obs_keys(meta.observation_space)
+    for name in names:
+        g = f["data"][name]
+        n = len(g["actions"])
+        obs = {k: g["obs"][k][()] for k in keys}
+        if "next_obs" in g:
+            next_obs = {k: g["next_obs"][k][()] for k in keys}
+        else:  # robomimic allows files without next_obs: shift obs (the last successor repeats)
+            next_obs = {k: np.concatenate([v[1:], v[-1:]]) for k, v in obs.items()}
+        dones = g["dones"][()].astype(bool) if "dones" in g else np.zeros(n, dtype=bool)
+        if "terminated" in g and "truncated" in g:
+            term, trunc = g["terminated"][()].astype(bool), g["truncated"][()].astype(bool)
+        else:
+            term, trunc = _ends(dones, ~dones)
+        states = g["states"][()].astype(np.float64) if "states" in g else np.zeros((n, 0))
+        final = g["final_state"][()] if "final_state" in g else states[-1]
+        rewards = g["rewards"][()].astype(np.float32) if "rewards" in g else np.zeros(n, np.float32)
+        arrays = {
+            "obs": obs,
+            "next_obs": next_obs,
+            "actions": g["actions"][()].astype(np.float32),
+            "rewards": rewards,
+            "terminated": term,
+            "truncated": trunc,
+            "dones": (term | trunc).astype(np.uint8),
+            "states": states,
+            "final_state": np.asarray(final, dtype=np.float64),
+        }
+        attrs: dict[str, Any] = {k: v for k, v in g.attrs.items()}
+        attrs["num_samples"] = n
+        attrs.setdefault("seed", -1)
+        attrs.setdefault("source", "robomimic")
+        attrs.setdefault("success", bool(dones[-1]))
+        attrs.setdefault("return", float(np.sum(rewards, dtype=np.float64)))
+        yield arrays, attrs
+
+
+def from_robomimic(src: Path, out: Path, overwrite: bool = False) -> int:
+    """Import a robomimic-layout file (ours or robomimic's own); returns the number of demos.
+
+    Files written by robomimic lack terminations, truncations and the final state: the last step
+    is marked terminated when ``dones`` says so and truncated otherwise, and the final state
+    repeats the last stored state (such demos replay up to their last step).
+    """
+    with open_h5(src) as f:
+        if "data" not in f:
+            raise UserError(f"{src}: no /data group (not a robomimic file)")
+        names = sorted_demo_names(f["data"].keys())
+        meta = _robomimic_meta(f, src, names)
+        masks = {m: [v.decode() for v in f["mask"][m][()]] for m in f["mask"]} if "mask" in f else {}
+        with DemoWriter(out, meta=meta, mode="w" if overwrite else "x") as writer:
+            writer.write_demos((n, *a) for n, a in zip(names, _robomimic_demos(f, names, meta), strict=True))
+            if masks:
+                writer.write_masks(masks)
+    return len(names)
+
+
+# ----------------------------------------------------------------------------------------------
+# npz
+# ----------------------------------------------------------------------------------------------
+
+
+def to_npz(src: DemoDataset, out: Path) -> int:
+    """Flat arrays: steps of all demos concatenated, per-demo arrays, and a JSON header.
+
+    Keys: ``obs.<key>``, ``next_obs.<key>`` ``(M, ...)``; ``actions`` ``(M, A)``; ``rewards``,
+    ``terminated``, ``truncated`` ``(M,)``; ``states`` ``(M, S)``; ``final_states`` ``(E, S)``;
+    ``demo_names``, ``demo_lengths``, ``demo_seeds``, ``demo_success``, ``demo_sources`` ``(E,)``;
+    ``mask.<name>`` (demo names); ``meta``: JSON string (env id, kwargs, spaces, state size).
+    """
+    demos = list(src)
+    if not demos:
+        raise UserError(f"{src.path}: no demos to convert")
+    keys = src.obs_keys
+    out_arrays: dict[str, np.ndarray] = {}
+    for k in keys:
+        out_arrays[f"obs.{k}"] = np.concatenate([d.obs[k] for d in demos])
+        out_arrays[f"next_obs.{k}"] = np.concatenate([d.next_obs[k] for d in demos])
+    for field in ("actions", "rewards", "terminated", "truncated", "states"):
+        out_arrays[field] = np.concatenate([getattr(d, field) for d in demos])
+    out_arrays["final_states"] = np.stack([d.final_state for d in demos])
+    out_arrays["demo_names"] = np.array([d.name for d in demos])
+    out_arrays["demo_lengths"] = np.array([len(d) for d in demos], dtype=np.int64)
+    out_arrays["demo_seeds"] = np.array([int(d.attrs.get("seed", -1)) for d in demos], dtype=np.int64)
+    out_arrays["demo_success"] = np.array([d.success for d in demos], dtype=bool)
+    out_arrays["demo_sources"] = np.array([str(d.attrs.get("source", "")) for d in demos])
+    for mask, names in src.masks().items():
+        out_arrays[f"mask.{mask}"] = np.array(names)
+    m = src.meta
+    out_arrays["meta"] = np.array(
+        json.dumps(
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "env_id": m.env_id,
+                "env_kwargs": m.env_kwargs,
+                "env_version": m.env_version,
+                "observation_space": space_to_json(m.observation_space),
+                "action_space": space_to_json(m.action_space),
+                "state_size": m.state_size,
+            }
+        )
+    )
+    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp.npz"
+    try:
+        np.savez_compressed(tmp, **out_arrays)  # type: ignore[arg-type]
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return len(demos)
+
+
+def from_npz(src: Path, out: Path, overwrite: bool = False) -> int:
+    """Import a file written by :func:`to_npz`; returns the number of demos."""
+    try:
+        z = np.load(src, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{src}: not a readable .npz file ({exc})") from None
+    with z:
+        try:
+            header = json.loads(str(z["meta"]))
+        except KeyError:
+            raise UserError(f"{src}: no 'meta' array (not written by 'gail-robot data convert')") from None
+        if header.get("format") != FORMAT or int(header.get("format_version", -1)) != FORMAT_VERSION:
+            raise UserError(
+                f"{src}: unsupported npz header {header.get('format')} v{header.get('format_version')}"
+            )
+        act_space = space_from_json(header["action_space"])
+        assert isinstance(act_space, gym.spaces.Box)
+        meta = EnvMeta(
+            env_id=header["env_id"],
+            env_kwargs=header["env_kwargs"],
+            observation_space=space_from_json(header["observation_space"]),
+            action_space=act_space,
+            env_version=header.get("env_version", ""),
+            state_size=header.get("state_size"),
+        )
+        keys = [k[len("obs.") :] for k in z.files if k.startswith("obs.")]
+        data = {k: z[k] for k in z.files}
+    lengths = data["demo_lengths"]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+
+    def demos() -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+        for i, name in enumerate(data["demo_names"]):
+            s = slice(int(offsets[i]), int(offsets[i + 1]))
+            term, trunc = data["terminated"][s].astype(bool), data["truncated"][s].astype(bool)
+            arrays = {
+                "obs": {k: data[f"obs.{k}"][s] for k in keys},
+                "next_obs": {k: data[f"next_obs.{k}"][s] for k in keys},
+                "actions": data["actions"][s],
+                "rewards": data["rewards"][s],
+                "terminated": term,
+                "truncated": trunc,
+                "dones": (term | trunc).astype(np.uint8),
+                "states": data["states"][s],
+                "final_state": data["final_states"][i],
+            }
+            attrs = {
+                "num_samples": int(lengths[i]),
+                "seed": int(data["demo_seeds"][i]),
+                "source": str(data["demo_sources"][i]),
+                "success": bool(data["demo_success"][i]),
+                "return": float(np.sum(arrays["rewards"], dtype=np.float64)),
+            }
+            yield str(name), arrays, attrs
+
+    masks = {k[len("mask.") :]: [str(v) for v in data[k]] for k in data if k.startswith("mask.")}
+    with DemoWriter(out, meta=meta, mode="w" if overwrite else "x") as writer:
+        writer.write_demos(demos())
+        if masks:
+            writer.write_masks(masks)
+    return len(lengths)
+
+
+# ----------------------------------------------------------------------------------------------
+# Minari
+# ----------------------------------------------------------------------------------------------
+
+
+def _minari() -> Any:
+    try:
+        import minari
+    except ImportError:
+        raise UserError(
+            "Minari conversion needs the minari package: pip install 'gail-robot[minari]'"
+        ) from None
+    return minari
+
+
+def _minari_root(root: str | os.PathLike[str] | None) -> None:
+    if root is not None:
+        os.environ["MINARI_DATASETS_PATH"] = os.fspath(root)
+
+
+def to_minari(src: DemoDataset, dataset_id: str, root: str | os.PathLike[str] | None = None) -> int:
+    """Create a Minari dataset ``dataset_id`` (``namespace/name-v0``) from a demo file.
+
+    Minari stores ``N + 1`` observations per episode (the reset observation plus every successor);
+    the physics states travel in ``infos["physics_state"]`` (``N + 1`` rows: the stored states and
+    the final state), the success flag in ``infos["is_success"]`` (at the last row) and the reset
+    seed in the episode's ``seed``.
+    """
+    minari = _minari()
+    _minari_root(root)
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    keys = src.obs_keys
+    dict_obs = isinstance(src.observation_space, gym.spaces.Dict)
+    buffers = []
+    for i, d in enumerate(src):
+        obs_rows = {k: np.concatenate([d.obs[k], d.next_obs[k][-1:]]) for k in keys}
+        success = np.zeros(len(d) + 1, dtype=bool)
+        success[-1] = d.success
+        seed = int(d.attrs.get("seed", -1))
+        buffers.append(
+            EpisodeBuffer(
+                id=i,
+                seed=seed if seed >= 0 else None,
+                observations=obs_rows if dict_obs else obs_rows[keys[0]],
+                actions=d.actions,
+                rewards=list(d.rewards.astype(np.float64)),
+                terminations=list(d.terminated),
+                truncations=list(d.truncated),
+                infos={
+                    MINARI_STATE_INFO: np.concatenate([d.states, d.final_state[None]]),
+                    "is_success": success,
+                },
+            )
+        )
+    if not buffers:
+        raise UserError(f"{src.path}: no demos to convert")
+    probe = src.meta.make_env()
+    env_spec = probe.spec
+    probe.close()
+    try:
+        minari.create_dataset_from_buffers(
+            dataset_id=dataset_id,
+            buffer=buffers,
+            env=env_spec,
+            eval_env=env_spec,  # same env; saying so silences Minari's warning
+            algorithm_name="gail_robot demos",
+            observation_space=src.observation_space,
+            action_space=src.action_space,
+            description=f"converted from {src.path.name} by gail-robot data convert",
+        )
+    except ValueError as exc:
+        raise UserError(f"cannot create Minari dataset '{dataset_id}': {exc}") from None
+    return len(buffers)
+
+
+def from_minari(
+    dataset_id: str, out: Path, root: str | os.PathLike[str] | None = None, overwrite: bool = False
+) -> int:
+    """Import a local Minari dataset; returns the number of episodes.
+
+    Episodes without ``infos["physics_state"]`` (datasets not written by gail_robot) get empty
+    physics states (size 0): they train fine but cannot be replayed.
+    """
+    minari = _minari()
+    _minari_root(root)
+    try:
+        ds = minari.load_dataset(dataset_id)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(f"no local Minari dataset '{dataset_id}' ({exc})") from None
+    env_spec = ds.spec.env_spec
+    act_space = ds.action_space
+    if not isinstance(act_space, gym.spaces.Box):
+        raise UserError(f"Minari dataset '{dataset_id}' has a {type(act_space).__name__} action space")
+    obs_space = ds.observation_space
+    episodes = list(ds.iterate_episodes())
+    state_size = None
+    if episodes and MINARI_STATE_INFO in episodes[0].infos:
+        state_size = int(np.asarray(episodes[0].infos[MINARI_STATE_INFO]).shape[1])
+    meta = EnvMeta(
+        env_id=env_spec.id if env_spec is not None else dataset_id,
+        env_kwargs={
+            k: v for k, v in (env_spec.kwargs if env_spec is not None else {}).items() if k != "render_mode"
+        },
+        observation_space=obs_space,
+        action_space=act_space,
+        state_size=state_size,
+    )
+    seeds = {}
+    try:
+        for md in ds.storage.get_episode_metadata(range(len(episodes))):
+            seeds[int(md["id"])] = int(md["seed"]) if md.get("seed") is not None else -1
+    except (AttributeError, KeyError, TypeError):
+        pass
+    keys = list(obs_space.spaces) if isinstance(obs_space, gym.spaces.Dict) else ["state"]
+
+    def demos() -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+        for i, ep in enumerate(episodes):
+            rows = ep.observations if isinstance(ep.observations, dict) else {keys[0]: ep.observations}
+            n = len(ep.rewards)
+            term, trunc = np.asarray(ep.terminations, bool), np.asarray(ep.truncations, bool)
+            if MINARI_STATE_INFO in ep.infos:
+                all_states = np.asarray(ep.infos[MINARI_STATE_INFO], dtype=np.float64)
+                states, final = all_states[:n], all_states[n]
+            else:
+                states, final = np.zeros((n, 0)), np.zeros(0)
+            success = bool(np.asarray(ep.infos.get("is_success", [False]))[-1])
+            arrays = {
+                "obs": {k: np.asarray(rows[k][:n]) for k in keys},
+                "next_obs": {k: np.asarray(rows[k][1 : n + 1]) for k in keys},
+                "actions": np.asarray(ep.actions, dtype=np.float32),
+                "rewards": np.asarray(ep.rewards, dtype=np.float32),
+                "terminated": term,
+                "truncated": trunc,
+                "dones": (term | trunc).astype(np.uint8),
+                "states": states,
+                "final_state": final,
+            }
+            attrs = {
+                "num_samples": n,
+                "seed": seeds.get(int(ep.id), -1),
+                "source": f"minari:{dataset_id}",
+                "success": success,
+                "return": float(np.sum(arrays["rewards"], dtype=np.float64)),
+            }
+            yield demo_name(i), arrays, attrs
+
+    with DemoWriter(out, meta=meta, mode="w" if overwrite else "x") as writer:
+        writer.write_demos(demos())
+    return len(episodes)
+
+
+def convert(
+    src: str,
+    out: str,
+    to: str | None = None,
+    source_format: str | None = None,
+    minari_root: str | None = None,
+    overwrite: bool = False,
+) -> tuple[str, str, int]:
+    """Convert ``src`` to ``out``; returns ``(from_format, to_format, demos)``.
+
+    Exactly one side is a gail_robot file: export (gail_robot -> robomimic / npz / minari) or
+    import (robomimic / npz / minari -> gail_robot). Formats are detected from the file content or
+    the extension (``.npz``); a Minari dataset is named by its id.
+    """
+    src_format = source_format or detect_format(src)
+    if src_format not in FORMATS:
+        raise UserError(f"unknown format '{src_format}' (choose from {', '.join(FORMATS)})")
+    if to is None:
+        to = "gail_robot" if src_format != "gail_robot" else ("npz" if out.endswith(".npz") else None)
+        if to is None:
+            raise UserError("say which format to write with --to (robomimic, npz or minari)")
+    if to not in FORMATS:
+        raise UserError(f"unknown format '{to}' (choose from {', '.join(FORMATS)})")
+    if (src_format == "gail_robot") == (to == "gail_robot"):
+        raise UserError(f"convert goes from or to the gail_robot format, not {src_format} -> {to}")
+    out_path = Path(out)
+    if to != "minari" and out_path.exists() and not overwrite:
+        raise UserError(f"{out}: exists already (pass --overwrite to replace it)")
+    if src_format == "gail_robot":
+        dataset = DemoDataset(src)
+        try:
+            if to == "robomimic":
+                n = to_robomimic(dataset, out_path)
+            elif to == "npz":
+                n = to_npz(dataset, out_path)
+            else:
+                n = to_minari(dataset, out, minari_root)
+        finally:
+            dataset.close()
+    elif src_format == "robomimic":
+        n = from_robomimic(Path(src), out_path, overwrite)
+    elif src_format == "npz":
+        n = from_npz(Path(src), out_path, overwrite)
+    else:
+        n = from_minari(src, out_path, minari_root, overwrite)
+    return src_format, to, n

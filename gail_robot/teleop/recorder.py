@@ -1,0 +1,180 @@
+"""The recording loop: a device acts in an env, a :class:`~gail_robot.data.DemoWriter` stores episodes."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import gymnasium as gym
+import numpy as np
+
+from gail_robot.data.writer import DemoWriter
+from gail_robot.envs.physics import get_physics_state, model_xml
+from gail_robot.errors import UserError
+from gail_robot.teleop.devices import Device, Event
+
+
+@dataclass
+class RecordStats:
+    """What a recording session did.
+
+    Attributes:
+        saved: names of the demos written.
+        discarded: episodes thrown away by the user.
+        rejected: episodes dropped by ``only_success``.
+        steps: env steps taken (all episodes).
+        quit: the user quit before the requested number of episodes.
+    """
+
+    saved: list[str] = field(default_factory=list)
+    discarded: int = 0
+    rejected: int = 0
+    steps: int = 0
+    quit: bool = False
+
+
+def episode_success(info: dict[str, Any], terminated: bool, truncated: bool) -> bool:
+    """``info["is_success"]`` when the env reports it; otherwise reaching the time limit alive.
+
+    Locomotion tasks (Hopper, Humanoid, ...) terminate on failure (a fall), so surviving to the
+    truncation is their success.
+    """
+    if "is_success" in info:
+        return bool(info["is_success"])
+    return bool(truncated and not terminated)
+
+
+class StatusLine:
+    """One self-overwriting line on a terminal (plain lines, rate-limited, elsewhere)."""
+
+    def __init__(self, stream: TextIO | None = None, interval: float = 0.1) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.interval = interval
+        self._last = 0.0
+
+    def update(self, text: str, force: bool = False) -> None:
+        """Show ``text`` (at most every ``interval`` s unless ``force``)."""
+        now = time.monotonic()
+        if not self.tty or (not force and now - self._last < self.interval):
+            return
+        self._last = now
+        self.stream.write("\r\x1b[K" + text)
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        """A permanent line (clears the status line first)."""
+        if self.tty:
+            self.stream.write("\r\x1b[K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def record(
+    env: gym.Env[Any, Any],
+    device: Device,
+    writer: DemoWriter,
+    *,
+    episodes: int,
+    seed: int | None = 0,
+    only_success: bool = False,
+    max_steps: int | None = None,
+    max_attempts: int | None = None,
+    realtime: bool | None = None,
+    status: StatusLine | None = None,
+) -> RecordStats:
+    """Record until ``episodes`` demos are saved, the user quits or ``max_attempts`` run out.
+
+    Episodes end when the env terminates or truncates (saved automatically), when the user saves
+    (stored as truncated at the current step), at ``max_steps`` (truncated), or when the user
+    discards them. Episode ``i`` resets with seed ``seed + i`` (counting every attempt).
+
+    Raises:
+        UserError: the device produced a non-finite action. The episode in progress is dropped;
+            every episode saved before stays in the file.
+    """
+    if episodes < 1:
+        raise UserError(f"--episodes must be >= 1, got {episodes}")
+    status = status if status is not None else StatusLine()
+    stats = RecordStats()
+    pace = device.interactive if realtime is None else realtime
+    dt = float(getattr(env.unwrapped, "dt", 0.0))
+    xml = model_xml(env)
+    attempts = 0
+    limit = max_attempts if max_attempts is not None else 10 * episodes + 10
+    describe = getattr(device, "describe", lambda: "")
+    while len(stats.saved) < episodes and attempts < limit:
+        ep_seed = None if seed is None else seed + attempts
+        attempts += 1
+        obs, info = env.reset(seed=ep_seed)
+        device.reset(obs)
+        writer.start_episode(seed=ep_seed, source=device.source, model_file=xml)
+        ep_return, terminated, truncated, outcome = 0.0, False, False, ""
+        next_tick = time.monotonic()
+        while True:
+            events = device.poll_events()
+            if Event.QUIT in events:
+                writer.discard_episode()
+                stats.quit = True
+                return stats
+            if Event.DISCARD in events:
+                outcome = "discard"
+                break
+            if Event.SAVE in events and writer.episode_length > 0:
+                outcome = "save"
+                break
+            state = get_physics_state(env)
+            action = device.act(obs)
+            if not np.all(np.isfinite(action)):
+                writer.discard_episode()
+                raise UserError(
+                    f"the {device.source} device produced a non-finite action "
+                    f"{np.asarray(action).tolist()} at step {writer.episode_length} of episode {attempts}; "
+                    f"that episode was dropped, "
+                    f"{len(writer.saved)} saved demos are intact in {writer.path}"
+                )
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            writer.add_step(obs, action, float(reward), next_obs, terminated, truncated, state)
+            obs = next_obs
+            ep_return += float(reward)
+            stats.steps += 1
+            device.sync(env)
+            status.update(
+                f"episode {len(stats.saved) + 1}/{episodes}  step {writer.episode_length}  "
+                f"return {ep_return:8.2f}  "
+                f"success {'yes' if episode_success(info, terminated, truncated) else 'no'}"
+                f"  {describe()}"
+            )
+            if terminated or truncated:
+                outcome = "env"
+                break
+            if max_steps is not None and writer.episode_length >= max_steps:
+                outcome = "save"
+                break
+            if pace and dt > 0:
+                next_tick += dt
+                delay = next_tick - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                else:
+                    next_tick = time.monotonic()  # fell behind: do not try to catch up
+        if outcome == "discard":
+            writer.discard_episode()
+            stats.discarded += 1
+            status.message(f"discarded episode {attempts}")
+            continue
+        success = episode_success(info, terminated, outcome == "save" or truncated)
+        if only_success and not success:
+            writer.discard_episode()
+            stats.rejected += 1
+            status.message(f"episode {attempts}: not successful, not kept (--only-success)")
+            continue
+        name = writer.end_episode(success=success, final_state=get_physics_state(env), cut=outcome == "save")
+        stats.saved.append(name)
+        status.message(
+            f"saved {name}: {writer.saved_length} steps, return {ep_return:.2f}, "
+            f"success {'yes' if success else 'no'}"
+        )
+    return stats
