@@ -109,6 +109,11 @@ class ExportedPolicy(nn.Module):
     through round-off that contact dynamics would amplify.
     """
 
+    obs_mean: torch.Tensor  # (obs_dim,) float64
+    obs_std: torch.Tensor  # (obs_dim,) float64, sqrt(var + 1e-8)
+    action_low: torch.Tensor  # (act_dim,) float32
+    action_high: torch.Tensor  # (act_dim,) float32
+
     def __init__(
         self,
         actor: nn.Module,
@@ -124,7 +129,9 @@ class ExportedPolicy(nn.Module):
         self.act_dim = int(action_low.shape[0])
         self.obs_clip = float(obs_clip)
         std = np.sqrt(np.asarray(obs_var, dtype=np.float64) + _OBS_EPSILON)
-        self.register_buffer("obs_mean", torch.as_tensor(np.asarray(obs_mean, np.float64), dtype=torch.float64))
+        self.register_buffer(
+            "obs_mean", torch.as_tensor(np.asarray(obs_mean, np.float64), dtype=torch.float64)
+        )
         self.register_buffer("obs_std", torch.as_tensor(std, dtype=torch.float64))
         self.register_buffer("action_low", torch.as_tensor(action_low, dtype=torch.float32))
         self.register_buffer("action_high", torch.as_tensor(action_high, dtype=torch.float32))
@@ -173,7 +180,9 @@ def to_torchscript(module: torch.nn.Module, mode: str = "script") -> torch.jit.S
             scripted = torch.jit.script(module)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"the actor cannot be compiled by TorchScript ({first}); try --mode trace") from exc
+            raise UserError(
+                f"the actor cannot be compiled by TorchScript ({first}); try --mode trace"
+            ) from exc
     return scripted.eval()
 
 
@@ -261,7 +270,9 @@ def check_layout(env: Any, layout: list[dict[str, Any]], steps: int = 30, seed: 
     for t in range(steps + 1):
         rebuilt = observation_from_layout(base.data, layout)
         if rebuilt.shape != np.shape(obs) or not np.array_equal(rebuilt, obs):
-            raise RuntimeError(f"observation layout disagrees with {env.spec.id if env.spec else base} at step {t}")
+            raise RuntimeError(
+                f"observation layout disagrees with {env.spec.id if env.spec else base} at step {t}"
+            )
         if t < steps:
             obs, _, terminated, truncated, _ = env.step(rng.uniform(low, high).astype(np.float32))
             if terminated or truncated:
@@ -427,7 +438,9 @@ def save_onnx(module: torch.nn.Module, meta: dict[str, Any], out: Path) -> None:
     """Export to ONNX (dynamic batch) with ``meta.json`` in the model's metadata_props."""
     for name in ("onnx", "onnxscript"):
         if importlib.util.find_spec(name) is None:
-            raise UserError(f"--format onnx needs the optional extra: pip install 'gail-robot[onnx]' ({name} missing)")
+            raise UserError(
+                f"--format onnx needs the optional extra: pip install 'gail-robot[onnx]' ({name} missing)"
+            )
     import onnx
 
     example = _example_batch(int(meta["obs_dim"]))
@@ -632,7 +645,9 @@ def collect_env_observations(bundle: PolicyLike, n: int, seed: int = 0, noise: f
         while len(out) < n:
             out.append(np.asarray(obs, dtype=np.float32))
             action = bundle.act(np.asarray(obs, dtype=np.float32))
-            action = np.clip(action + noise * (high - low) / 2 * rng.uniform(-1, 1, size=low.shape), low, high)
+            action = np.clip(
+                action + noise * (high - low) / 2 * rng.uniform(-1, 1, size=low.shape), low, high
+            )
             obs, _, terminated, truncated, _ = env.step(action.astype(np.float32))
             if terminated or truncated:
                 episode += 1
@@ -714,7 +729,8 @@ def verify_export(
         workdir = Path(tmp)
         np.save(workdir / "obs.npy", obs)
         result = _fresh_process(
-            {"policy": str(Path(path).resolve()), "seed": seed, "steps": rollout_steps, "workdir": tmp}, workdir
+            {"policy": str(Path(path).resolve()), "seed": seed, "steps": rollout_steps, "workdir": tmp},
+            workdir,
         )
         got = np.load(workdir / "actions.npy")
         ts_actions = np.load(workdir / "rollout_actions.npy")
@@ -739,7 +755,8 @@ def verify_export(
         "fresh_process_torch": result["torch"],
     }
     report["ok"] = bool(
-        open_diff <= VERIFY_ATOL and n_cmp == min(CLOSED_LOOP_COMPARE_STEPS, len(py_actions))
+        open_diff <= VERIFY_ATOL
+        and n_cmp == min(CLOSED_LOOP_COMPARE_STEPS, len(py_actions))
         and loop_diff_head <= CLOSED_LOOP_ATOL
     )
     return report
@@ -794,11 +811,19 @@ def load_bundle(source: str) -> PolicyLike:
     if not os.path.exists(source):
         raise UserError(f"no such file or directory: {source}")
     try:
-        return load_policy(source)  # type: ignore[no-any-return]
+        return load_policy(source)
     except UserError:
         raise
-    except (RuntimeError, ValueError, KeyError, TypeError, EOFError, OSError, pickle.UnpicklingError,
-            zipfile.BadZipFile) as exc:
+    except (
+        RuntimeError,
+        ValueError,
+        KeyError,
+        TypeError,
+        EOFError,
+        OSError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+    ) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"cannot load a policy from {source}: {first}") from exc
 
@@ -854,5 +879,8 @@ if __name__ == "__main__":
         except UserError as exc:
             print(f"gail-robot export: error: {exc}", file=sys.stderr)
             sys.exit(2)
-    print("usage: gail-robot export SOURCE --out FILE [--verify]  (this module is run by the CLI)", file=sys.stderr)
+    print(
+        "usage: gail-robot export SOURCE --out FILE [--verify]  (this module is run by the CLI)",
+        file=sys.stderr,
+    )
     sys.exit(2)

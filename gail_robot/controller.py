@@ -1,0 +1,237 @@
+"""``gail-robot controller``: build and run the C++ deployment controller (``csrc/controller/``).
+
+The controller is a separate CMake project (libtorch from the installed torch wheel, MuJoCo from the
+installed mujoco wheel), never part of the Python package build:
+
+- ``gail-robot controller build [--build-dir DIR]`` configures and builds it, prints the binary path;
+- ``gail-robot controller path`` prints the path of the built binary;
+- ``gail-robot controller run POLICY.pt [--model XML] [--steps N] ...`` runs the closed loop and
+  prints the controller's JSON report (the model defaults to the env's MJCF named in meta.json).
+
+The binary itself is ``gail-robot-controller``; see its ``--help`` for the options it takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from gail_robot.errors import UserError
+
+BINARY_NAME = "gail-robot-controller"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# Source checkouts (and editable installs) hold csrc/ next to the package.
+DEFAULT_SOURCE_DIR = _PACKAGE_DIR.parent / "csrc" / "controller"
+DEFAULT_BUILD_DIR = _PACKAGE_DIR.parent / "build" / "controller"
+
+
+def _source_dir(source_dir: str | Path | None) -> Path:
+    src = Path(source_dir) if source_dir is not None else DEFAULT_SOURCE_DIR
+    if not (src / "CMakeLists.txt").is_file():
+        raise UserError(
+            f"controller sources not found in {src}: build from a source checkout of gail-robot "
+            "(the wheel does not ship csrc/), or pass --source-dir"
+        )
+    return src
+
+
+def _build_dir(build_dir: str | Path | None) -> Path:
+    return Path(build_dir) if build_dir is not None else DEFAULT_BUILD_DIR
+
+
+def binary_path(build_dir: str | Path | None = None) -> Path:
+    """The built controller binary; UserError if it has not been built there."""
+    path = _build_dir(build_dir) / BINARY_NAME
+    if not path.is_file():
+        raise UserError(
+            f"the controller is not built in {path.parent}: run 'gail-robot controller build' first"
+        )
+    return path
+
+
+def cmake_arguments(source: Path, build: Path) -> list[str]:
+    """The configure command: libtorch and MuJoCo located through the installed Python wheels."""
+    import mujoco
+    import torch.utils
+
+    cmd = [
+        "cmake",
+        "-S",
+        str(source),
+        "-B",
+        str(build),
+        "-DCMAKE_BUILD_TYPE=Release",
+        f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+        f"-DMUJOCO_DIR={Path(mujoco.__file__).resolve().parent}",
+        f"-DPython_EXECUTABLE={sys.executable}",
+    ]
+    # Ninja when available (faster no-op rebuilds); never switch generators on an existing build dir.
+    if shutil.which("ninja") and not (build / "CMakeCache.txt").exists():
+        cmd += ["-G", "Ninja"]
+    return cmd
+
+
+def build_controller(
+    build_dir: str | Path | None = None,
+    source_dir: str | Path | None = None,
+    jobs: int | None = None,
+    verbose: bool = False,
+) -> Path:
+    """Configure and build ``gail-robot-controller``; returns the binary's path.
+
+    Re-running on an existing build directory only recompiles what changed. The build log is kept in
+    ``BUILD_DIR/build.log``.
+
+    Raises:
+        UserError: cmake missing or the build failed (the log's tail goes to stderr first).
+    """
+    if shutil.which("cmake") is None:
+        raise UserError("cmake is not installed: pip install cmake (or apt-get install cmake)")
+    src = _source_dir(source_dir)
+    build = _build_dir(build_dir).resolve()
+    build.mkdir(parents=True, exist_ok=True)
+    log_path = build / "build.log"
+    jobs = jobs or max(1, min(os.cpu_count() or 1, 4))
+    steps = [cmake_arguments(src, build), ["cmake", "--build", str(build), "--parallel", str(jobs)]]
+    with log_path.open("w") as log:
+        for cmd in steps:
+            log.write("$ " + " ".join(cmd) + "\n")
+            log.flush()
+            proc = subprocess.run(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
+            )
+            log.write(proc.stdout)
+            if verbose:
+                sys.stderr.write(proc.stdout)
+            if proc.returncode != 0:
+                tail = "\n".join(proc.stdout.strip().splitlines()[-20:])
+                if not verbose:
+                    sys.stderr.write(tail + "\n")
+                raise UserError(f"controller build failed at '{' '.join(cmd[:2])}' (full log: {log_path})")
+    return binary_path(build)
+
+
+def default_model(meta: dict[str, Any]) -> Path:
+    """The MJCF the policy was trained on: meta's path where it exists, else Gymnasium's asset."""
+    path = meta.get("model_path")
+    if path and Path(path).is_file():
+        return Path(path)
+    name = meta.get("model_file")
+    if name:
+        import gymnasium
+
+        candidate = Path(gymnasium.__file__).parent / "envs" / "mujoco" / "assets" / str(name)
+        if candidate.is_file():
+            return candidate
+    raise UserError("cannot find the policy's MJCF model here: pass --model MODEL.xml")
+
+
+def controller_command(
+    policy: str | Path,
+    model: str | Path | None = None,
+    steps: int = 1000,
+    build_dir: str | Path | None = None,
+    extra: list[str] | None = None,
+) -> list[str]:
+    """The ``gail-robot-controller`` command line for ``policy`` (model resolved from its meta.json)."""
+    from gail_robot.export import read_meta
+
+    policy = Path(policy)
+    meta = read_meta(policy)
+    if meta.get("observation_layout") is None:
+        note = meta.get("controller_note") or "no observation layout in meta.json"
+        raise UserError(f"{policy} cannot run in the C++ controller: {note}")
+    model_path = Path(model) if model is not None else default_model(meta)
+    if not model_path.is_file():
+        raise UserError(f"no such model file: {model_path}")
+    cmd = [
+        str(binary_path(build_dir)),
+        "--policy",
+        str(policy),
+        "--model",
+        str(model_path),
+        "--steps",
+        str(steps),
+    ]
+    return cmd + list(extra or [])
+
+
+def run_controller(
+    policy: str | Path,
+    model: str | Path | None = None,
+    steps: int = 1000,
+    build_dir: str | Path | None = None,
+    extra: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run the closed loop and return the controller's JSON report.
+
+    Raises:
+        UserError: the controller refused its input (its one-line error is the message).
+    """
+    cmd = controller_command(policy, model, steps, build_dir, extra)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise UserError(last.removeprefix(f"{BINARY_NAME}: error: "))
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``gail-robot controller``."""
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = sub.add_parser("build", help="configure and build gail-robot-controller (CMake)")
+    build.add_argument("--build-dir", default=None, help=f"build directory (default: {DEFAULT_BUILD_DIR})")
+    build.add_argument("--source-dir", default=None, help="controller sources (default: csrc/controller)")
+    build.add_argument("--jobs", type=int, default=None, help="parallel compile jobs")
+    build.add_argument("--verbose", action="store_true", help="show the compiler output")
+    path = sub.add_parser("path", help="print the path of the built controller binary")
+    path.add_argument("--build-dir", default=None)
+    run = sub.add_parser("run", help="run an exported policy in the C++ closed loop (prints JSON)")
+    run.add_argument("policy", help="exported TorchScript policy (gail-robot export)")
+    run.add_argument("--model", default=None, help="MJCF model (default: the env's model named in meta.json)")
+    run.add_argument("--steps", type=int, default=1000)
+    run.add_argument("--build-dir", default=None)
+    run.add_argument("--state-file", default=None, help="initial mjSTATE_INTEGRATION state (text)")
+    run.add_argument("--actions-out", default=None, help="write the actions, one line per step")
+    run.add_argument("--obs-out", default=None, help="write the observations, one line per step")
+    run.add_argument("--no-terminate", action="store_true", help="keep running after the robot fell")
+    run.add_argument("--realtime", action="store_true", help="pace the loop at the control timestep")
+    run.add_argument("--reset-noise", type=float, default=None, help="uniform noise on the initial qpos/qvel")
+    run.add_argument("--seed", type=int, default=None)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``gail-robot controller``."""
+    if args.action == "build":
+        print(build_controller(args.build_dir, args.source_dir, args.jobs, args.verbose))
+        return 0
+    if args.action == "path":
+        print(binary_path(args.build_dir))
+        return 0
+    if args.steps < 1:
+        raise UserError("--steps must be at least 1")
+    extra: list[str] = []
+    for flag, value in (
+        ("--state-file", args.state_file),
+        ("--actions-out", args.actions_out),
+        ("--obs-out", args.obs_out),
+        ("--reset-noise", args.reset_noise),
+        ("--seed", args.seed),
+    ):
+        if value is not None:
+            extra += [flag, str(value)]
+    extra += ["--no-terminate"] if args.no_terminate else []
+    extra += ["--realtime"] if args.realtime else []
+    print(json.dumps(run_controller(args.policy, args.model, args.steps, args.build_dir, extra)))
+    return 0

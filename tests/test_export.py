@@ -1,0 +1,370 @@
+"""Export: the TorchScript module is the whole policy, its metadata, --verify, other formats, errors."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from gail_robot import export
+from gail_robot.errors import UserError
+from gail_robot.nets import GaussianActor, NetConfig
+from gail_robot.policy_io import PolicyBundle, load_policy, save_checkpoint
+
+ATOL = 1e-5
+
+
+def make_checkpoint(
+    path: Path, env_id: str = "Hopper-v5", env_kwargs: dict[str, Any] | None = None, seed: int = 0
+) -> Path:
+    """A training checkpoint (policy_io format) with a random 2x256 actor and non-trivial normalisation.
+
+    The head is re-initialised with gain 1 (training uses 0.01) so that the actions span the range.
+    """
+    env_kwargs = dict(env_kwargs or {})
+    env = gym.make(env_id, **env_kwargs)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    torch.manual_seed(seed)
+    actor = GaussianActor(obs_dim, act_dim, NetConfig([256, 256]))
+    torch.nn.init.orthogonal_(actor.mean_net[-1].weight, gain=1.0)
+    rng = np.random.default_rng(seed)
+    payload = {
+        "actor_spec": actor.spec(),
+        "actor": actor.state_dict(),
+        "obs_norm": {
+            "mean": rng.normal(size=obs_dim) * 0.1,
+            "var": rng.uniform(0.5, 2.0, obs_dim),
+            "clip": 10.0,
+        },
+        "action_low": env.action_space.low,
+        "action_high": env.action_space.high,
+        "env_id": env_id,
+        "env_kwargs": env_kwargs,
+        "meta": {"algo": "test", "run_dir": str(path.parent), "env_steps": 0},
+    }
+    env.close()
+    return save_checkpoint(path, payload)
+
+
+def jit_load(path: Path, extra: dict[str, Any] | None = None) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.[\w.]+` is deprecated", category=DeprecationWarning
+        )
+        return torch.jit.load(str(path), _extra_files=extra if extra is not None else {})
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gail_robot.cli", *args], capture_output=True, text=True, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def hopper_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "final.pt")
+
+
+@pytest.fixture(scope="module")
+def hopper_bundle(hopper_checkpoint: Path) -> PolicyBundle:
+    return load_policy(hopper_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def hopper_observations() -> np.ndarray:
+    """(1200, 11) float32 env observations plus wide random ones (beyond the clip range)."""
+    env = gym.make("Hopper-v5")
+    rng = np.random.default_rng(1)
+    obs, _ = env.reset(seed=1)
+    out = []
+    for t in range(1000):
+        out.append(obs)
+        obs, _, terminated, truncated, _ = env.step(
+            env.action_space.sample() if t % 2 else np.zeros(3, np.float32)
+        )
+        if terminated or truncated:
+            obs, _ = env.reset(seed=t)
+    env.close()
+    wide = rng.normal(scale=30.0, size=(200, 11))
+    return np.concatenate([np.asarray(out), wide]).astype(np.float32)
+
+
+@pytest.mark.parametrize("mode", ["script", "trace"])
+def test_exported_module_equals_bundle_act(
+    tmp_path: Path, hopper_bundle: PolicyBundle, hopper_observations: np.ndarray, mode: str
+) -> None:
+    out = tmp_path / "policy.pt"
+    export.export_policy(hopper_bundle, out, mode=mode)
+    module = jit_load(out)
+    with torch.inference_mode():
+        got = module(torch.from_numpy(hopper_observations)).numpy()
+        single = module(torch.from_numpy(hopper_observations[:1])).numpy()
+        as_double = module(torch.from_numpy(hopper_observations.astype(np.float64))).numpy()
+    expected = hopper_bundle.act(hopper_observations)
+    assert got.dtype == np.float32 and got.shape == (len(hopper_observations), 3)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)
+    # Batch 1 works; GEMM kernels differ by batch size, so only round-off may differ.
+    np.testing.assert_allclose(single, got[:1], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(as_double, got)  # float64 input is accepted (rounded to float32 first)
+    with pytest.raises(Exception, match=r"expected observations of shape \(B, 11\)"):
+        module(torch.zeros(2, 12))
+
+
+def test_normalisation_unscaling_and_clipping_are_inside(tmp_path: Path) -> None:
+    """Asymmetric bounds, a saturating actor and normalisation: the module equals the formula."""
+    obs_dim = 5
+    linear = torch.nn.Linear(obs_dim, 3)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(3, obs_dim, generator=torch.Generator().manual_seed(0)) * 3)
+    bundle = PolicyBundle(
+        actor=linear,
+        obs_mean=np.linspace(-1, 1, obs_dim),
+        obs_var=np.linspace(0.1, 4.0, obs_dim),
+        obs_clip=2.0,
+        action_low=np.array([-0.4, 0.0, 2.0], np.float32),
+        action_high=np.array([0.4, 3.0, 5.0], np.float32),
+        env_id="none",
+    )
+    scripted = export.to_torchscript(export.build_module(bundle), "script")
+    obs = np.random.default_rng(0).normal(scale=5.0, size=(4000, obs_dim)).astype(np.float32)
+    with torch.inference_mode():
+        got = scripted(torch.from_numpy(obs)).numpy()
+    norm = np.clip((obs - bundle.obs_mean) / np.sqrt(bundle.obs_var + 1e-8), -2.0, 2.0).astype(np.float32)
+    mean = linear(torch.from_numpy(norm)).detach().numpy()
+    expected = bundle.action_low + (np.clip(mean, -1, 1) + 1) / 2 * (bundle.action_high - bundle.action_low)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(got, bundle.act(obs), rtol=0, atol=ATOL)
+    assert np.all(got >= bundle.action_low) and np.all(got <= bundle.action_high)
+    saturated = np.isclose(got, bundle.action_low) | np.isclose(got, bundle.action_high)
+    assert saturated.mean() > 0.3  # the clip was exercised, not only the linear part
+
+
+def test_meta_json_and_policy_io_round_trip(
+    tmp_path: Path, hopper_bundle: PolicyBundle, hopper_observations: np.ndarray
+) -> None:
+    out = tmp_path / "policy.pt"
+    export.export_policy(hopper_bundle, out, source="run/final.pt")
+    extra = {"meta.json": ""}
+    jit_load(out, extra)
+    meta = json.loads(extra["meta.json"])
+    assert meta == export.read_meta(out)
+    assert meta["format"] == "gail_robot.policy" and meta["format_version"] == 1
+    assert meta["env_id"] == "Hopper-v5" and meta["obs_dim"] == 11 and meta["act_dim"] == 3
+    assert meta["action_low"] == [-1.0, -1.0, -1.0] and meta["action_high"] == [1.0, 1.0, 1.0]
+    assert meta["frame_skip"] == 4 and meta["dt"] == pytest.approx(0.008)
+    assert meta["model_file"] == "hopper.xml"
+    assert [s["field"] for s in meta["observation_layout"]] == ["qpos", "qvel"]
+    assert meta["observation_layout"][1]["clip"] == [-10.0, 10.0]
+    assert meta["task"]["family"] == "hopper" and meta["task"]["healthy_z_range"] == [0.7, None]
+    assert meta["training"]["algo"] == "test" and meta["source"] == "run/final.pt"
+    assert set(meta["versions"]) >= {"gail_robot", "torch", "mujoco", "gymnasium"}
+    # The exported file is itself a policy source for the rest of the project (policy_io contract).
+    reloaded = load_policy(out)
+    assert reloaded.env_id == "Hopper-v5"
+    np.testing.assert_allclose(
+        reloaded.act(hopper_observations), hopper_bundle.act(hopper_observations), rtol=0, atol=ATOL
+    )
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kwargs"),
+    [
+        ("Hopper-v5", {}),
+        ("Hopper-v5", {"exclude_current_positions_from_observation": False}),
+        ("Walker2d-v5", {}),
+        ("HalfCheetah-v5", {}),
+        ("Ant-v5", {}),
+        ("Ant-v5", {"include_cfrc_ext_in_observation": False, "contact_force_range": (-0.5, 0.5)}),
+        ("Humanoid-v5", {}),
+        ("Humanoid-v5", {"include_cinert_in_observation": False, "include_cvel_in_observation": False}),
+    ],
+)
+def test_observation_layout_rebuilds_the_env_observation(env_id: str, kwargs: dict[str, Any]) -> None:
+    env = gym.make(env_id, **kwargs)
+    layout = export.observation_layout(env)
+    assert layout is not None
+    assert sum(s["size"] for s in layout) == env.observation_space.shape[0]
+    export.check_layout(env, layout, steps=40)  # raises on the first differing observation
+    env.close()
+
+
+def test_layout_check_catches_a_wrong_layout() -> None:
+    env = gym.make("Hopper-v5")
+    layout = export.observation_layout(env)
+    assert layout is not None
+    layout[0]["offset"] = 0  # Hopper-v5 skips qpos[0] (x); observing x instead of the last joint is wrong
+    with pytest.raises(RuntimeError, match="disagrees"):
+        export.check_layout(env, layout, steps=5)
+    env.close()
+
+
+def _write_demos(path: Path, bundle: PolicyBundle, episodes: int = 3) -> Path:
+    from gail_robot.data import DemoWriter
+    from gail_robot.envs.physics import get_physics_state
+
+    env = gym.make(bundle.env_id)
+    with DemoWriter(path, env) as writer:
+        for ep in range(episodes):
+            obs, _ = env.reset(seed=100 + ep)
+            writer.start_episode(seed=100 + ep, source="policy:test")
+            for _ in range(200):
+                state = get_physics_state(env)
+                action = bundle.act(obs)
+                next_obs, reward, terminated, truncated, _ = env.step(action)
+                writer.add_step(obs, action, float(reward), next_obs, terminated, truncated, state)
+                obs = next_obs
+                if terminated or truncated:
+                    break
+            writer.end_episode(success=False, final_state=get_physics_state(env), cut=True)
+    env.close()
+    return path
+
+
+def test_cli_export_verify_passes(
+    tmp_path: Path, hopper_checkpoint: Path, hopper_bundle: PolicyBundle
+) -> None:
+    demos = _write_demos(tmp_path / "demos.hdf5", hopper_bundle)
+    out = tmp_path / "policy.pt"
+    proc = run_cli(
+        "export",
+        str(hopper_checkpoint.parent),
+        "--out",
+        str(out),
+        "--verify",
+        "--demos",
+        str(demos),
+        "--verify-steps",
+        "300",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "C++ controller: yes" in proc.stdout
+    assert "1000 env + " in proc.stdout and "demo observations in a fresh process" in proc.stdout
+    assert proc.stdout.strip().endswith("verify: OK")
+    assert proc.stderr == ""
+
+
+def test_verify_detects_a_different_policy(tmp_path: Path, hopper_bundle: PolicyBundle) -> None:
+    out = tmp_path / "policy.pt"
+    export.export_policy(hopper_bundle, out)
+    other = load_policy(make_checkpoint(tmp_path / "other.pt", seed=1))
+    report = export.verify_export(other, out, n_obs=1000, rollout_steps=50)
+    assert not report["ok"]
+    assert report["open_loop_max_abs_diff"] > 1e-2
+    assert report["n_env_obs"] == 1000
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, hopper_checkpoint: Path) -> None:
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"this is not a checkpoint" * 10)
+    other_version = tmp_path / "v99.pt"
+    data = torch.load(hopper_checkpoint, weights_only=True)
+    data["format_version"] = 99
+    torch.save(data, other_version)
+    cases = [
+        (["export", str(corrupt), "--out", str(tmp_path / "a.pt")], "cannot read checkpoint"),
+        (["export", str(other_version), "--out", str(tmp_path / "b.pt")], "format version 99"),
+        (["export", str(tmp_path / "missing"), "--out", str(tmp_path / "c.pt")], "no such file or directory"),
+        (
+            ["export", str(hopper_checkpoint), "--out", str(tmp_path / "d.pt"), "--format", "tflite"],
+            "unknown format 'tflite'",
+        ),
+        (
+            ["export", str(hopper_checkpoint), "--out", str(tmp_path / "e.pt"), "--mode", "freeze"],
+            "unknown --mode 'freeze'",
+        ),
+    ]
+    for argv, message in cases:
+        proc = run_cli(*argv)
+        assert proc.returncode == 2, (argv, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("gail-robot export: error: "), proc.stderr
+        assert message in lines[0]
+    assert not any(p.name in {"a.pt", "b.pt", "c.pt", "d.pt", "e.pt"} for p in tmp_path.iterdir())
+
+
+def test_missing_onnx_extra_is_a_user_error(
+    monkeypatch: pytest.MonkeyPatch, hopper_checkpoint: Path, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if the [onnx] extra were not installed
+    args = argparse.Namespace(
+        source=str(hopper_checkpoint),
+        out=str(tmp_path / "p.onnx"),
+        format="onnx",
+        mode="script",
+        verify=False,
+        demos=None,
+        verify_obs=1000,
+        verify_steps=100,
+        seed=0,
+    )
+    with pytest.raises(UserError, match=r"pip install 'gail-robot\[onnx\]'"):
+        export.main(args)
+
+
+def test_non_scriptable_actor_suggests_trace(tmp_path: Path) -> None:
+    class PythonOnly(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 2)
+            self.table = {("a", 1): object()}  # TorchScript cannot type this attribute
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            _ = self.table[("a", 1)]
+            return torch.tanh(self.linear(x))
+
+    bundle = PolicyBundle(
+        actor=PythonOnly(),
+        obs_mean=np.zeros(4),
+        obs_var=np.ones(4),
+        obs_clip=5.0,
+        action_low=-np.ones(2, np.float32),
+        action_high=np.ones(2, np.float32),
+        env_id="none",
+    )
+    with pytest.raises(UserError, match="try --mode trace"):
+        export.to_torchscript(export.build_module(bundle), "script")
+    traced = export.to_torchscript(export.build_module(bundle), "trace")
+    obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    with torch.inference_mode():
+        np.testing.assert_allclose(traced(torch.from_numpy(obs)).numpy(), bundle.act(obs), rtol=0, atol=ATOL)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnxscript") is None or importlib.util.find_spec("onnxruntime") is None,
+    reason="needs the [onnx] extra and onnxruntime",
+)
+def test_onnx_export_matches(
+    tmp_path: Path, hopper_bundle: PolicyBundle, hopper_observations: np.ndarray
+) -> None:
+    out = tmp_path / "policy.onnx"
+    export.export_policy(hopper_bundle, out, fmt="onnx")
+    loaded = export.load_exported(out)
+    assert loaded.fmt == "onnx" and loaded.meta["env_id"] == "Hopper-v5"
+    np.testing.assert_allclose(
+        loaded.fn(hopper_observations), hopper_bundle.act(hopper_observations), rtol=0, atol=ATOL
+    )
+    np.testing.assert_allclose(
+        loaded.fn(hopper_observations[:1]), hopper_bundle.act(hopper_observations[:1]), rtol=0, atol=ATOL
+    )
+
+
+def test_pt2_export_matches(
+    tmp_path: Path, hopper_bundle: PolicyBundle, hopper_observations: np.ndarray
+) -> None:
+    """AOTInductor compiles C++ for this CPU (about 25 s on two cores): kept in the default suite."""
+    out = tmp_path / "policy.pt2"
+    export.export_policy(hopper_bundle, out, fmt="pt2")
+    loaded = export.load_exported(out)
+    assert loaded.fmt == "pt2" and loaded.meta["module_format"] == "pt2"
+    for batch in (hopper_observations, hopper_observations[:1], hopper_observations[:7]):
+        np.testing.assert_allclose(loaded.fn(batch), hopper_bundle.act(batch), rtol=0, atol=ATOL)
