@@ -122,6 +122,11 @@ def to_plain(value: Any) -> Any:
         return torch.from_numpy(np.ascontiguousarray(value).copy())
     if isinstance(value, np.generic):
         return value.item()
+    # Subclasses of plain types (torch.__version__ is a TorchVersion str) would pickle as their
+    # class, which weights_only loading refuses: store the plain value.
+    for plain in (bool, int, float, str):
+        if isinstance(value, plain) and type(value) is not plain:
+            return plain(value)
     if isinstance(value, dict):
         return {k: to_plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -25,7 +25,7 @@ def _payload(actor: GaussianActor) -> dict:
         "action_high": np.array([2.0, 1.0], dtype=np.float32),
         "env_id": "Foo-v0",
         "env_kwargs": {"a": 1},
-        "meta": {"algo": "ppo", "env_steps": 10},
+        "meta": {"algo": "ppo", "env_steps": 10, "torch": torch.__version__, "x": np.float64(1.5)},
         "rng": {"numpy": np.random.default_rng(0).bit_generator.state, "torch": torch.get_rng_state()},
     }
 

@@ -250,7 +250,7 @@ class OnPolicyTrainer:
         self.algo.load_state_dict(data["algo_state"])
         self.normalizer.load_state_dict(to_numpy_tree(data["normalizer"]))
         if self.gail is not None:
-            self.gail.load_state_dict(to_numpy_tree(data["gail"]))
+            self.gail.load_state_dict(data["gail"])
         progress = data["progress"]
         self.env_steps = int(progress["env_steps"])
         self.updates = int(progress["updates"])

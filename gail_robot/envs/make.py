@@ -40,7 +40,8 @@ def make_env(
     """
     ensure_registered(env_id)
     try:
-        env = gym.make(env_id, render_mode=render_mode, **(env_kwargs or {}))
+        extra = {"render_mode": render_mode} if render_mode is not None else {}
+        env = gym.make(env_id, **extra, **(env_kwargs or {}))
     except TypeError as exc:
         raise UserError(f"bad env_kwargs for {env_id}: {exc}") from exc
     if isinstance(env.observation_space, gym.spaces.Dict):

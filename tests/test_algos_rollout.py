@@ -1,0 +1,113 @@
+"""The shared rollout path: SAME_STEP autoreset, final-observation bootstrap, absorbing states."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from gail_robot.algos.rollout import RolloutBuffer, RolloutCollector
+from gail_robot.envs.vector import make_vector_env
+from gail_robot.envs.wrappers import NormalizedActions, ObsNormalizer
+from gail_robot.nets import GaussianActor
+
+
+class CounterEnv(gym.Env):
+    """obs = [steps taken]; reward 1; terminates when the action is > 0.9 after step 2 (optional)."""
+
+    def __init__(self, terminate: bool = False):
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+        self.action_space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+        self.terminate = terminate
+        self.t = 0
+        self.last_action = np.zeros(1, np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        self.last_action = np.asarray(action, np.float32)
+        terminated = self.terminate and self.t == 2
+        return np.array([float(self.t)], np.float32), 1.0, terminated, False, {"x_velocity": 0.5}
+
+
+ENV_ID = "GailRobotTest/Counter-v0"
+if ENV_ID not in gym.registry:
+    gym.register(ENV_ID, entry_point=CounterEnv, max_episode_steps=3)
+
+
+class TenTimesObs(torch.nn.Module):
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return 10.0 * obs[:, 0]
+
+
+def _collect(n_steps: int, num_envs: int = 2, **env_kwargs) -> RolloutBuffer:
+    envs = make_vector_env(ENV_ID, num_envs, env_kwargs, mode="sync")
+    try:
+        normalizer = ObsNormalizer(1, clip=100.0, enabled=False)
+        collector = RolloutCollector(envs, normalizer, torch.Generator().manual_seed(0))
+        collector.reset(seed=0)
+        buffer = RolloutBuffer.empty(n_steps, num_envs, 1, 1)
+        collector.collect(GaussianActor(1, 1), TenTimesObs(), buffer)  # type: ignore[arg-type]
+        episode_length = 2 if env_kwargs.get("terminate") else 3
+        assert collector.stats.episodes == num_envs * (n_steps // episode_length)
+        assert collector.stats.summary()["forward_velocity"] == pytest.approx(0.5)
+    finally:
+        envs.close()
+    return buffer
+
+
+def test_truncation_bootstraps_from_final_observation():
+    buf = _collect(7)
+    # SAME_STEP autoreset: step 3 of an episode is truncated, its successor is the final obs [3],
+    # and the next row already starts the new episode at obs [0] (no wasted step).
+    np.testing.assert_array_equal(buf.obs_raw[:, 0, 0], [0, 1, 2, 0, 1, 2, 0])
+    np.testing.assert_array_equal(buf.next_obs_raw[:, 0, 0], [1, 2, 3, 1, 2, 3, 1])
+    np.testing.assert_array_equal(buf.truncated[:, 0], [0, 0, 1, 0, 0, 1, 0])
+    assert not buf.terminated.any()
+    # V(final obs) = 30, never V(reset obs) = 0; last step bootstraps V(s_T) = 10.
+    np.testing.assert_array_equal(buf.next_values[:, 0], [10, 20, 30, 10, 20, 30, 10])
+    np.testing.assert_array_equal(buf.values[:, 0], [0, 10, 20, 0, 10, 20, 0])
+    buf.compute_advantages(gamma=0.5, lam=1.0)
+    # Truncated step 2: delta = 1 + 0.5 * 30 - 20 = -4 and the trace is cut there.
+    assert buf.advantages[2, 0] == pytest.approx(-4.0)
+    # Step 1: delta = 1 + 0.5 * 20 - 10 = 1; adv = 1 + 0.5 * (-4) = -1.
+    assert buf.advantages[1, 0] == pytest.approx(-1.0)
+    np.testing.assert_allclose(buf.returns, buf.advantages + buf.values)
+
+
+def test_termination_does_not_bootstrap_but_absorbing_does():
+    buf = _collect(4, terminate=True)
+    np.testing.assert_array_equal(buf.terminated[:, 0], [0, 1, 0, 1])
+    np.testing.assert_array_equal(buf.next_obs_raw[:, 0, 0], [1, 2, 1, 2])
+    buf.compute_advantages(gamma=0.5, lam=1.0)
+    assert buf.advantages[1, 0] == pytest.approx(1.0 - 10.0)  # no bootstrap after termination
+    buf.compute_advantages(gamma=0.5, lam=1.0, bootstrap_terminal=np.full((4, 2), 8.0, np.float32))
+    assert buf.advantages[1, 0] == pytest.approx(1.0 + 0.5 * 8.0 - 10.0)  # absorbing successor's value
+
+
+def test_normalized_actions_map_and_clip():
+    env = NormalizedActions(gym.make(ENV_ID))
+    env.reset(seed=0)
+    for a, expected in ((-1.0, -2.0), (0.0, 0.0), (0.5, 1.0), (3.0, 2.0)):
+        env.step(np.array([a], np.float32))
+        assert env.unwrapped.last_action[0] == pytest.approx(expected)  # type: ignore[attr-defined]
+
+
+def test_async_vector_env_matches_sync():
+    sync = _collect(5)
+    envs = make_vector_env(ENV_ID, 2, {}, mode="async")
+    try:
+        normalizer = ObsNormalizer(1, clip=100.0, enabled=False)
+        collector = RolloutCollector(envs, normalizer, torch.Generator().manual_seed(0))
+        collector.reset(seed=0)
+        buf = RolloutBuffer.empty(5, 2, 1, 1)
+        collector.collect(GaussianActor(1, 1), TenTimesObs(), buf)  # type: ignore[arg-type]
+    finally:
+        envs.close()
+    np.testing.assert_array_equal(buf.next_obs_raw, sync.next_obs_raw)
+    np.testing.assert_array_equal(buf.truncated, sync.truncated)
