@@ -94,7 +94,8 @@ def evaluate_policy(
             while True:
                 if writer is not None:
                     writer.append_data(np.asarray(env.render()))
-                obs, reward, terminated, truncated, info = env.step(policy.act(np.asarray(obs, dtype=np.float32)))
+                action = policy.act(np.asarray(obs, dtype=np.float32))
+                obs, reward, terminated, truncated, info = env.step(action)
                 total += float(reward)
                 length += 1
                 if "x_velocity" in info:

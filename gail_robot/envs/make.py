@@ -40,7 +40,7 @@ def make_env(
     """
     ensure_registered(env_id)
     try:
-        extra = {"render_mode": render_mode} if render_mode is not None else {}
+        extra: dict[str, Any] = {"render_mode": render_mode} if render_mode is not None else {}
         env = gym.make(env_id, **extra, **(env_kwargs or {}))
     except TypeError as exc:
         raise UserError(f"bad env_kwargs for {env_id}: {exc}") from exc
