@@ -1,0 +1,110 @@
+"""Damped-least-squares differential inverse kinematics for a MuJoCo site (position + orientation).
+
+One job: given the current state and a Cartesian target pose of a site, return joint position targets
+for the arm's position servos. The 6-D task (3 position + 3 orientation rows) uses the site Jacobian
+from ``mujoco.mj_jacSite``; the step is ``dq = J^T (J J^T + lambda^2 I)^-1 e`` (damped least squares,
+well behaved near singularities), and for a redundant arm a null-space term pulls the joints toward a
+rest posture without disturbing the end-effector.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+
+
+class DifferentialIK:
+    """Joint targets that move one site toward a Cartesian pose.
+
+    Args:
+        model: the MuJoCo model.
+        site_name: the controlled site (the tool centre point).
+        joint_names: the arm's hinge joints, in actuator order.
+        rest_qpos: ``(n,) float64`` posture the null-space term pulls toward.
+        damping: lambda of the damped least squares (metres / radians); larger is smoother, less exact.
+        orientation_weight: weight of the orientation rows relative to the position rows (metres per
+            radian); it trades position against orientation accuracy when both cannot be met.
+        null_gain: fraction of the posture error corrected per call through the null space.
+        max_joint_step: clip of each joint's step per call (radians), bounding motion far from the target.
+    """
+
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        site_name: str,
+        joint_names: list[str],
+        rest_qpos: np.ndarray,
+        damping: float = 0.02,
+        orientation_weight: float = 0.3,
+        null_gain: float = 0.05,
+        max_joint_step: float = 0.25,
+    ) -> None:
+        self.model = model
+        self.site_id = int(mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, site_name))
+        if self.site_id < 0:
+            raise ValueError(f"model has no site named {site_name!r}")
+        joint_ids = [int(mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n)) for n in joint_names]
+        if min(joint_ids) < 0:
+            raise ValueError(f"model lacks one of the joints {joint_names}")
+        self.qpos_ids = np.array([model.jnt_qposadr[j] for j in joint_ids])
+        self.dof_ids = np.array([model.jnt_dofadr[j] for j in joint_ids])
+        self.joint_low = model.jnt_range[joint_ids, 0].copy()
+        self.joint_high = model.jnt_range[joint_ids, 1].copy()
+        self.rest_qpos = np.asarray(rest_qpos, dtype=np.float64).copy()
+        if self.rest_qpos.shape != (len(joint_ids),):
+            raise ValueError(f"rest_qpos has shape {self.rest_qpos.shape}, expected ({len(joint_ids)},)")
+        self.damping = float(damping)
+        self.orientation_weight = float(orientation_weight)
+        self.null_gain = float(null_gain)
+        self.max_joint_step = float(max_joint_step)
+        # Scratch buffers reused every call (the controller runs several times per env step).
+        self._jacp = np.zeros((3, model.nv))
+        self._jacr = np.zeros((3, model.nv))
+        self._site_quat = np.zeros(4)
+        self._site_quat_inv = np.zeros(4)
+        self._quat_err = np.zeros(4)
+        self._rot_err = np.zeros(3)
+        self._error = np.zeros(6)
+        self._damping_eye = (self.damping**2) * np.eye(6)
+
+    def joint_targets(
+        self,
+        data: mujoco.MjData,
+        target_pos: np.ndarray,
+        target_quat: np.ndarray,
+        target_vel: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One DLS step from the current joint positions toward ``(target_pos, target_quat)``.
+
+        Args:
+            data: current MuJoCo data (kinematics must be up to date, as after ``mj_step``/``mj_forward``).
+            target_pos: ``(3,) float64`` site position target in the world frame.
+            target_quat: ``(4,) float64`` site orientation target (w, x, y, z) in the world frame.
+            target_vel: ``(3,) float64`` linear velocity of the moving target (m/s), or ``None``.
+
+        Returns:
+            ``(qpos_target, qvel_target)``: ``(n,) float64`` joint position targets within the joint
+            limits, and the joint velocities ``J^+ [target_vel; 0]`` that move the site with the target
+            (zeros without ``target_vel``), for velocity feedforward.
+        """
+        mujoco.mj_jacSite(self.model, data, self._jacp, self._jacr, self.site_id)
+        jac = np.vstack((self._jacp[:, self.dof_ids], self.orientation_weight * self._jacr[:, self.dof_ids]))
+
+        self._error[:3] = target_pos - data.site_xpos[self.site_id]
+        # Orientation error as a world-frame rotation vector: q_err = q_target * q_site^-1.
+        mujoco.mju_mat2Quat(self._site_quat, data.site_xmat[self.site_id])
+        mujoco.mju_negQuat(self._site_quat_inv, self._site_quat)
+        mujoco.mju_mulQuat(self._quat_err, target_quat, self._site_quat_inv)
+        mujoco.mju_quat2Vel(self._rot_err, self._quat_err, 1.0)
+        self._error[3:] = self.orientation_weight * self._rot_err
+
+        # Damped pseudo-inverse J^+ = J^T (J J^T + lambda^2 I)^-1, solved rather than inverted.
+        jac_pinv = np.linalg.solve(jac @ jac.T + self._damping_eye, jac).T
+        dq = jac_pinv @ self._error
+        qpos = data.qpos[self.qpos_ids]
+        # Null-space posture term: moves the elbow toward the rest posture without moving the tool.
+        posture = self.null_gain * (self.rest_qpos - qpos)
+        dq += posture - jac_pinv @ (jac @ posture)
+        np.clip(dq, -self.max_joint_step, self.max_joint_step, out=dq)
+        qvel_target = np.zeros_like(dq) if target_vel is None else jac_pinv[:, :3] @ target_vel
+        return np.clip(qpos + dq, self.joint_low, self.joint_high), qvel_target
