@@ -20,7 +20,6 @@ from the training code can leak in) and compares it with the Python policy on ob
 env and the demo file, and on a closed-loop rollout.
 """
 
-from __future__ import annotations
 
 import argparse
 import contextlib
