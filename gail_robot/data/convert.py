@@ -17,6 +17,7 @@ import gymnasium as gym
 import h5py
 import numpy as np
 
+from gail_robot.data.publish import publish
 from gail_robot.data.reader import Demo, DemoDataset
 from gail_robot.data.schema import (
     FORMAT,
@@ -28,7 +29,7 @@ from gail_robot.data.schema import (
     space_from_json,
     space_to_json,
 )
-from gail_robot.data.writer import DemoWriter, publish
+from gail_robot.data.writer import DemoWriter
 from gail_robot.errors import UserError
 
 FORMATS = ("gail_robot", "robomimic", "npz", "minari")

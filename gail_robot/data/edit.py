@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gail_robot.data.publish import publish
 from gail_robot.data.reader import DemoDataset
 from gail_robot.data.schema import demo_name, open_h5, read_header
-from gail_robot.data.writer import DemoWriter, publish
+from gail_robot.data.writer import DemoWriter
 from gail_robot.errors import UserError
 
 

@@ -1,32 +1,17 @@
 """Crash-safe demo recording: :class:`DemoWriter`.
 
-Why not append to the HDF5 file in place: HDF5 is not crash-consistent. A process killed while
-the library updates its metadata (B-trees, heaps, the superblock's end-of-file address) leaves a
-file that no longer opens. SWMR mode keeps a file readable after a writer dies, but it cannot
-create groups (one per demo), and it leaves a "file open for writing" flag that only the
-``h5clear`` repair tool removes.
-
-So the published file is never modified. Each finished episode (buffered in memory while it is
-recorded) is published in one short transaction:
-
-1. copy the current file to a hidden temporary file next to it (an in-kernel copy),
-2. write the episode group into the copy and close it (optionally ``fsync``),
-3. ``os.replace`` the copy over the original: atomic on POSIX file systems.
-
-Killed before step 3, the original is untouched (the stale temporary is removed by the next
-writer); killed after it, the new file is complete. Any reader, at any instant, sees a complete
-file. The cost is a copy of the file per episode: a few ms for tens of MB (see datasets/README.md).
-An exclusive lock file keeps two recorders from publishing into the same file.
+An episode is buffered while it is recorded (its large per-step datasets already compressed chunk by
+chunk in a background thread, see :mod:`gail_robot.data.chunks`) and published as one transaction
+when it ends (see :mod:`gail_robot.data.publish`): the demo file on disk is never modified in
+place, so killing the recorder at any instant loses at most the episode in progress, and the file
+opens and validates afterwards without repair tools. An exclusive lock keeps two writers apart.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import os
-import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -35,8 +20,11 @@ import gymnasium as gym
 import h5py
 import numpy as np
 
+from gail_robot.data.chunks import ChunkedColumn, StoredColumn
+from gail_robot.data.publish import FileLock, SparePublisher, remove_leftovers
 from gail_robot.data.schema import (
     EnvMeta,
+    dataset_options,
     demo_index,
     demo_name,
     is_image_space,
@@ -47,135 +35,76 @@ from gail_robot.data.schema import (
 )
 from gail_robot.errors import UserError
 
-#: lowest HDF5 file-format version the writer uses: 1.8 stores large attributes (model XML) densely.
-LIBVER: tuple[str, str] = ("v108", "v110")
-
-
-def fsync_path(path: Path, directory: bool = False) -> None:
-    """Flush a file (or a directory entry table) to stable storage."""
-    flags = os.O_RDONLY | (os.O_DIRECTORY if directory else 0)
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class FileLock:
-    """Exclusive, non-blocking ``flock`` on a hidden sidecar file ``.<name>.lock``.
-
-    The sidecar (not the data file) is locked because the data file is replaced on every publish.
-    """
-
-    def __init__(self, target: Path) -> None:
-        self.path = target.parent / f".{target.name}.lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        """Take the lock or raise UserError naming the holder."""
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    holder = ""
-                    with contextlib.suppress(OSError):
-                        holder = self.path.read_text().strip()
-                    who = f" (pid {holder})" if holder else ""
-                    raise UserError(
-                        f"{self.path.parent / self.path.name[1:-5]}: another process is writing it{who}"
-                    ) from None
-                raise
-            # The previous holder may have unlinked the sidecar between our open and flock:
-            # then we locked an orphan inode and must retry on the new file.
-            try:
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                os.ftruncate(fd, 0)
-                os.write(fd, str(os.getpid()).encode())
-                self._fd = fd
-                return
-            os.close(fd)
-
-    def release(self) -> None:
-        """Drop the lock and remove the sidecar."""
-        if self._fd is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        os.close(self._fd)
-        self._fd = None
-
-
-def publish(
-    path: Path,
-    edit: Callable[[h5py.File], None],
-    *,
-    create: Callable[[h5py.File], None] | None,
-    durable: bool = True,
-) -> None:
-    """Apply ``edit`` to a copy of ``path`` and atomically replace ``path`` with it.
-
-    Args:
-        path: the published file (need not exist when ``create`` is given).
-        edit: writes into the open copy.
-        create: initialises a new file when ``path`` does not exist yet (or is being overwritten).
-        durable: fsync the copy before the rename and the directory after it, so the episode
-            also survives a power cut; a SIGKILL is survived either way.
-    """
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        if create is None:
-            shutil.copyfile(path, tmp)  # in-kernel copy (sendfile) on Linux
-            mode = "r+"
-        else:
-            mode = "w"
-        with h5py.File(tmp, mode, libver=LIBVER) as f:
-            if create is not None:
-                create(f)
-            edit(f)
-        if durable:
-            fsync_path(tmp)
-        os.replace(tmp, path)
-        if durable:
-            fsync_path(path.parent, directory=True)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def remove_stale_temporaries(path: Path) -> int:
-    """Delete ``.<name>.<pid>.tmp`` files a killed writer left behind (call with the lock held)."""
-    removed = 0
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
-            removed += 1
-    return removed
-
 
 class _EpisodeBuffer:
-    """Steps of the episode being recorded, kept in memory until it is saved or discarded."""
+    """The episode being recorded: large per-step datasets as compressing columns, small ones as lists."""
 
-    def __init__(self, keys: list[str], seed: int | None, source: str, model_file: str | None) -> None:
+    def __init__(
+        self,
+        obs_spaces: dict[str, gym.spaces.Box],
+        act_shape: tuple[int, ...],
+        state_size: int,
+        pool: ThreadPoolExecutor | None,
+        seed: int | None,
+        source: str,
+        model_file: str | None,
+    ) -> None:
         self.seed = seed
         self.source = source
         self.model_file = model_file
-        self.obs: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-        self.next_obs: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-        self.actions: list[np.ndarray] = []
+
+        def column(box: gym.spaces.Box) -> ChunkedColumn:
+            return ChunkedColumn(box.shape, box.dtype, image=is_image_space(box), pool=pool)
+
+        self.obs = {k: column(b) for k, b in obs_spaces.items()}
+        self.next_obs = {k: column(b) for k, b in obs_spaces.items()}
+        self.actions = ChunkedColumn(act_shape, np.float32, pool=pool)
+        self.states = ChunkedColumn((state_size,), np.float64, pool=pool)
         self.rewards: list[float] = []
         self.terminated: list[bool] = []
         self.truncated: list[bool] = []
-        self.states: list[np.ndarray] = []
 
     def __len__(self) -> int:
-        return len(self.actions)
+        return len(self.rewards)
+
+    def cancel(self) -> None:
+        for col in (*self.obs.values(), *self.next_obs.values(), self.actions, self.states):
+            col.cancel()
+
+
+def write_array(group: h5py.Group, key: str, value: Any, image: bool = False) -> None:
+    """Create one dataset (chunked and compressed per the schema) from an array or a StoredColumn."""
+    if isinstance(value, StoredColumn):
+        value.write(group, key)
+        return
+    arr = np.asarray(value)
+    group.create_dataset(key, data=arr, **dataset_options(arr, image=image))
+
+
+def _demo_edit(name: str, arrays: dict[str, Any], attrs: dict[str, Any], images: set[str]) -> Any:
+    """A transaction that adds one demo group (replayable: it writes the same bytes every time)."""
+    n = int(attrs["num_samples"])
+
+    def edit(f: h5py.File) -> None:
+        data = f["data"]
+        if name in data:
+            raise ValueError(f"{name} exists already")
+        group = data.create_group(name)
+        for key, value in attrs.items():
+            group.attrs[key] = value
+        for part in ("obs", "next_obs"):
+            sub = group.create_group(part)
+            for key, value in arrays[part].items():
+                write_array(sub, key, value, image=key in images)
+        for key in ("actions", "rewards", "terminated", "truncated", "dones", "states", "final_state"):
+            write_array(group, key, arrays[key])
+        data.attrs["total"] = int(data.attrs["total"]) + n
+
+    return edit
+
+
+def _rows(value: Any) -> int:
+    return value.count if isinstance(value, StoredColumn) else len(value)
 
 
 class DemoWriter:
@@ -204,7 +133,8 @@ class DemoWriter:
         mode: ``"a"`` appends to an existing file after checking it holds the same env and
             spaces; ``"x"`` refuses an existing file; ``"w"`` replaces it when the first episode
             is saved (never before).
-        durable: fsync each published file (survives power loss, not only process kills).
+        durable: fsync each published file (survives power loss, not only killed processes).
+        background: compress in a background thread while recording (False: in the caller).
     """
 
     def __init__(
@@ -215,6 +145,7 @@ class DemoWriter:
         meta: EnvMeta | None = None,
         mode: str = "a",
         durable: bool = True,
+        background: bool = True,
     ) -> None:
         if mode not in ("a", "x", "w"):
             raise ValueError(f"mode must be 'a', 'x' or 'w', got {mode!r}")
@@ -224,13 +155,19 @@ class DemoWriter:
         self.meta: EnvMeta = meta if meta is not None else EnvMeta.from_env(env)  # type: ignore[arg-type]
         self.mode = mode
         self.durable = durable
+        self.background = background
         self._obs_spaces = obs_key_spaces(self.meta.observation_space)
+        self._single_key = next(iter(self._obs_spaces)) if len(self._obs_spaces) == 1 else None
+        self._images = {k for k, box in self._obs_spaces.items() if is_image_space(box)}
         self._act_shape = tuple(self.meta.action_space.shape)
         self._lock = FileLock(self.path)
+        self._publisher = SparePublisher(self.path, durable)
+        self._pool: ThreadPoolExecutor | None = None
         self._open = False
         self._episode: _EpisodeBuffer | None = None
         self._next_index = 0
         self._exists = False
+        self._fresh = False  # the next publish creates the file (new file or mode "w")
         self.saved: list[str] = []
         #: length of the episode saved last
         self.saved_length = 0
@@ -247,7 +184,7 @@ class DemoWriter:
             raise UserError(f"{self.path.parent}: no such directory")
         self._lock.acquire()
         try:
-            remove_stale_temporaries(self.path)
+            remove_leftovers(self.path)
             self._exists = self.path.exists()
             if self._exists and self.mode == "x":
                 raise UserError(f"{self.path}: exists already (append to it or choose another file)")
@@ -259,16 +196,23 @@ class DemoWriter:
                 if problem is not None:
                     raise UserError(f"{self.path}: cannot append: {problem}")
                 self._next_index = max((demo_index(n) for n in names), default=-1) + 1
+            self._fresh = not self._exists or self.mode == "w"
         except BaseException:
             self._lock.release()
             raise
+        if self.background:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-compress")
         self._open = True
         return self
 
     def close(self) -> None:
-        """Drop an unfinished episode and release the lock."""
-        self._episode = None
+        """Drop an unfinished episode, remove the spare and release the lock."""
+        self.discard_episode()
         if self._open:
+            self._publisher.close()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
             self._lock.release()
             self._open = False
 
@@ -279,6 +223,12 @@ class DemoWriter:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    def _publish(self, edit: Any, replayable: bool = True) -> None:
+        create = (lambda f: write_header(f.create_group("data"), self.meta)) if self._fresh else None
+        self._publisher.publish(edit, create=create, replayable=replayable)
+        self._fresh = False
+        self._exists = True
 
     # -- episodes ----------------------------------------------------------------------------
 
@@ -312,19 +262,26 @@ class DemoWriter:
             self.open()
         if self._episode is not None:
             raise RuntimeError("an episode is already in progress: end or discard it first")
-        self._episode = _EpisodeBuffer(list(self._obs_spaces), seed, source, model_file)
+        if self.meta.state_size is None:
+            raise ValueError("recording needs the physics state size (EnvMeta.state_size)")
+        self._episode = _EpisodeBuffer(
+            self._obs_spaces, self._act_shape, self.meta.state_size, self._pool, seed, source, model_file
+        )
 
     def _split_obs(self, obs: Any, what: str, step: int) -> dict[str, np.ndarray]:
-        if isinstance(obs, dict):
-            if list(obs) != list(self._obs_spaces) and sorted(obs) != sorted(self._obs_spaces):
-                raise ValueError(
-                    f"{what} at step {step} has keys {sorted(obs)}, expected {list(self._obs_spaces)}"
-                )
-            parts = {k: np.asarray(obs[k]) for k in self._obs_spaces}
-        else:
-            if len(self._obs_spaces) != 1:
-                raise ValueError(f"{what} at step {step} is an array but the observation space is a Dict")
-            parts = {next(iter(self._obs_spaces)): np.asarray(obs)}
+        if self._single_key is not None and not isinstance(obs, dict):
+            value = np.asarray(obs)
+            box = self._obs_spaces[self._single_key]
+            if value.shape != box.shape:
+                raise ValueError(f"{what} at step {step} has shape {value.shape}, expected {box.shape}")
+            return {self._single_key: value}
+        if not isinstance(obs, dict):
+            raise ValueError(f"{what} at step {step} is an array but the observation space is a Dict")
+        if sorted(obs) != sorted(self._obs_spaces):
+            raise ValueError(
+                f"{what} at step {step} has keys {sorted(obs)}, expected {list(self._obs_spaces)}"
+            )
+        parts = {k: np.asarray(obs[k]) for k in self._obs_spaces}
         for key, value in parts.items():
             box = self._obs_spaces[key]
             if value.shape != box.shape:
@@ -355,8 +312,8 @@ class DemoWriter:
             state: ``(S,) float64`` physics state before the step.
 
         Raises:
-            ValueError: NaN/inf or wrongly shaped action, wrong observation shapes, a step after a
-                terminal step. The episode in progress stays buffered and earlier episodes stay saved.
+            ValueError: NaN/inf or wrongly shaped action, wrong observation or state shapes, a step
+                after a terminal step. Nothing is buffered then; earlier episodes stay saved.
         """
         ep = self._episode
         if ep is None:
@@ -367,26 +324,29 @@ class DemoWriter:
         act = np.asarray(action, dtype=np.float32)
         if act.shape != self._act_shape:
             raise ValueError(f"action at step {step} has shape {act.shape}, expected {self._act_shape}")
-        if not np.all(np.isfinite(act)):
+        if not np.isfinite(act).all():
             raise ValueError(f"action at step {step} is not finite: {act.tolist()}")
         st = np.asarray(state, dtype=np.float64)
-        if self.meta.state_size is not None and st.shape != (self.meta.state_size,):
+        if st.shape != (self.meta.state_size,):
             raise ValueError(
                 f"physics state at step {step} has shape {st.shape}, expected ({self.meta.state_size},)"
             )
         o = self._split_obs(obs, "obs", step)
         no = self._split_obs(next_obs, "next_obs", step)
-        for key in self._obs_spaces:
-            ep.obs[key].append(o[key])
-            ep.next_obs[key].append(no[key])
+        for key, value in o.items():
+            ep.obs[key].append(value)
+        for key, value in no.items():
+            ep.next_obs[key].append(value)
         ep.actions.append(act)
+        ep.states.append(st)
         ep.rewards.append(float(reward))
         ep.terminated.append(bool(terminated))
         ep.truncated.append(bool(truncated))
-        ep.states.append(st)
 
     def discard_episode(self) -> None:
         """Forget the episode in progress."""
+        if self._episode is not None:
+            self._episode.cancel()
         self._episode = None
 
     def end_episode(self, success: bool, final_state: np.ndarray, cut: bool = False) -> str:
@@ -403,47 +363,41 @@ class DemoWriter:
             raise RuntimeError("no episode in progress")
         if len(ep) == 0:
             raise ValueError("cannot save an empty episode")
+        final = np.asarray(final_state, dtype=np.float64)
+        if final.shape != (self.meta.state_size,):
+            raise ValueError(f"final_state has shape {final.shape}, expected ({self.meta.state_size},)")
         if cut and not (ep.terminated[-1] or ep.truncated[-1]):
             ep.truncated[-1] = True
-        final = np.asarray(final_state, dtype=np.float64)
-        if final.shape != ep.states[0].shape:
-            raise ValueError(f"final_state has shape {final.shape}, expected {ep.states[0].shape}")
-        arrays = self._episode_arrays(ep, final)
-        name = demo_name(self._next_index)
+        terminated = np.asarray(ep.terminated, dtype=bool)
+        truncated = np.asarray(ep.truncated, dtype=bool)
+        rewards = np.asarray(ep.rewards, dtype=np.float32)
+        arrays: dict[str, Any] = {
+            "obs": {k: c.finish() for k, c in ep.obs.items()},
+            "next_obs": {k: c.finish() for k, c in ep.next_obs.items()},
+            "actions": ep.actions.finish(),
+            "rewards": rewards,
+            "terminated": terminated,
+            "truncated": truncated,
+            "dones": (terminated | truncated).astype(np.uint8),
+            "states": ep.states.finish(),
+            "final_state": final,
+        }
         attrs: dict[str, Any] = {
             "num_samples": len(ep),
             "seed": -1 if ep.seed is None else int(ep.seed),
             "source": ep.source,
             "success": bool(success),
-            "return": float(np.sum(arrays["rewards"], dtype=np.float64)),
+            "return": float(np.sum(rewards, dtype=np.float64)),
         }
         if ep.model_file:
             attrs["model_file"] = ep.model_file
-        self.write_demo(name, arrays, attrs)
+        name = demo_name(self._next_index)
+        self._publish(_demo_edit(name, arrays, attrs, self._images))
         self._episode = None
+        self._next_index += 1
+        self.saved.append(name)
         self.saved_length = len(ep)
         return name
-
-    def _episode_arrays(self, ep: _EpisodeBuffer, final_state: np.ndarray) -> dict[str, Any]:
-        terminated = np.asarray(ep.terminated, dtype=bool)
-        truncated = np.asarray(ep.truncated, dtype=bool)
-        return {
-            "obs": {k: np.stack(v).astype(self._obs_spaces[k].dtype, copy=False) for k, v in ep.obs.items()},
-            "next_obs": {
-                k: np.stack(v).astype(self._obs_spaces[k].dtype, copy=False) for k, v in ep.next_obs.items()
-            },
-            "actions": np.stack(ep.actions).astype(np.float32, copy=False),
-            "rewards": np.asarray(ep.rewards, dtype=np.float32),
-            "terminated": terminated,
-            "truncated": truncated,
-            "dones": (terminated | truncated).astype(np.uint8),
-            "states": np.stack(ep.states),
-            "final_state": final_state,
-        }
-
-    def write_demo(self, name: str, arrays: dict[str, Any], attrs: dict[str, Any]) -> None:
-        """Publish one complete demo group (see :meth:`write_demos`)."""
-        self.write_demos([(name, arrays, attrs)])
 
     def write_demos(self, demos: Iterable[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[str]:
         """Publish complete demo groups in one transaction (converters, merge).
@@ -458,42 +412,18 @@ class DemoWriter:
         """
         if not self._open:
             self.open()
-        images = {k for k, box in self._obs_spaces.items() if is_image_space(box)}
         written: list[str] = []
 
         def edit(f: h5py.File) -> None:
-            data = f["data"]
             for name, arrays, attrs in demos:
                 n = int(attrs["num_samples"])
                 for key in ("actions", "rewards", "terminated", "truncated", "dones", "states"):
-                    if len(arrays[key]) != n:
-                        raise ValueError(f"{name}: {key} has {len(arrays[key])} rows, num_samples is {n}")
-                if name in data:
-                    raise ValueError(f"{name} exists already in {self.path}")
-                group = data.create_group(name)
-                for key, value in attrs.items():
-                    group.attrs[key] = value
-                for part in ("obs", "next_obs"):
-                    sub = group.create_group(part)
-                    for key, value in arrays[part].items():
-                        write_array(sub, key, value, image=key in images)
-                for key in (
-                    "actions",
-                    "rewards",
-                    "terminated",
-                    "truncated",
-                    "dones",
-                    "states",
-                    "final_state",
-                ):
-                    write_array(group, key, arrays[key])
-                data.attrs["total"] = int(data.attrs["total"]) + n
+                    if _rows(arrays[key]) != n:
+                        raise ValueError(f"{name}: {key} has {_rows(arrays[key])} rows, num_samples is {n}")
+                _demo_edit(name, arrays, attrs, self._images)(f)
                 written.append(name)
 
-        fresh = not self._exists or (self.mode == "w" and not self.saved)
-        create = (lambda f: write_header(f.create_group("data"), self.meta)) if fresh else None
-        publish(self.path, edit, create=create, durable=self.durable)
-        self._exists = True
+        self._publish(edit, replayable=False)  # the iterator can be consumed only once
         self.saved.extend(written)
         if written:
             self._next_index = max(self._next_index, max(demo_index(n) for n in written) + 1)
@@ -513,12 +443,4 @@ class DemoWriter:
                     del group[mask_name]
                 group.create_dataset(mask_name, data=np.array([n.encode() for n in names], dtype="S"))
 
-        publish(self.path, edit, create=None, durable=self.durable)
-
-
-def write_array(group: h5py.Group, key: str, value: np.ndarray, image: bool = False) -> None:
-    """Create one dataset, chunked and compressed per the schema's rules."""
-    from gail_robot.data.schema import dataset_options
-
-    arr = np.asarray(value)
-    group.create_dataset(key, data=arr, **dataset_options(arr, image=image))
+        self._publish(edit)

@@ -1,0 +1,139 @@
+"""Benchmark of the demo recorder and the transition sampler.
+
+1. Recorder overhead: a Humanoid-v5 step loop (random actions, no early termination, 1000-step
+   episodes) with and without recording (physics state capture, buffering, publishing each
+   episode crash-safely). Prints the overhead as a percentage of the plain loop (target < 5 %).
+2. Sampling throughput: batches of transitions for training, from the cached in-memory
+   ``DemoDataset.transitions()`` and from ``DemoDataset.sample_from_file`` (indexed reads), against
+   naive per-item h5py reads. Prints transitions/s and the ratios.
+
+Run: python benchmarks/bench_data.py [--episodes 10] [--steps 1000] [--durable]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import h5py
+import numpy as np
+
+import gail_robot.envs  # noqa: F401
+from gail_robot.data import DemoDataset, DemoWriter
+from gail_robot.envs.physics import get_physics_state
+
+
+def run_loop(env: gym.Env, episodes: int, steps: int, writer: DemoWriter | None) -> dict[str, float]:
+    """Seconds: ``wall``, ``main`` (CPU of this thread), ``cpu`` (all threads), ``publish`` (wall)."""
+    rng = np.random.default_rng(0)
+    low, high = env.action_space.low, env.action_space.high
+    actions = rng.uniform(low, high, size=(episodes, steps, len(low))).astype(np.float32)
+    publish = 0.0
+    start, main0, cpu0 = time.perf_counter(), time.thread_time(), time.process_time()
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=ep)
+        if writer is not None:
+            writer.start_episode(seed=ep, source="bench")
+        for t in range(steps):
+            state = get_physics_state(env) if writer is not None else None
+            next_obs, reward, terminated, truncated, _ = env.step(actions[ep, t])
+            if writer is not None:
+                writer.add_step(obs, actions[ep, t], reward, next_obs, terminated, truncated, state)
+            obs = next_obs
+            if terminated or truncated:
+                break
+        if writer is not None:
+            t0 = time.perf_counter()
+            writer.end_episode(success=False, final_state=get_physics_state(env), cut=True)
+            publish += time.perf_counter() - t0
+    return {
+        "wall": time.perf_counter() - start,
+        "main": time.thread_time() - main0,
+        "cpu": time.process_time() - cpu0,
+        "publish": publish,
+    }
+
+
+def bench_recorder(episodes: int, steps: int, durable: bool, tmp: Path) -> Path:
+    env = gym.make("Humanoid-v5", terminate_when_unhealthy=False, max_episode_steps=steps)
+    run_loop(env, 1, 200, None)  # warm up
+    n = episodes * steps
+    path = tmp / "humanoid.hdf5"
+    print(f"recorder: Humanoid-v5, {episodes} episodes x {steps} steps, fsync={'on' if durable else 'off'}")
+    print("  (main = CPU time of the stepping thread; all = CPU of every thread, compression included)")
+    for background in (True, False):
+        plain = run_loop(env, episodes, steps, None)
+        with DemoWriter(path, env, mode="w", durable=durable, background=background) as writer:
+            rec = run_loop(env, episodes, steps, writer)
+        label = "background compression" if background else "inline compression"
+        print(f"  {label}:")
+        for key, name in (("main", "main-thread CPU"), ("cpu", "all-threads CPU"), ("wall", "wall clock")):
+            extra = 100 * (rec[key] - plain[key]) / plain[key]
+            print(
+                f"    {name:16s} plain {plain[key] / n * 1e6:7.1f} us/step, "
+                f"recording {rec[key] / n * 1e6:7.1f} us/step: +{extra:5.1f} %"
+            )
+        print(f"    publishing {rec['publish'] / n * 1e6:.1f} us/step (wall, included above)")
+    print(f"  target < 5 % of the loop; file {path.stat().st_size / 1e6:.1f} MB")
+    return path
+
+
+def naive_sample(
+    path: Path, names: list[str], lengths: list[int], batch: int, rng: np.random.Generator
+) -> None:
+    """What a first attempt looks like: one h5py read per item and field."""
+    with h5py.File(path, "r") as f:
+        for _ in range(batch):
+            d = int(rng.integers(len(names)))
+            i = int(rng.integers(lengths[d]))
+            g = f["data"][names[d]]
+            g["obs"]["state"][i], g["actions"][i], g["next_obs"]["state"][i], g["terminated"][i]
+
+
+def bench_sampler(path: Path, batch: int = 256) -> None:
+    rng = np.random.default_rng(0)
+    ds = DemoDataset(path)
+    t0 = time.perf_counter()
+    transitions = ds.transitions()
+    load = time.perf_counter() - t0
+    reps = 2000
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        transitions.sample(batch, rng)
+    memory = reps * batch / (time.perf_counter() - t0)
+    reps_file = 20
+    t0 = time.perf_counter()
+    for _ in range(reps_file):
+        ds.sample_from_file(batch, rng)
+    indexed = reps_file * batch / (time.perf_counter() - t0)
+    reps_naive = 3
+    t0 = time.perf_counter()
+    for _ in range(reps_naive):
+        naive_sample(path, ds.demo_names, ds.lengths, batch, rng)
+    naive = reps_naive * batch / (time.perf_counter() - t0)
+    print(f"sampler: {ds.num_steps} transitions, obs_dim {transitions.obs.shape[1]}, batch {batch}")
+    print(f"  load once into memory    {load:8.3f} s")
+    print(f"  in-memory sample         {memory:12.0f} transitions/s   ({memory / naive:8.0f} x naive)")
+    print(f"  indexed file sample      {indexed:12.0f} transitions/s   ({indexed / naive:8.1f} x naive)")
+    print(f"  naive per-item h5py      {naive:12.0f} transitions/s   (1 x)")
+    ds.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--durable", action="store_true", help="fsync each episode (the recorder's default)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = bench_recorder(args.episodes, args.steps, args.durable, Path(tmp))
+        bench_sampler(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Atomic updates of an HDF5 file: every reader, at every instant, sees a complete file.
+
+HDF5 is not crash-consistent: a process killed while the library updates its metadata (B-trees,
+heaps, the superblock's end-of-file address) leaves a file that no longer opens. SWMR mode keeps a
+file readable after a writer dies, but it cannot create groups (one per demo), and it leaves a "file
+open for writing" flag that only the ``h5clear`` repair tool removes. So the published file is
+never modified in place. Each change (a *transaction*: "add demo_7", "write the masks") is applied
+to another file, which then atomically replaces the published one with ``os.replace``.
+
+Two ways to get that other file:
+
+* :func:`publish` copies the published file (an in-kernel copy), edits the copy and renames it
+  over the original: O(file size) per transaction. Used for one-off edits (split, convert, merge).
+* :class:`SparePublisher` (the recorder) keeps a *spare*: the file as it was one transaction ago
+  (it is the previously published inode, kept through a hard link). To publish transaction k it
+  re-applies transaction k-1 and applies k to the spare, then swaps names. Each transaction is
+  written twice, but nothing is copied: O(transaction) per episode however large the file grows.
+  The spare is only reused while no process has the old file open (HDF5 readers hold a shared
+  ``flock`` on it; opening the spare for writing then fails and the publisher falls back to a
+  fresh copy), so a reader never sees its open file change.
+
+Killed at any instant, the published name points at the last complete file; the hidden leftovers
+(``.<name>.<pid>.tmp``, ``.<name>.spare``, ``.<name>.spare-next``) are removed by the next writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+
+from gail_robot.errors import UserError
+
+#: lowest HDF5 file-format version written: 1.8 stores large attributes (model XML) densely;
+#: the upper bound keeps files readable by HDF5 >= 1.10 (robomimic, Minari, MATLAB, ...).
+LIBVER: tuple[str, str] = ("v108", "v110")
+
+Edit = Callable[[h5py.File], None]
+
+
+def fsync_path(path: Path, directory: bool = False) -> None:
+    """Flush a file (or a directory's entries) to stable storage."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileLock:
+    """Exclusive, non-blocking ``flock`` on a hidden sidecar file ``.<name>.lock``.
+
+    The sidecar (not the data file) is locked because the data file is replaced on every publish.
+    """
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.path = target.parent / f".{target.name}.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise a UserError naming the holder."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    holder = ""
+                    with contextlib.suppress(OSError):
+                        holder = self.path.read_text().strip()
+                    who = f" (pid {holder})" if holder else ""
+                    raise UserError(f"{self.target}: another process is writing it{who}") from None
+                raise
+            # The previous holder may have unlinked the sidecar between our open and flock: then
+            # we locked an orphaned inode and must retry on the current file.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+                self._fd = fd
+                return
+            os.close(fd)
+
+    def release(self) -> None:
+        """Drop the lock and remove the sidecar."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self._fd)
+        self._fd = None
+
+
+def remove_leftovers(path: Path) -> int:
+    """Delete the hidden files a killed writer left next to ``path`` (call with the lock held)."""
+    removed = 0
+    patterns = (
+        f".{path.name}.*.tmp",
+        f".{path.name}.*.tmp.npz",
+        f".{path.name}.spare",
+        f".{path.name}.spare-next",
+    )
+    for pattern in patterns:
+        for stale in path.parent.glob(pattern):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+                removed += 1
+    return removed
+
+
+def _apply(target: Path, mode: str, edits: list[Edit], durable: bool) -> None:
+    with h5py.File(target, mode, libver=LIBVER) as f:
+        for edit in edits:
+            edit(f)
+    if durable:
+        fsync_path(target)
+
+
+def publish(path: Path, edit: Edit, *, create: Edit | None = None, durable: bool = True) -> None:
+    """Apply ``edit`` to a copy of ``path`` (or to a new file) and atomically replace ``path``.
+
+    Args:
+        path: the published file (need not exist when ``create`` is given).
+        edit: writes into the open copy.
+        create: initialises a new file instead of copying ``path`` (new file or overwrite).
+        durable: fsync the new file before the rename and the directory after it, so the change
+            also survives a power cut; a killed process is survived either way.
+    """
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        if create is None:
+            shutil.copyfile(path, tmp)  # in-kernel copy (sendfile / copy_file_range) on Linux
+            _apply(tmp, "r+", [edit], durable)
+        else:
+            _apply(tmp, "w", [create, edit], durable)
+        os.replace(tmp, path)
+        if durable:
+            fsync_path(path.parent, directory=True)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class SparePublisher:
+    """Publishes transactions at O(transaction) cost by keeping a spare one transaction behind.
+
+    Use one instance per writer session, with the writer's :class:`FileLock` held.
+
+    Args:
+        path: the published file.
+        durable: fsync before each rename and the directory after it.
+    """
+
+    def __init__(self, path: Path, durable: bool = True) -> None:
+        self.path = path
+        self.durable = durable
+        self.spare = path.parent / f".{path.name}.spare"
+        self.next_spare = path.parent / f".{path.name}.spare-next"
+        self._pending: Edit | None = None  # the last transaction: published, not yet in the spare
+        self._spare_ok = False
+        self.copies = 0  # how often the spare had to be rebuilt by copying (diagnostics)
+
+    def _drop_spare(self) -> None:
+        self._spare_ok = False
+        self._pending = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.spare)
+
+    def publish(self, edit: Edit, create: Edit | None = None, replayable: bool = True) -> None:
+        """Make ``edit`` (applied after ``create`` for a new file) the published state.
+
+        Args:
+            edit: the transaction. It is applied again to the spare at the next publish, so it must
+                write the same thing every time it runs; pass ``replayable=False`` otherwise.
+            create: initialises a new file (the spare is rebuilt at the next publish).
+            replayable: False publishes through a copy and forgets the spare.
+        """
+        if create is not None or not replayable:
+            publish(self.path, edit, create=create, durable=self.durable)
+            self._drop_spare()
+            return
+        try:
+            self._update_spare(edit)
+        except Exception:
+            # The spare is locked by a reader of an old version, or damaged: rebuild it by copying.
+            self._drop_spare()
+            self._update_spare(edit)
+        self._swap(edit)
+
+    def _update_spare(self, edit: Edit) -> None:
+        try:
+            if self._spare_ok and self._pending is not None:
+                _apply(self.spare, "r+", [self._pending, edit], self.durable)
+            else:
+                shutil.copyfile(self.path, self.spare)
+                self.copies += 1
+                _apply(self.spare, "r+", [edit], self.durable)
+        except BaseException:
+            self._drop_spare()  # possibly half-edited: unusable
+            raise
+
+    def _swap(self, edit: Edit) -> None:
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.next_spare)
+            os.link(self.path, self.next_spare)  # keep the current inode: it becomes the spare
+            linked = True
+        except OSError:  # no hard links on this file system: publish without a spare
+            linked = False
+        os.replace(self.spare, self.path)
+        if self.durable:
+            fsync_path(self.path.parent, directory=True)
+        if linked:
+            os.replace(self.next_spare, self.spare)
+        self._spare_ok = linked
+        self._pending = edit if linked else None
+
+    def close(self) -> None:
+        """Remove the spare (the published file is complete on its own)."""
+        self._drop_spare()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.next_spare)
