@@ -109,8 +109,9 @@ def test_train_ppo_then_eval_and_plot(tmp_path):
     }
     assert result["mean_length"] <= 50  # the run's env kwargs travel with the checkpoint
     assert result["success_rate"] is None  # InvertedPendulum reports no is_success
-    text = cli("eval", str(run / "final.pt"), "--episodes", "1").stdout
+    text = cli("eval", str(run / "final.pt"), "--episodes", "1", "--video", str(tmp_path / "ep.mp4")).stdout
     assert "return" in text
+    assert (tmp_path / "ep.mp4").stat().st_size > 1000  # rendered headless
     cli("plot", str(run), str(run), "--out", str(tmp_path / "curves.png"))
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 

@@ -1,0 +1,163 @@
+"""End-to-end GAIL-PPO throughput on Hopper-v5, beside the raw env stepping rate, in one run.
+
+Measures (env steps per second, wall clock, this machine):
+
+1. raw env stepping with random actions: one plain env, and the vector env (N envs, sync and
+   async) exactly as training builds it (SAME_STEP autoreset, normalised actions);
+2. the full GAIL-PPO loop with the shipped Hopper-v5 config (rollout, discriminator update,
+   reward relabelling, GAE, PPO update, logging), with async and sync envs and 1 or 2 learner
+   threads.
+
+It prints one table and the ratio of each training rate to the async raw rate (the ceiling:
+a training loop can never step envs faster than the envs step themselves). The demos are a few
+random-policy episodes recorded through gail_robot.data: throughput does not depend on demo quality.
+
+Usage:
+    python benchmarks/bench_train.py [--steps 32768] [--num-envs 8] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+ENV_ID = "Hopper-v5"
+
+
+def raw_single_env(steps: int) -> float:
+    env = gym.make(ENV_ID)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, size=(steps, *env.action_space.shape)).astype(np.float32)
+    start = time.perf_counter()
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+    rate = steps / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def raw_vector_env(steps: int, num_envs: int, mode: str) -> float:
+    from gail_robot.envs.vector import make_vector_env
+
+    envs = make_vector_env(ENV_ID, num_envs, {}, mode=mode)  # type: ignore[arg-type]
+    envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    n_calls = max(1, steps // num_envs)
+    actions = rng.uniform(-1, 1, size=(n_calls, num_envs, 3)).astype(np.float32)
+    envs.step(actions[0])  # warm-up: workers fully started
+    start = time.perf_counter()
+    for action in actions:
+        envs.step(action)
+    rate = n_calls * num_envs / (time.perf_counter() - start)
+    envs.close()
+    return rate
+
+
+def record_random_demos(path: Path, episodes: int = 5) -> None:
+    from gail_robot.data import DemoWriter
+    from gail_robot.envs.physics import get_physics_state
+
+    env = gym.make(ENV_ID)
+    rng = np.random.default_rng(0)
+    with DemoWriter(path, env, mode="w", durable=False) as writer:
+        for ep in range(episodes):
+            obs, _ = env.reset(seed=ep)
+            writer.start_episode(seed=ep, source="policy:random")
+            while True:
+                state = get_physics_state(env)
+                action = rng.uniform(-1, 1, size=3).astype(np.float32)
+                next_obs, reward, terminated, truncated, _ = env.step(action)
+                writer.add_step(obs, action, float(reward), next_obs, terminated, truncated, state)
+                obs = next_obs
+                if terminated or truncated:
+                    break
+            writer.end_episode(success=False, final_state=get_physics_state(env))
+    env.close()
+
+
+def train_rate(
+    demos: Path, steps: int, num_envs: int, mode: str, threads: int, workdir: Path
+) -> dict[str, float]:
+    """Steady-state GAIL-PPO env steps/s (first round excluded: worker start-up and lazy init)."""
+    from gail_robot.algos.config import config_from_dict, load_yaml, shipped_config_path
+    from gail_robot.algos.trainer import OnPolicyTrainer
+
+    path = shipped_config_path(ENV_ID)
+    assert path is not None
+    data = load_yaml(path)
+    data["env"].update(num_envs=num_envs, vectorization=mode)
+    data["gail"]["demos"] = str(demos)
+    data["run"].update(
+        total_steps=steps, eval_interval=0, eval_episodes=0, progress=False, torch_threads=threads
+    )
+    config = config_from_dict(data)
+    run_dir = workdir / f"run_{mode}_{threads}"
+    start = time.perf_counter()
+    OnPolicyTrainer(config, run_dir).train()
+    total_wall = time.perf_counter() - start
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "steps_per_s" in r]
+    steady = rows[1:] if len(rows) > 1 else rows
+    per_round = config.rollout.n_steps * num_envs
+    seconds = sum(per_round / r["steps_per_s"] for r in steady)
+    collect = sum(per_round / r["collect_steps_per_s"] for r in steady)
+    return {
+        "steps_per_s": len(steady) * per_round / seconds,
+        "collect_share": collect / seconds,
+        "end_to_end_steps_per_s": rows[-1]["env_steps"] / total_wall,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=32768, help="env steps per training measurement")
+    parser.add_argument("--raw-steps", type=int, default=20000, help="env steps per raw stepping measurement")
+    parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--json", action="store_true", help="also print the results as one JSON object")
+    args = parser.parse_args()
+
+    import torch
+
+    results: dict[str, float] = {}
+    print(f"# {ENV_ID}, {os.cpu_count()} CPUs, torch {torch.__version__}, python {sys.version.split()[0]}")
+    results["raw_single_env"] = raw_single_env(args.raw_steps)
+    results["raw_vector_sync"] = raw_vector_env(args.raw_steps, args.num_envs, "sync")
+    results["raw_vector_async"] = raw_vector_env(args.raw_steps, args.num_envs, "async")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        demos = work / "random_demos.hdf5"
+        record_random_demos(demos)
+        details = {}
+        for mode, threads in (("async", 1), ("sync", 1), ("async", 2)):
+            key = f"gail_ppo_{mode}_threads{threads}"
+            details[key] = train_rate(demos, args.steps, args.num_envs, mode, threads, work)
+            results[key] = details[key]["steps_per_s"]
+    ceiling = results["raw_vector_async"]
+    print(f"{'measurement':<30} {'env steps/s':>12} {'vs raw async':>13}  note")
+    for key, value in results.items():
+        note = ""
+        if key in details:
+            d = details[key]
+            share, overall = d["collect_share"], d["end_to_end_steps_per_s"]
+            note = f"collect {share:.0%} of round; incl. start-up {overall:.0f}/s"
+        print(f"{key:<30} {value:>12.0f} {value / ceiling:>12.2f}x  {note}")
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
