@@ -52,7 +52,11 @@ def _collect(n_steps: int, num_envs: int = 2, **env_kwargs) -> RolloutBuffer:
         collector = RolloutCollector(envs, normalizer, torch.Generator().manual_seed(0))
         collector.reset(seed=0)
         buffer = RolloutBuffer.empty(n_steps, num_envs, 1, 1)
-        collector.collect(GaussianActor(1, 1), TenTimesObs(), buffer)  # type: ignore[arg-type]
+        actor = GaussianActor(1, 1)
+        collector.collect(actor, TenTimesObs(), buffer)  # type: ignore[arg-type]
+        with torch.no_grad():
+            expected = actor.log_prob(torch.from_numpy(buffer.obs[:, :]), torch.from_numpy(buffer.actions))
+        np.testing.assert_allclose(buffer.log_probs, expected.numpy(), rtol=1e-5, atol=1e-5)
         episode_length = 2 if env_kwargs.get("terminate") else 3
         assert collector.stats.episodes == num_envs * (n_steps // episode_length)
         assert collector.stats.summary()["forward_velocity"] == pytest.approx(0.5)

@@ -10,6 +10,7 @@ never V(reset observation). Rewards are a separate array that GAIL may overwrite
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,16 +207,20 @@ class RolloutCollector:
         if self._obs is None:
             raise RuntimeError("call reset(seed) before collect()")
         normalize = self.normalizer
+        with torch.no_grad():
+            log_std = actor.log_std.detach().clone()
+            std = log_std.exp()
+            # log N(mean + std * z | mean, std) = -z^2 / 2 - log std - log(2 pi) / 2, summed over dims:
+            # closed form, so sampling costs no distribution object per step.
+            log_prob_const = -(log_std.sum() + 0.5 * math.log(2 * math.pi) * log_std.numel())
         for t in range(buffer.n_steps):
             obs_raw = self._obs
             obs_n = normalize(obs_raw)
             with torch.no_grad():
-                obs_t = torch.from_numpy(obs_n)
-                mean = actor(obs_t)
-                std = actor.log_std.exp()
+                mean = actor(torch.from_numpy(obs_n))
                 noise = torch.randn(mean.shape, generator=self.generator)
                 action = mean + std * noise
-                log_prob = torch.distributions.Normal(mean, std).log_prob(action).sum(-1)
+                log_prob = log_prob_const - 0.5 * (noise * noise).sum(-1)
             action_np = action.numpy()
             next_obs, reward, terminated, truncated, infos = self.envs.step(action_np)
             terminated = np.asarray(terminated, dtype=bool)
