@@ -2,12 +2,14 @@
 //   gail: softplus(x) = -log(1 - D) >= 0,   airl: x,   neg: -softplus(-x) = log D <= 0.
 // softplus uses the stable form max(x, 0) + log1p(exp(-|x|)): exp never overflows and log1p keeps
 // full relative precision of the tiny tail, so every finite logit (|x| up to 1e6 and beyond) gives a
-// finite, accurate reward in float32 and float64 alike.
+// finite, accurate reward in float32 and float64 alike. exp and log1p are the vectorisable versions of
+// softplus.h rather than libm's scalar calls.
 #include <cmath>
 #include <cstring>
 #include <string>
 
 #include "common.h"
+#include "softplus.h"
 
 namespace gail_robot {
 namespace {
@@ -21,23 +23,50 @@ Kind parse_kind(const std::string& kind) {
   throw py::value_error("kind should be one of 'gail', 'airl', 'neg', got '" + kind + "'");
 }
 
+// One kernel per dtype, not a template, so each is compiled three times (baseline x86-64, AVX2,
+// AVX-512F) with the clone picked once at load time by the CPU's features (an ifunc): the wheel stays
+// portable (no -march) yet uses the wide vectors where they exist (measured: AVX-512 halves the time of
+// AVX2 here). The clones give bit-identical results: no FMA contraction, no approximate instructions.
+#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute) && !defined(GAIL_ROBOT_NO_CLONES)
+#if __has_attribute(target_clones)
+#define GAIL_ROBOT_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#ifndef GAIL_ROBOT_SIMD_CLONES
+#define GAIL_ROBOT_SIMD_CLONES
+#endif
+
 template <typename T>
-inline T log1p_exp_neg_abs(T x) {
-  return std::log1p(std::exp(-std::fabs(x)));
+inline void rewards_loop(const T* __restrict x, T* __restrict out, std::size_t begin, std::size_t end, Kind kind) {
+  // gail: max(x, 0) + log1p(exp(-|x|));  neg: min(x, 0) - log1p(exp(-|x|)).
+  // Compares and selects only (std::fmax/fmin do not vectorise); a NaN logit gives a NaN reward.
+  const T sign = kind == Kind::kNeg ? T(-1) : T(1);
+  for (std::size_t i = begin; i < end; ++i) {
+    const T xi = x[i];
+    const T a = std::fabs(xi);
+    const T linear = sign * xi > T(0) ? xi : T(0);
+    out[i] = linear + sign * softplus_tail(a);
+  }
+}
+
+GAIL_ROBOT_SIMD_CLONES
+void rewards_kernel_f32(const float* x, float* out, std::size_t begin, std::size_t end, Kind kind) {
+  rewards_loop<float>(x, out, begin, end, kind);
+}
+
+GAIL_ROBOT_SIMD_CLONES
+void rewards_kernel_f64(const double* x, double* out, std::size_t begin, std::size_t end, Kind kind) {
+  rewards_loop<double>(x, out, begin, end, kind);
 }
 
 template <typename T>
-void rewards_kernel(const T* __restrict x, T* __restrict out, std::size_t begin, std::size_t end, Kind kind) {
-  switch (kind) {
-    case Kind::kGail:
-      for (std::size_t i = begin; i < end; ++i) out[i] = std::fmax(x[i], T(0)) + log1p_exp_neg_abs(x[i]);
-      break;
-    case Kind::kNeg:
-      for (std::size_t i = begin; i < end; ++i) out[i] = std::fmin(x[i], T(0)) - log1p_exp_neg_abs(x[i]);
-      break;
-    case Kind::kAirl:
-      std::memcpy(out + begin, x + begin, (end - begin) * sizeof(T));
-      break;
+void rewards_kernel(const T* x, T* out, std::size_t begin, std::size_t end, Kind kind) {
+  if (kind == Kind::kAirl) {
+    std::memcpy(out + begin, x + begin, (end - begin) * sizeof(T));
+  } else if constexpr (sizeof(T) == sizeof(float)) {
+    rewards_kernel_f32(x, out, begin, end, kind);
+  } else {
+    rewards_kernel_f64(x, out, begin, end, kind);
   }
 }
 
@@ -50,8 +79,8 @@ void rewards_binding(const CArray<T>& logits, const std::string& kind, CArray<T>
   const T* x = logits.data();
   T* y = out.mutable_data();
   py::gil_scoped_release release;
-  // exp + log1p cost ~10 ns per element, so threads pay off from a few thousand elements per thread.
-  constexpr std::size_t kMinElementsPerThread = std::size_t{1} << 14;
+  // ~1 ns per element: threads pay off from some 10^5 elements per thread.
+  constexpr std::size_t kMinElementsPerThread = std::size_t{1} << 17;
   parallel_for(n, 16, kMinElementsPerThread,
                [&](std::size_t begin, std::size_t end) { rewards_kernel<T>(x, y, begin, end, k); });
 }
