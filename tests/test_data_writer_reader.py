@@ -1,0 +1,363 @@
+"""DemoWriter and DemoDataset: schema v1 on disk, transitions, appends, locks, bad input (contract §3)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import h5py
+import numpy as np
+import pytest
+
+import gail_robot.envs  # noqa: F401  (registers the project's tasks)
+from gail_robot.data import FORMAT, FORMAT_VERSION, DemoDataset, DemoWriter, Transitions
+from gail_robot.data.chunks import ChunkedColumn
+from gail_robot.data.validate import validate_file
+from gail_robot.envs.physics import get_physics_state, model_xml
+from gail_robot.errors import UserError
+
+
+def record_random(
+    path: Path,
+    env: gym.Env[Any, Any],
+    episodes: int,
+    seed: int = 0,
+    mode: str = "a",
+    max_steps: int | None = None,
+) -> list[dict[str, Any]]:
+    """Record random-action episodes; return what was fed to the writer, per episode."""
+    fed = []
+    rng = np.random.default_rng(seed)
+    with DemoWriter(path, env, mode=mode, durable=False) as writer:
+        for ep in range(episodes):
+            obs, _ = env.reset(seed=seed + ep)
+            writer.start_episode(seed=seed + ep, source="random", model_file=model_xml(env))
+            steps: dict[str, list[Any]] = {
+                "obs": [],
+                "actions": [],
+                "next_obs": [],
+                "terminated": [],
+                "states": [],
+            }
+            while True:
+                state = get_physics_state(env)
+                action = rng.uniform(env.action_space.low, env.action_space.high).astype(np.float32)
+                next_obs, reward, terminated, truncated, _ = env.step(action)
+                writer.add_step(obs, action, reward, next_obs, terminated, truncated, state)
+                for key, value in (
+                    ("obs", obs),
+                    ("actions", action),
+                    ("next_obs", next_obs),
+                    ("terminated", terminated),
+                    ("states", state),
+                ):
+                    steps[key].append(value)
+                obs = next_obs
+                cut = max_steps is not None and len(steps["actions"]) >= max_steps
+                if terminated or truncated or cut:
+                    break
+            writer.end_episode(success=not terminated, final_state=get_physics_state(env), cut=cut)
+            fed.append(steps)
+    return fed
+
+
+@pytest.fixture
+def pendulum() -> gym.Env[Any, Any]:
+    env = gym.make("InvertedPendulum-v5")
+    yield env
+    env.close()
+
+
+def test_schema_v1_layout_and_attributes(tmp_path: Path, pendulum: gym.Env[Any, Any]) -> None:
+    path = tmp_path / "demos.hdf5"
+    fed = record_random(path, pendulum, episodes=2)
+    with h5py.File(path, "r") as f:
+        data = f["data"]
+        assert data.attrs["format"] == FORMAT
+        assert data.attrs["format_version"] == FORMAT_VERSION
+        assert data.attrs["total"] == sum(len(e["actions"]) for e in fed)
+        import json
+
+        env_args = json.loads(data.attrs["env_args"])
+        assert env_args["env_name"] == "InvertedPendulum-v5" and env_args["type"] == 2
+        demo = data["demo_1"]
+        n = len(fed[1]["actions"])
+        assert demo.attrs["num_samples"] == n and demo.attrs["seed"] == 1
+        assert demo.attrs["source"] == "random" and "<mujoco" in demo.attrs["model_file"]
+        assert demo["actions"].dtype == np.float32 and demo["actions"].shape == (n, 1)
+        assert demo["obs/state"].shape == (n, 4) and demo["next_obs/state"].shape == (n, 4)
+        assert demo["states"].dtype == np.float64 and demo["final_state"].shape == demo["states"].shape[1:]
+        assert demo["terminated"].dtype == bool and demo["truncated"].dtype == bool
+        assert demo["dones"].dtype == np.uint8
+        np.testing.assert_array_equal(demo["dones"][()], demo["terminated"][()] | demo["truncated"][()])
+        assert demo["states"].compression == "gzip" and demo["states"].shuffle
+        # exactly what was fed, through the direct-chunk path
+        np.testing.assert_array_equal(demo["obs/state"][()], np.array(fed[1]["obs"]))
+        np.testing.assert_array_equal(demo["next_obs/state"][()], np.array(fed[1]["next_obs"]))
+        np.testing.assert_array_equal(demo["states"][()], np.array(fed[1]["states"]))
+        np.testing.assert_array_equal(demo["actions"][()], np.array(fed[1]["actions"]))
+    assert validate_file(path) == []
+
+
+@pytest.mark.parametrize("count", [1, 5, 21, 42, 100])
+def test_chunked_column_matches_hdf5_filters(tmp_path: Path, count: int) -> None:
+    """Direct-written chunks decode with HDF5's own gzip + shuffle filters, for partial and full chunks."""
+    rng = np.random.default_rng(count)
+    rows = rng.normal(size=(count, 390)).astype(np.float64)  # 3120 B/row -> 21 rows per 64 KiB chunk
+    col = ChunkedColumn((390,), np.float64)
+    for row in rows:
+        col.append(row)
+    stored = col.finish()
+    np.testing.assert_array_equal(stored.read(), rows)
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        stored.write(f, "x")
+    with h5py.File(tmp_path / "c.h5", "r") as f:
+        assert f["x"].chunks[0] == min(count, 21)
+        np.testing.assert_array_equal(f["x"][()], rows)
+
+
+def test_demos_listed_in_numeric_order_and_transitions(tmp_path: Path, pendulum: gym.Env[Any, Any]) -> None:
+    path = tmp_path / "demos.hdf5"
+    fed = record_random(path, pendulum, episodes=12)
+    ds = DemoDataset(path)
+    assert ds.demo_names == [f"demo_{i}" for i in range(12)]  # demo_10 after demo_9
+    assert ds.env_id == "InvertedPendulum-v5" and ds.env_kwargs == {}
+    assert ds.observation_space.shape == (4,) and ds.action_space.shape == (1,)
+    t = ds.transitions()
+    assert isinstance(t, Transitions)
+    m = sum(len(e["actions"]) for e in fed)
+    assert t.obs.shape == (m, 4) and t.next_obs.shape == (m, 4) and t.actions.shape == (m, 1)
+    assert t.obs.dtype == t.next_obs.dtype == t.actions.dtype == np.float32 and t.terminated.dtype == bool
+    np.testing.assert_array_equal(t.obs, np.concatenate([np.array(e["obs"], np.float32) for e in fed]))
+    np.testing.assert_array_equal(t.terminated, np.concatenate([e["terminated"] for e in fed]))
+    assert ds.transitions() is t  # read once, cached
+    # every k-th pair of each demo
+    t3 = ds.transitions(subsample=3)
+    expected = np.concatenate([np.array(e["actions"], np.float32)[::3] for e in fed])
+    np.testing.assert_array_equal(t3.actions, expected)
+    t3r = ds.transitions(subsample=3, seed=1)
+    assert abs(len(t3r) - len(t3)) <= len(fed)
+    batch = t.sample(64, np.random.default_rng(0))
+    assert len(batch) == 64 and batch.obs.shape == (64, 4)
+    from_file = ds.sample_from_file(50, np.random.default_rng(0))
+    assert from_file.obs.shape == (50, 4)
+    # every sampled pair exists in the dataset
+    pairs = {(tuple(o), tuple(a)) for o, a in zip(t.obs, t.actions, strict=True)}
+    assert all((tuple(o), tuple(a)) in pairs for o, a in zip(from_file.obs, from_file.actions, strict=True))
+    assert sum(len(b) for b in t.batches(100)) == m
+
+
+def test_masks_select_demos(tmp_path: Path, pendulum: gym.Env[Any, Any]) -> None:
+    path = tmp_path / "demos.hdf5"
+    record_random(path, pendulum, episodes=4)
+    with DemoWriter(path, pendulum) as writer:
+        writer.write_masks({"train": ["demo_0", "demo_2", "demo_3"], "valid": ["demo_1"]})
+    ds = DemoDataset(path)
+    assert ds.masks() == {"train": ["demo_0", "demo_2", "demo_3"], "valid": ["demo_1"]}
+    assert len(ds.transitions(mask="valid")) == ds.lengths[1]
+    with pytest.raises(UserError, match="no mask 'test'"):
+        ds.transitions(mask="test")
+
+
+class _DictObs(gym.ObservationWrapper[Any, Any, Any]):
+    """InvertedPendulum with a Dict observation: two vectors and a small camera-like image."""
+
+    def __init__(self, env: gym.Env[Any, Any]) -> None:
+        super().__init__(env)
+        self.observation_space = gym.spaces.Dict(
+            OrderedDict(
+                pos=gym.spaces.Box(-np.inf, np.inf, (2,), np.float64),
+                vel=gym.spaces.Box(-np.inf, np.inf, (2,), np.float64),
+                cam=gym.spaces.Box(0, 255, (6, 5, 3), np.uint8),
+            )
+        )
+
+    def observation(self, observation: np.ndarray) -> dict[str, np.ndarray]:
+        cam = np.full((6, 5, 3), int(abs(observation[0]) * 1000) % 256, dtype=np.uint8)
+        return {"pos": observation[:2], "vel": observation[2:], "cam": cam}
+
+
+def test_dict_observations_kept_per_key_and_flattened(tmp_path: Path) -> None:
+    env = _DictObs(gym.make("InvertedPendulum-v5"))
+    path = tmp_path / "dict.hdf5"
+    fed = record_random(path, env, episodes=2)
+    with h5py.File(path, "r") as f:
+        cam = f["data/demo_0/obs/cam"]
+        assert cam.dtype == np.uint8 and cam.chunks == (1, 6, 5, 3)  # one frame per chunk
+    ds = DemoDataset(path)
+    assert ds.obs_keys == ["pos", "vel", "cam"]
+    demo = ds.demo(0)
+    np.testing.assert_array_equal(demo.obs["pos"], np.array([o["pos"] for o in fed[0]["obs"]]))
+    t = ds.transitions()
+    assert t.obs.shape[1] == 2 + 2 + 90
+    first = fed[0]["obs"][0]
+    np.testing.assert_array_equal(
+        t.obs[0], np.concatenate([first["pos"], first["vel"], first["cam"].reshape(-1)]).astype(np.float32)
+    )
+    assert validate_file(path) == []
+    ds.check_compatible(env)
+
+
+def test_check_compatible_names_the_mismatch(tmp_path: Path, pendulum: gym.Env[Any, Any]) -> None:
+    path = tmp_path / "demos.hdf5"
+    record_random(path, pendulum, episodes=1)
+    ds = DemoDataset(path)
+    ds.check_compatible(pendulum)
+    with pytest.raises(UserError, match="holds demos of 'InvertedPendulum-v5', not of 'Hopper-v5'"):
+        ds.check_compatible(gym.make("Hopper-v5"))
+    wrapped = gym.wrappers.TransformObservation(
+        gym.make("InvertedPendulum-v5"), lambda o: o[:3], gym.spaces.Box(-np.inf, np.inf, (3,), np.float64)
+    )
+    with pytest.raises(
+        UserError, match=r"observation space Box\(4,\) float64 differs from the env's Box\(3,\)"
+    ):
+        ds.check_compatible(wrapped)
+    rescaled = gym.wrappers.TransformAction(
+        gym.make("InvertedPendulum-v5"), lambda a: a[:1], gym.spaces.Box(-1, 1, (2,), np.float32)
+    )
+    with pytest.raises(UserError, match=r"action shape \(1,\) differs from the env's \(2,\)"):
+        ds.check_compatible(rescaled)
+
+
+def test_append_checks_env_and_continues_numbering(tmp_path: Path, pendulum: gym.Env[Any, Any]) -> None:
+    path = tmp_path / "demos.hdf5"
+    record_random(path, pendulum, episodes=2)
+    before = DemoDataset(path).demo(1)
+    record_random(path, pendulum, episodes=2, seed=10)
+    with DemoWriter(path, pendulum, durable=False) as writer:
+        for ep in range(3):
+            obs, _ = pendulum.reset(seed=ep)
+            writer.start_episode(seed=ep)
+            state = get_physics_state(pendulum)
+            next_obs, reward, term, trunc, _ = pendulum.step(np.zeros(1, np.float32))
+            writer.add_step(obs, np.zeros(1, np.float32), reward, next_obs, term, trunc, state)
+            writer.end_episode(False, get_physics_state(pendulum), cut=True)
+        assert writer._publisher.copies == 1  # one copy per session, then O(episode) through the spare
+    ds = DemoDataset(path)
+    assert ds.demo_names == [f"demo_{i}" for i in range(7)]
+    np.testing.assert_array_equal(ds.demo(1).actions, before.actions)  # never overwritten
+    with pytest.raises(UserError, match="cannot append: env 'Hopper-v5' differs from 'InvertedPendulum-v5'"):
+        DemoWriter(path, gym.make("Hopper-v5")).open()
+    with pytest.raises(UserError, match="exists already"):
+        DemoWriter(path, pendulum, mode="x").open()
+    assert DemoDataset(path).demo_names == ds.demo_names
+
+
+def test_overwrite_replaces_only_when_the_first_episode_is_saved(
+    tmp_path: Path, pendulum: gym.Env[Any, Any]
+) -> None:
+    path = tmp_path / "demos.hdf5"
+    record_random(path, pendulum, episodes=3)
+    with DemoWriter(path, pendulum, mode="w", durable=False) as writer:
+        writer.start_episode()
+        assert len(DemoDataset(path)) == 3  # nothing lost before a new episode is saved
+        writer.discard_episode()
+    assert len(DemoDataset(path)) == 3
+    record_random(path, pendulum, episodes=1, mode="w")
+    assert DemoDataset(path).demo_names == ["demo_0"]
+
+
+def test_nan_action_is_rejected_and_saved_episodes_survive(
+    tmp_path: Path, pendulum: gym.Env[Any, Any]
+) -> None:
+    path = tmp_path / "demos.hdf5"
+    record_random(path, pendulum, episodes=2)
+    obs, _ = pendulum.reset(seed=0)
+    with DemoWriter(path, pendulum) as writer:
+        writer.start_episode()
+        with pytest.raises(ValueError, match=r"action at step 0 is not finite: \[nan\]"):
+            writer.add_step(obs, np.array([np.nan]), 0.0, obs, False, False, get_physics_state(pendulum))
+        with pytest.raises(ValueError, match=r"action at step 0 has shape \(2,\), expected \(1,\)"):
+            writer.add_step(obs, np.zeros(2), 0.0, obs, False, False, get_physics_state(pendulum))
+        with pytest.raises(ValueError, match="cannot save an empty episode"):
+            writer.end_episode(True, get_physics_state(pendulum))
+    assert len(DemoDataset(path)) == 2 and validate_file(path) == []
+
+
+def test_second_writer_is_refused_while_the_first_holds_the_file(
+    tmp_path: Path, pendulum: gym.Env[Any, Any]
+) -> None:
+    path = tmp_path / "demos.hdf5"
+    with DemoWriter(path, pendulum):
+        with pytest.raises(UserError, match="another process is writing it"):
+            DemoWriter(path, pendulum).open()
+    DemoWriter(path, pendulum).open().close()  # released
+
+
+def test_open_readers_never_see_their_file_change(tmp_path: Path, pendulum: gym.Env[Any, Any]) -> None:
+    """A reader keeps a consistent snapshot while the recorder publishes (spare fallback path)."""
+    path = tmp_path / "demos.hdf5"
+    record_random(path, pendulum, episodes=1)
+    with DemoWriter(path, pendulum, durable=False) as writer:
+        reader = h5py.File(path, "r")  # holds the current inode, which would become the spare
+        snapshot = reader["data/demo_0/actions"][()]
+        for ep in range(4):
+            obs, _ = pendulum.reset(seed=ep)
+            writer.start_episode(seed=ep)
+            state = get_physics_state(pendulum)
+            next_obs, reward, term, trunc, _ = pendulum.step(np.zeros(1, np.float32))
+            writer.add_step(obs, np.zeros(1, np.float32), reward, next_obs, term, trunc, state)
+            writer.end_episode(False, get_physics_state(pendulum), cut=True)
+        assert sorted(reader["data"].keys()) == ["demo_0"]
+        np.testing.assert_array_equal(reader["data/demo_0/actions"][()], snapshot)
+        reader.close()
+        # the locked spare was rebuilt by copying instead of being edited under the reader
+        assert writer._publisher.copies == 2
+    assert len(DemoDataset(path)) == 5 and validate_file(path) == []
+    assert not list(tmp_path.glob(".*"))  # no spare, lock or temporary left behind
+
+
+def _child_reads(dataset: DemoDataset, queue: Any) -> None:
+    queue.put(float(dataset.transitions().actions.sum()))
+
+
+def test_dataset_reopens_per_process(tmp_path: Path, pendulum: gym.Env[Any, Any]) -> None:
+    path = tmp_path / "demos.hdf5"
+    record_random(path, pendulum, episodes=3)
+    ds = DemoDataset(path)
+    ds.demo(0)  # handle open in the parent
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone._handle is None
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child_reads, args=(ds, queue))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    assert queue.get(timeout=5) == pytest.approx(float(ds.transitions().actions.sum()))
+
+
+def test_transitions_validate_their_arrays() -> None:
+    obs = np.zeros((3, 2), np.float32)
+    with pytest.raises(ValueError, match=r"Transitions\.actions must be a 2-D float32 array, got float64"):
+        Transitions(obs, np.zeros((3, 1)), obs, np.zeros(3, bool))
+    with pytest.raises(ValueError, match=r"Transitions\.terminated has 2 rows, obs has 3"):
+        Transitions(obs, np.zeros((3, 1), np.float32), obs, np.zeros(2, bool))
+
+
+def test_bad_files_give_one_line_errors(tmp_path: Path, pendulum: gym.Env[Any, Any]) -> None:
+    with pytest.raises(UserError, match="no such file"):
+        DemoDataset(tmp_path / "missing.hdf5")
+    (tmp_path / "text.hdf5").write_text("not hdf5")
+    with pytest.raises(UserError, match=r"text\.hdf5: not an HDF5 file"):
+        DemoDataset(tmp_path / "text.hdf5")
+    good = tmp_path / "good.hdf5"
+    record_random(good, pendulum, episodes=2)
+    raw = good.read_bytes()
+    (tmp_path / "cut.hdf5").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(UserError, match=r"cut\.hdf5: truncated or damaged HDF5 file"):
+        DemoDataset(tmp_path / "cut.hdf5")
+    with h5py.File(tmp_path / "empty.hdf5", "w") as f:
+        f.create_group("other")
+    with pytest.raises(UserError, match=r"no /data group \(not a demo file\)"):
+        DemoDataset(tmp_path / "empty.hdf5")
+    future = tmp_path / "future.hdf5"
+    future.write_bytes(raw)
+    with h5py.File(future, "r+") as f:
+        f["data"].attrs["format_version"] = 2
+    with pytest.raises(UserError, match="format_version 2 is not supported"):
+        DemoDataset(future)
