@@ -4,7 +4,7 @@
 //   gail-robot-controller --policy policy.pt --model hopper.xml --steps 1000
 //                         [--state-file S.txt | --init-qpos Q.txt --init-qvel V.txt]
 //                         [--actions-out A.txt] [--obs-out O.txt] [--no-terminate] [--realtime]
-//                         [--warmup N] [--seed S --reset-noise X]
+//                         [--warmup N] [--seed S --reset-noise X] [--no-freeze]
 //
 // Real-time habits: everything is loaded and warmed up before the loop; one intra-op and one inter-op
 // thread (no pool wake-ups in the control thread); inference mode (no autograd bookkeeping); one input
@@ -41,6 +41,7 @@ struct Options {
   int warmup = 200;
   bool terminate = true;
   bool realtime = false;
+  bool freeze = true;
   unsigned seed = 0;
   double reset_noise = 0.0;
 };
@@ -48,7 +49,7 @@ struct Options {
 const char* kUsage =
     "usage: gail-robot-controller --policy POLICY.pt --model MODEL.xml [--steps N] [--warmup N]\n"
     "         [--state-file FILE | --init-qpos FILE --init-qvel FILE] [--seed S --reset-noise X]\n"
-    "         [--actions-out FILE] [--obs-out FILE] [--no-terminate] [--realtime]\n";
+    "         [--actions-out FILE] [--obs-out FILE] [--no-terminate] [--realtime] [--no-freeze]\n";
 
 Options parse_args(int argc, char** argv) {
   Options o;
@@ -71,6 +72,7 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--reset-noise") o.reset_noise = std::stod(next());
     else if (a == "--no-terminate") o.terminate = false;
     else if (a == "--realtime") o.realtime = true;
+    else if (a == "--no-freeze") o.freeze = false;
     else if (a == "-h" || a == "--help") {
       std::cout << kUsage;
       std::exit(0);
@@ -134,6 +136,10 @@ int run(const Options& opt) {
     throw std::runtime_error("cannot load policy " + opt.policy + " (not a TorchScript file?)");
   }
   policy.eval();
+  if (opt.freeze) {
+    // Inline the weights as constants (no attribute lookups per call); numerics are unchanged.
+    policy = torch::jit::freeze(policy, std::nullopt, /*optimize_numerics=*/false);
+  }
   if (extra["meta.json"].empty()) throw std::runtime_error(opt.policy + " has no meta.json (not exported by gail-robot)");
   const gail_robot::json::Value meta = gail_robot::json::parse(extra["meta.json"]);
   const int obs_dim = meta.at("obs_dim").as_int();
