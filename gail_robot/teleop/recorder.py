@@ -128,10 +128,11 @@ def record(
             state = get_physics_state(env)
             action = device.act(obs)
             if not np.all(np.isfinite(action)):
+                step = writer.episode_length
                 writer.discard_episode()
                 raise UserError(
                     f"the {device.source} device produced a non-finite action "
-                    f"{np.asarray(action).tolist()} at step {writer.episode_length} of episode {attempts}; "
+                    f"{np.asarray(action).tolist()} at step {step} of episode {attempts}; "
                     f"that episode was dropped, "
                     f"{len(writer.saved)} saved demos are intact in {writer.path}"
                 )
