@@ -7,7 +7,11 @@
    ``DemoDataset.transitions()`` and from ``DemoDataset.sample_from_file`` (indexed reads), against
    naive per-item h5py reads. Prints transitions/s and the ratios.
 
-Run: python benchmarks/bench_data.py [--episodes 10] [--steps 1000] [--durable]
+3. Compression (``--compression``): size and write time of one realistic episode per filter
+   (none, LZF, gzip levels, with and without shuffle) through h5py, for Humanoid-v5 and the arm
+   push task with its scripted expert. This is how the schema's filter was chosen.
+
+Run: python benchmarks/bench_data.py [--episodes 10] [--steps 1000] [--durable] [--compression]
 """
 
 from __future__ import annotations
@@ -122,6 +126,79 @@ def bench_sampler(path: Path, batch: int = 256) -> None:
     ds.close()
 
 
+FILTERS: dict[str, dict[str, object]] = {
+    "none": {},
+    "lzf": {"compression": "lzf"},
+    "lzf+shuffle": {"compression": "lzf", "shuffle": True},
+    "gzip1": {"compression": "gzip", "compression_opts": 1},
+    "gzip1+shuffle": {"compression": "gzip", "compression_opts": 1, "shuffle": True},
+    "gzip4+shuffle": {"compression": "gzip", "compression_opts": 4, "shuffle": True},
+    "gzip9+shuffle": {"compression": "gzip", "compression_opts": 9, "shuffle": True},
+}
+
+
+def _episode_arrays(env: gym.Env, steps: int, policy: object, seed: int) -> dict[str, np.ndarray]:
+    rows: dict[str, list[np.ndarray]] = {"obs": [], "next_obs": [], "actions": [], "states": []}
+    obs, _ = env.reset(seed=seed)
+    for _ in range(steps):
+        action = policy(obs)  # type: ignore[operator]
+        rows["states"].append(get_physics_state(env))
+        next_obs, _, terminated, truncated, _ = env.step(action)
+        rows["obs"].append(obs)
+        rows["next_obs"].append(next_obs)
+        rows["actions"].append(np.asarray(action, np.float32))
+        obs = next_obs
+        if terminated or truncated:
+            obs, _ = env.reset()
+    return {k: np.array(v) for k, v in rows.items()}
+
+
+def bench_compression(tmp: Path) -> None:
+    from gail_robot.data.schema import chunk_rows
+
+    cases = []
+    humanoid = gym.make("Humanoid-v5", terminate_when_unhealthy=False)
+    rng = np.random.default_rng(0)
+    cases.append(
+        (
+            "Humanoid-v5, random actions",
+            _episode_arrays(humanoid, 1000, lambda o: rng.uniform(-0.4, 0.4, 17), 0),
+        )
+    )
+    try:
+        from gail_robot.envs.experts import make_expert
+
+        push = gym.make("gail_robot/ArmPush-v0")
+        expert = make_expert(push, noise=0.1, seed=0)
+        expert.reset()
+        cases.append(("ArmPush-v0, scripted expert", _episode_arrays(push, 1000, expert, 0)))
+    except ImportError:
+        pass
+    for title, arrays in cases:
+        raw = sum(a.nbytes for a in arrays.values())
+        print(f"compression: {title}, 1000 steps, {raw / 1e6:.2f} MB raw (obs, next_obs, actions, states)")
+        for name, options in FILTERS.items():
+            best = float("inf")
+            path = tmp / "c.h5"
+            for _ in range(3):
+                t0 = time.perf_counter()
+                with h5py.File(path, "w") as f:
+                    for key, arr in arrays.items():
+                        rows = chunk_rows(arr[0].nbytes, len(arr))
+                        f.create_dataset(key, data=arr, chunks=(rows, *arr.shape[1:]), **options)
+                best = min(best, time.perf_counter() - t0)
+            size = path.stat().st_size
+            t0 = time.perf_counter()
+            with h5py.File(path, "r") as f:
+                for key in f:
+                    f[key][()]
+            read = time.perf_counter() - t0
+            print(
+                f"  {name:14s} ratio {raw / size:5.2f}  write {best * 1e3:6.1f} ms "
+                f"({raw / best / 1e6:6.1f} MB/s)  read {read * 1e3:6.1f} ms"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,8 +206,12 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--durable", action="store_true", help="fsync each episode (the recorder's default)")
+    parser.add_argument("--compression", action="store_true", help="only compare compression filters")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.compression:
+            bench_compression(Path(tmp))
+            return
         path = bench_recorder(args.episodes, args.steps, args.durable, Path(tmp))
         bench_sampler(path)
 

@@ -12,8 +12,15 @@ It prints one table and the ratio of each training rate to the async raw rate (t
 a training loop can never step envs faster than the envs step themselves). The demos are a few
 random-policy episodes recorded through gail_robot.data: throughput does not depend on demo quality.
 
+With ``--peer`` it also measures the `imitation` library's GAIL (Stable-Baselines3 PPO) at matched
+settings (rollout 8 x 512, 10 epochs, minibatch 256, 64-64 tanh actor/critic, 100-100
+discriminator, 256 + 256 samples per discriminator step, 32 discriminator steps per round) in
+its own virtual environment (imitation 1.0.1, SB3 2.2.1, Gymnasium 0.29.1; created on first use
+with ``--system-site-packages`` so it reuses the installed torch, never a dependency of ours).
+That Gymnasium has Hopper-v4, not v5, so both sides run Hopper-v4 for that comparison.
+
 Usage:
-    python benchmarks/bench_train.py [--steps 32768] [--num-envs 8] [--json]
+    python benchmarks/bench_train.py [--steps 32768] [--num-envs 8] [--peer] [--json]
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,11 +72,11 @@ def raw_vector_env(steps: int, num_envs: int, mode: str) -> float:
     return rate
 
 
-def record_random_demos(path: Path, episodes: int = 5) -> None:
+def record_random_demos(path: Path, episodes: int = 5, env_id: str = ENV_ID) -> None:
     from gail_robot.data import DemoWriter
     from gail_robot.envs.physics import get_physics_state
 
-    env = gym.make(ENV_ID)
+    env = gym.make(env_id)
     rng = np.random.default_rng(0)
     with DemoWriter(path, env, mode="w", durable=False) as writer:
         for ep in range(episodes):
@@ -87,7 +95,7 @@ def record_random_demos(path: Path, episodes: int = 5) -> None:
 
 
 def train_rate(
-    demos: Path, steps: int, num_envs: int, mode: str, threads: int, workdir: Path
+    demos: Path, steps: int, num_envs: int, mode: str, threads: int, workdir: Path, env_id: str = ENV_ID
 ) -> dict[str, float]:
     """Steady-state GAIL-PPO env steps/s (first round excluded: worker start-up and lazy init)."""
     from gail_robot.algos.config import config_from_dict, load_yaml, shipped_config_path
@@ -96,13 +104,13 @@ def train_rate(
     path = shipped_config_path(ENV_ID)
     assert path is not None
     data = load_yaml(path)
-    data["env"].update(num_envs=num_envs, vectorization=mode)
+    data["env"].update(id=env_id, num_envs=num_envs, vectorization=mode)
     data["gail"]["demos"] = str(demos)
     data["run"].update(
         total_steps=steps, eval_interval=0, eval_episodes=0, progress=False, torch_threads=threads
     )
     config = config_from_dict(data)
-    run_dir = workdir / f"run_{mode}_{threads}"
+    run_dir = workdir / f"run_{env_id}_{mode}_{threads}"
     start = time.perf_counter()
     OnPolicyTrainer(config, run_dir).train()
     total_wall = time.perf_counter() - start
@@ -119,6 +127,48 @@ def train_rate(
     }
 
 
+PEER_PACKAGES = ["imitation==1.0.1", "stable-baselines3==2.2.1", "gymnasium==0.29.1", "numpy<2"]
+
+
+def ensure_peer_venv(venv: Path) -> Path:
+    """Create the peer's virtual environment once; returns its python."""
+    python = venv / "bin" / "python"
+    marker = venv / ".gail_robot_peer_ready"
+    if marker.exists():
+        return python
+    print(f"# creating the peer venv in {venv} (imitation 1.0.1; reuses the installed torch)", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    constraints = venv / "constraints.txt"
+    import torch
+
+    # Never let the peer's resolver touch torch: pin the installed version.
+    constraints.write_text(f"torch=={torch.__version__.split('+')[0]}\n")
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-c", str(constraints), *PEER_PACKAGES], check=True
+    )
+    marker.write_text("ok\n")
+    return python
+
+
+def peer_rate(python: Path, steps: int, num_envs: int, parallel: bool) -> float:
+    script = Path(__file__).with_name("peer_imitation_gail.py")
+    cmd = [
+        str(python),
+        str(script),
+        "--steps",
+        str(steps),
+        "--num-envs",
+        str(num_envs),
+        "--disc-updates",
+        "32",
+    ]
+    if parallel:
+        cmd.append("--parallel")
+    # The peer prints its own logs; its last stdout line is the JSON result.
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tempfile.gettempdir()).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["steps_per_s"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -127,6 +177,13 @@ def main() -> int:
     parser.add_argument("--raw-steps", type=int, default=20000, help="env steps per raw stepping measurement")
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON object")
+    parser.add_argument("--peer", action="store_true", help="also measure imitation's GAIL (Hopper-v4)")
+    parser.add_argument(
+        "--peer-venv",
+        type=Path,
+        default=Path.home() / ".cache" / "gail_robot" / "bench-imitation-venv",
+        help="where the peer's virtual environment lives",
+    )
     args = parser.parse_args()
 
     import torch
@@ -145,6 +202,17 @@ def main() -> int:
             key = f"gail_ppo_{mode}_threads{threads}"
             details[key] = train_rate(demos, args.steps, args.num_envs, mode, threads, work)
             results[key] = details[key]["steps_per_s"]
+        if args.peer:
+            python = ensure_peer_venv(args.peer_venv)
+            demos_v4 = work / "random_demos_v4.hdf5"
+            record_random_demos(demos_v4, env_id="Hopper-v4")
+            peer: dict[str, tuple[float, float]] = {}
+            for mode in ("sync", "async"):
+                ours = train_rate(demos_v4, args.steps, args.num_envs, mode, 1, work, env_id="Hopper-v4")
+                theirs = peer_rate(python, args.steps, args.num_envs, parallel=mode == "async")
+                peer[mode] = (ours["steps_per_s"], theirs)
+                results[f"v4_gail_ppo_{mode}"] = ours["steps_per_s"]
+                results[f"v4_imitation_gail_{mode}"] = theirs
     ceiling = results["raw_vector_async"]
     print(f"{'measurement':<30} {'env steps/s':>12} {'vs raw async':>13}  note")
     for key, value in results.items():
@@ -154,6 +222,12 @@ def main() -> int:
             share, overall = d["collect_share"], d["end_to_end_steps_per_s"]
             note = f"collect {share:.0%} of round; incl. start-up {overall:.0f}/s"
         print(f"{key:<30} {value:>12.0f} {value / ceiling:>12.2f}x  {note}")
+    if args.peer:
+        print("\n# Hopper-v4, matched settings: gail_robot vs imitation 1.0.1 (SB3 2.2.1)")
+        print(f"{'vector env':<12} {'gail_robot':>11} {'imitation':>11} {'speed-up':>9}")
+        for mode, (ours_rate, theirs) in peer.items():
+            label = "sync/Dummy" if mode == "sync" else "async/Subproc"
+            print(f"{label:<12} {ours_rate:>11.0f} {theirs:>11.0f} {ours_rate / theirs:>8.2f}x")
     if args.json:
         print(json.dumps(results))
     return 0
