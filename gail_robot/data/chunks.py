@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from gail_robot.data.schema import CHUNK_BYTES, COMPRESSION, COMPRESSION_LEVEL
+from gail_robot.data.schema import CHUNK_BYTES, COMPRESSION, COMPRESSION_LEVEL, SHUFFLE
 
 
 def hdf5_shuffle(raw: np.ndarray) -> bytes:
@@ -57,6 +57,7 @@ class ChunkedColumn:
         dtype: stored dtype.
         image: camera frames: one frame per chunk, no shuffle.
         pool: executor for background compression (None: compress in the calling thread).
+        shuffle: apply HDF5's shuffle filter before deflate.
     """
 
     def __init__(
@@ -65,12 +66,13 @@ class ChunkedColumn:
         dtype: Any,
         image: bool = False,
         pool: ThreadPoolExecutor | None = None,
+        shuffle: bool = SHUFFLE,
     ) -> None:
         self.row_shape = tuple(row_shape)
         self.dtype = np.dtype(dtype)
         row_bytes = max(1, int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize)
         self.rows = 1 if image else max(1, CHUNK_BYTES // row_bytes)
-        self.shuffle = not image and self.dtype.itemsize > 1
+        self.shuffle = shuffle and not image and self.dtype.itemsize > 1
         self.pool = pool
         self._block = np.empty((self.rows, *self.row_shape), dtype=self.dtype)
         self._fill = 0  # rows in _block

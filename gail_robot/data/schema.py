@@ -28,10 +28,12 @@ ROBOMIMIC_GYM_TYPE = 2
 #: observation key used when the env's observation space is a flat Box.
 FLAT_OBS_KEY = "state"
 
-# Numeric datasets: shuffle + gzip level 1 (measured in datasets/README.md: within 2-5 % of the
-# size of gzip 4-9, 1.2-5x faster to write, and unlike LZF readable by every HDF5 build).
+# Numeric datasets: gzip level 1 without shuffle (measured, see datasets/README.md: level 4-9
+# gains <= 2 % size for 1.1-10x the time; shuffle does not help MuJoCo float64 data; LZF is 2x
+# faster but only h5py can read it, gzip every HDF5 build). Compression runs in a background thread.
 COMPRESSION = "gzip"
 COMPRESSION_LEVEL = 1
+SHUFFLE = False
 #: target bytes per chunk of numeric data (rows per chunk = this / bytes per row).
 CHUNK_BYTES = 64 * 1024
 
@@ -369,5 +371,5 @@ def dataset_options(array: np.ndarray, image: bool = False) -> dict[str, Any]:
         "chunks": (rows, *array.shape[1:]),
         "compression": COMPRESSION,
         "compression_opts": COMPRESSION_LEVEL,
-        "shuffle": array.dtype.itemsize > 1,
+        "shuffle": SHUFFLE and array.dtype.itemsize > 1,
     }
