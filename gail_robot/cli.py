@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("gail_robot.plot", "plot learning curves of run directories"),
     "export": ("gail_robot.export", "export a policy to TorchScript (or ONNX / pt2)"),
     "controller": ("gail_robot.controller", "build or run the C++ deployment controller"),
+    "quickstart": ("gail_robot.quickstart", "record, train, eval and export on a built-in task"),
 }
 
 
