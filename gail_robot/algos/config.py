@@ -276,13 +276,21 @@ class TrainConfig:
     algo: Literal["ppo", "trpo", "gail", "bc"] = "ppo"
     """ppo / trpo: RL on the env reward; gail: imitation with a ppo/trpo generator; bc: cloning."""
     env: EnvConfig = field(default_factory=EnvConfig)
+    """Env id, kwargs, vectorisation and observation normalisation."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """Actor and critic networks."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Rollout size and GAE."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO update (algo ppo, or gail with generator ppo)."""
     trpo: TRPOConfig = field(default_factory=TRPOConfig)
+    """TRPO update (algo trpo, or gail with generator trpo)."""
     gail: GAILConfig = field(default_factory=GAILConfig)
+    """Discriminator and demos (algo gail)."""
     bc: BCConfig = field(default_factory=BCConfig)
+    """Behaviour cloning (algo bc)."""
     run: RunConfig = field(default_factory=RunConfig)
+    """Budget, seed, logging, evaluation and checkpoints."""
     init_from: str | None = None
     """Warm start: a BC (or any) run dir / checkpoint whose actor and obs normaliser are copied."""
 

@@ -184,6 +184,7 @@ class OnPolicyTrainer:
         self.next_eval = cfg.run.eval_interval if cfg.run.eval_interval > 0 else None
         self.next_checkpoint = cfg.run.checkpoint_interval
         self.last_eval: dict[str, float] = {}
+        self._start: float | None = None  # perf_counter at the start of train()
         if resume:
             self._restore(load_checkpoint(self.run_dir / CHECKPOINT_DIR / LATEST_NAME))
         elif cfg.init_from:
@@ -277,7 +278,8 @@ class OnPolicyTrainer:
     # ------------------------------------------------------------------------------ loop
 
     def wall_time(self) -> float:
-        return self.wall_offset + (time.perf_counter() - self._start if hasattr(self, "_start") else 0.0)
+        """Training wall time in seconds, across resumes."""
+        return self.wall_offset + (0.0 if self._start is None else time.perf_counter() - self._start)
 
     def evaluate(self) -> dict[str, float]:
         from gail_robot.evaluate import evaluate_policy
