@@ -36,6 +36,19 @@ inline void check_ndim(const char* name, py::ssize_t got, py::ssize_t want) {
   }
 }
 
+// Compiles a (non-template) kernel three times, baseline x86-64, AVX2 and AVX-512F, and picks the clone
+// once at load time from the CPU's features (an ifunc): the wheel stays portable (no -march) yet uses
+// wide vectors where they exist. The clones give bit-identical results: no FMA contraction
+// (-ffp-contract=off), no approximate instructions (checked against a -DGAIL_ROBOT_NO_CLONES build).
+#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute) && !defined(GAIL_ROBOT_NO_CLONES)
+#if __has_attribute(target_clones)
+#define GAIL_ROBOT_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#ifndef GAIL_ROBOT_SIMD_CLONES
+#define GAIL_ROBOT_SIMD_CLONES
+#endif
+
 // Upper bound on worker threads per kernel call (set from Python via _core.set_max_threads).
 int max_threads();
 

@@ -46,20 +46,46 @@ inline void gae_step(const T* __restrict r, const T* __restrict v, const T* __re
   }
 }
 
+// The whole backward pass for envs [n0, n1).
+template <typename T>
+inline void gae_columns(const T* r, const T* v, const T* nv, const std::uint8_t* term, const std::uint8_t* trunc,
+                        T* adv, T* ret, std::size_t steps, std::size_t envs, std::size_t n0, std::size_t n1,
+                        T gamma, T gamma_lam) {
+  for (std::size_t t = steps; t-- > 0;) {
+    const std::size_t row = t * envs;
+    const T* next_adv = (t + 1 == steps) ? nullptr : adv + row + envs;
+    gae_step<T>(r + row, v + row, nv + row, term + row, trunc + row, next_adv, adv + row, ret + row, n0, n1, gamma,
+                gamma_lam);
+  }
+}
+
+GAIL_ROBOT_SIMD_CLONES
+void gae_columns_f32(const float* r, const float* v, const float* nv, const std::uint8_t* term,
+                     const std::uint8_t* trunc, float* adv, float* ret, std::size_t steps, std::size_t envs,
+                     std::size_t n0, std::size_t n1, float gamma, float gamma_lam) {
+  gae_columns<float>(r, v, nv, term, trunc, adv, ret, steps, envs, n0, n1, gamma, gamma_lam);
+}
+
+GAIL_ROBOT_SIMD_CLONES
+void gae_columns_f64(const double* r, const double* v, const double* nv, const std::uint8_t* term,
+                     const std::uint8_t* trunc, double* adv, double* ret, std::size_t steps, std::size_t envs,
+                     std::size_t n0, std::size_t n1, double gamma, double gamma_lam) {
+  gae_columns<double>(r, v, nv, term, trunc, adv, ret, steps, envs, n0, n1, gamma, gamma_lam);
+}
+
 template <typename T>
 void gae_kernel(const T* r, const T* v, const T* nv, const std::uint8_t* term, const std::uint8_t* trunc,
                 T* adv, T* ret, std::size_t steps, std::size_t envs, T gamma, T gamma_lam) {
   // Blocks of 16 envs keep each thread's slice of a row on its own cache lines.
   constexpr std::size_t kAlign = 16;
-  // Below ~64k elements per thread the spawn cost is not repaid (measured in benchmarks/bench_core.py).
+  // Below ~64k elements per thread the spawn cost is not repaid.
   constexpr std::size_t kMinElementsPerThread = std::size_t{1} << 16;
   const std::size_t min_envs = std::max<std::size_t>(1, kMinElementsPerThread / steps);
   parallel_for(envs, kAlign, min_envs, [&](std::size_t n0, std::size_t n1) {
-    for (std::size_t t = steps; t-- > 0;) {
-      const std::size_t row = t * envs;
-      const T* next_adv = (t + 1 == steps) ? nullptr : adv + row + envs;
-      gae_step<T>(r + row, v + row, nv + row, term + row, trunc + row, next_adv, adv + row, ret + row, n0, n1,
-                  gamma, gamma_lam);
+    if constexpr (sizeof(T) == sizeof(float)) {
+      gae_columns_f32(r, v, nv, term, trunc, adv, ret, steps, envs, n0, n1, gamma, gamma_lam);
+    } else {
+      gae_columns_f64(r, v, nv, term, trunc, adv, ret, steps, envs, n0, n1, gamma, gamma_lam);
     }
   });
 }

@@ -23,19 +23,7 @@ Kind parse_kind(const std::string& kind) {
   throw py::value_error("kind should be one of 'gail', 'airl', 'neg', got '" + kind + "'");
 }
 
-// One kernel per dtype, not a template, so each is compiled three times (baseline x86-64, AVX2,
-// AVX-512F) with the clone picked once at load time by the CPU's features (an ifunc): the wheel stays
-// portable (no -march) yet uses the wide vectors where they exist (measured: AVX-512 halves the time of
-// AVX2 here). The clones give bit-identical results: no FMA contraction, no approximate instructions.
-#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute) && !defined(GAIL_ROBOT_NO_CLONES)
-#if __has_attribute(target_clones)
-#define GAIL_ROBOT_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-#endif
-#ifndef GAIL_ROBOT_SIMD_CLONES
-#define GAIL_ROBOT_SIMD_CLONES
-#endif
-
+// One kernel per dtype, not a template, so GAIL_ROBOT_SIMD_CLONES (common.h) can compile it per ISA.
 template <typename T>
 inline void rewards_loop(const T* __restrict x, T* __restrict out, std::size_t begin, std::size_t end, Kind kind) {
   // gail: max(x, 0) + log1p(exp(-|x|));  neg: min(x, 0) - log1p(exp(-|x|)).

@@ -2,8 +2,8 @@
 
 This module is the validating Python face of the private C++ extension ``gail_robot._core``
 (DESIGN.md §2). Python infers shapes, validates and allocates every output; C++ receives raw
-buffers, re-checks sizes, releases the GIL and runs the kernel (threads across envs / elements only
-for large arrays, see :func:`set_max_threads`). A pure-NumPy reference of every kernel lives here as
+buffers, re-checks sizes, releases the GIL and runs the kernel (single-threaded unless enabled with
+:func:`set_max_threads`). A pure-NumPy reference of every kernel lives here as
 well (``gae_reference``, ``disc_rewards_reference``, ``rms_update_reference``, ``normalize_reference``)
 and the tests compare the two. There is no NumPy fallback: without a built ``_core`` this module
 raises ``ImportError``.
@@ -309,11 +309,13 @@ def disc_rewards(logits: npt.ArrayLike, kind: DiscRewardKind | str) -> np.ndarra
 
 
 def set_max_threads(n: int) -> None:
-    """Cap the worker threads one kernel call may use (default: the machine's hardware threads).
+    """Let one kernel call use up to ``n`` threads (default 1: kernels never spawn threads).
 
-    Kernels split work across threads only for large arrays (at least 64k GAE elements or 128k logits
-    per thread), so typical rollouts (e.g. 2048 x 16) always run on the calling thread. Results do not
-    depend on the thread count. ``set_max_threads(1)`` never spawns threads.
+    With ``n > 1``, GAE splits its envs and disc_rewards / normalize their elements across threads,
+    but only for large arrays (at least 64k GAE elements or 128k logits per thread), so typical
+    rollouts (e.g. 2048 x 16) still run on the calling thread. Results do not depend on the thread
+    count. The default is 1 because on a small shared machine a second thread did not pay off (see
+    the README benchmark); try ``os.cpu_count()`` on an idle many-core machine with large N.
 
     Raises:
         ValueError: ``n < 1``.

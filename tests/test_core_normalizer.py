@@ -177,3 +177,23 @@ def test_cpp_checks_sizes_itself() -> None:
         _core.rms_update_f64(np.zeros((0, 3)), np.zeros(3), np.ones(3), 1.0)
     with pytest.raises(ValueError, match=r"^out\.size should be 6, got 3$"):
         _core.rms_normalize_f64(np.zeros((2, 3)), np.zeros(3), np.ones(3), 5.0, np.empty(3, np.float32))
+
+
+def test_threaded_normalize_matches_reference() -> None:
+    rng = np.random.default_rng(4)
+    rms = core.RunningMeanStd((5,))
+    rms.update(rng.standard_normal((100, 5)))
+    x = rng.standard_normal((20_000, 5)) * 3
+    default = core.get_max_threads()
+    try:
+        core.set_max_threads(3)  # 20k rows: three chunks of at least 4096 rows
+        out = rms.normalize(x)
+    finally:
+        core.set_max_threads(default)
+    np.testing.assert_array_equal(out, core.normalize_reference(x, rms.mean, rms.var, 10.0))
+
+
+def test_set_max_threads_rejects_zero() -> None:
+    with pytest.raises(ValueError, match=r"^max_threads should be >= 1, got 0$"):
+        core.set_max_threads(0)
+    assert core.get_max_threads() >= 1
