@@ -207,6 +207,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--obs-out", default=None, help="write the observations, one line per step")
     run.add_argument("--no-terminate", action="store_true", help="keep running after the robot fell")
     run.add_argument("--realtime", action="store_true", help="pace the loop at the control timestep")
+    run.add_argument("--spin", action="store_true", help="with --realtime: busy-wait instead of sleeping")
+    run.add_argument("--cpu", type=int, default=None, help="pin the control thread to this core")
+    run.add_argument("--rt-priority", type=int, default=None, help="SCHED_FIFO priority (needs CAP_SYS_NICE)")
     run.add_argument("--reset-noise", type=float, default=None, help="uniform noise on the initial qpos/qvel")
     run.add_argument("--seed", type=int, default=None)
 
@@ -228,10 +231,13 @@ def main(args: argparse.Namespace) -> int:
         ("--obs-out", args.obs_out),
         ("--reset-noise", args.reset_noise),
         ("--seed", args.seed),
+        ("--cpu", args.cpu),
+        ("--rt-priority", args.rt_priority),
     ):
         if value is not None:
             extra += [flag, str(value)]
     extra += ["--no-terminate"] if args.no_terminate else []
     extra += ["--realtime"] if args.realtime else []
+    extra += ["--spin"] if args.spin else []
     print(json.dumps(run_controller(args.policy, args.model, args.steps, args.build_dir, extra)))
     return 0

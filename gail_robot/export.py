@@ -157,7 +157,9 @@ def build_module(bundle: PolicyLike) -> ExportedPolicy:
         raise ValueError(f"obs_mean/obs_var must be (obs_dim,), got {obs_mean.shape} and {obs_var.shape}")
     if low.ndim != 1 or high.shape != low.shape or not np.all(np.isfinite(low) & np.isfinite(high)):
         raise ValueError("action_low/action_high must be finite (act_dim,) arrays")
-    actor = copy.deepcopy(bundle.actor).eval().requires_grad_(False)
+    actor = copy.deepcopy(bundle.actor).eval()
+    for param in actor.parameters():  # (ScriptModules, e.g. a re-exported actor, lack requires_grad_)
+        param.requires_grad_(False)
     return ExportedPolicy(actor, obs_mean, obs_var, float(bundle.obs_clip), low, high).eval()
 
 
@@ -346,6 +348,13 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _training_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """The training run's metadata; re-exporting an exported file keeps the original run's, not a nest."""
+    if meta.get("format") == META_FORMAT and isinstance(meta.get("training"), dict):
+        return dict(meta["training"])
+    return meta
+
+
 def make_env(env_id: str, env_kwargs: dict[str, Any]) -> Any:
     """``gymnasium.make`` with the project's own envs registered; UserError for unknown ids."""
     import gymnasium
@@ -409,7 +418,7 @@ def build_meta(bundle: PolicyLike, env: Any, fmt: str, mode: str, source: str | 
         "observation_layout": layout,
         "task": task_spec(env) if layout is not None else None,
         "controller_note": controller_note,
-        "training": _jsonable(dict(bundle.meta)),
+        "training": _jsonable(_training_meta(dict(bundle.meta))),
         "source": source,
         "versions": _versions(),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -501,6 +510,11 @@ def export_policy(
         raise UserError(f"unknown format '{fmt}' (choose from {', '.join(FORMATS)})")
     if mode not in MODES:
         raise UserError(f"unknown --mode '{mode}' (choose from {', '.join(MODES)})")
+    if fmt != "torchscript" and isinstance(bundle.actor, torch.jit.ScriptModule):
+        raise UserError(
+            f"--format {fmt} needs the eager actor: export from a run directory or training checkpoint, "
+            "not from an exported TorchScript file"
+        )
     out = Path(out)
     env = make_env(bundle.env_id, dict(bundle.env_kwargs))
     try:
@@ -673,12 +687,26 @@ def demo_observations(demos: str | Path, n: int, env_id: str) -> np.ndarray:
 
 
 def _demos_from_meta(meta: dict[str, Any]) -> str | None:
-    """The training run's demo file, when its metadata names one that exists here."""
-    for holder in (meta, meta.get("config", {}) if isinstance(meta.get("config"), dict) else {}):
-        for key in ("demos", "demo_file", "demos_path"):
-            value = holder.get(key)
-            if isinstance(value, str) and os.path.isfile(value):
-                return value
+    """The training run's demo file (``demos`` in its config.yaml), when it exists on this machine."""
+
+    def find(tree: Any) -> list[str]:
+        if isinstance(tree, dict):
+            found = [v for k, v in tree.items() if k == "demos" and isinstance(v, str)]
+            return found + [f for v in tree.values() for f in find(v)]
+        return []
+
+    candidates = find(meta)
+    run_dir = meta.get("run_dir")
+    config = Path(run_dir) / "config.yaml" if isinstance(run_dir, str) else None
+    if config is not None and config.is_file():
+        import yaml
+
+        with contextlib.suppress(yaml.YAMLError, OSError):
+            candidates += find(yaml.safe_load(config.read_text()))
+    for value in candidates:
+        for path in (Path(value), Path(str(run_dir)) / value):
+            if path.is_file():
+                return str(path)
     return None
 
 
@@ -847,7 +875,12 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("--verify-obs must be at least 1000")
     bundle = load_bundle(args.source)
     meta = export_policy(bundle, args.out, fmt=fmt, mode=args.mode, source=str(args.source))
-    controller = "yes" if meta["observation_layout"] is not None else f"no ({meta['controller_note']})"
+    if fmt != "torchscript":
+        controller = "no (it runs TorchScript files)"
+    elif meta["observation_layout"] is None:
+        controller = f"no ({meta['controller_note']})"
+    else:
+        controller = "yes"
     print(
         f"exported {meta['env_id']} policy ({meta['obs_dim']} obs -> {meta['act_dim']} actions, "
         f"dt {meta['dt']:.4g} s) to {args.out} [{fmt}]; C++ controller: {controller}"

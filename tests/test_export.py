@@ -368,3 +368,21 @@ def test_pt2_export_matches(
     assert loaded.fmt == "pt2" and loaded.meta["module_format"] == "pt2"
     for batch in (hopper_observations, hopper_observations[:1], hopper_observations[:7]):
         np.testing.assert_allclose(loaded.fn(batch), hopper_bundle.act(batch), rtol=0, atol=ATOL)
+
+
+def test_project_arm_task_exports_but_is_not_for_the_controller(tmp_path: Path) -> None:
+    """A non-locomotion env (the project's own arm task) exports and verifies; the C++ loop refuses it."""
+    import gail_robot.envs  # noqa: F401  (registers gail_robot/ArmReach-v0)
+    from gail_robot import controller
+
+    bundle = load_policy(make_checkpoint(tmp_path / "arm.pt", env_id="gail_robot/ArmReach-v0"))
+    out = tmp_path / "arm_policy.pt"
+    meta = export.export_policy(bundle, out)
+    assert meta["observation_layout"] is None and meta["task"] is None
+    assert "locomotion" in meta["controller_note"]
+    obs = export.collect_env_observations(bundle, 200)
+    with torch.inference_mode():
+        got = jit_load(out)(torch.from_numpy(obs)).numpy()
+    np.testing.assert_allclose(got, bundle.act(obs), rtol=0, atol=ATOL)
+    with pytest.raises(UserError, match="cannot run in the C\\+\\+ controller"):
+        controller.controller_command(out)

@@ -5,6 +5,11 @@
 //                         [--state-file S.txt | --init-qpos Q.txt --init-qvel V.txt]
 //                         [--actions-out A.txt] [--obs-out O.txt] [--no-terminate] [--realtime]
 //                         [--warmup N] [--seed S --reset-noise X] [--no-freeze]
+//                         [--realtime [--spin]] [--cpu N] [--rt-priority P]
+//
+// --realtime paces the loop at the control timestep (sleeping, or busy-waiting with --spin); --cpu
+// pins the control thread to one core and --rt-priority P asks for SCHED_FIFO priority P with the
+// process memory locked (needs CAP_SYS_NICE / root): what a robot's control thread would do.
 //
 // Real-time habits: everything is loaded and warmed up before the loop; one intra-op and one inter-op
 // thread (no pool wake-ups in the control thread); inference mode (no autograd bookkeeping); one input
@@ -12,12 +17,16 @@
 // optional --actions-out/--obs-out logs, which are buffered and written after the loop.
 #include <ATen/Parallel.h>
 #include <mujoco/mujoco.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <torch/script.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -42,6 +51,9 @@ struct Options {
   bool terminate = true;
   bool realtime = false;
   bool freeze = true;
+  bool spin = false;
+  int cpu = -1;
+  int rt_priority = 0;
   unsigned seed = 0;
   double reset_noise = 0.0;
 };
@@ -49,7 +61,8 @@ struct Options {
 const char* kUsage =
     "usage: gail-robot-controller --policy POLICY.pt --model MODEL.xml [--steps N] [--warmup N]\n"
     "         [--state-file FILE | --init-qpos FILE --init-qvel FILE] [--seed S --reset-noise X]\n"
-    "         [--actions-out FILE] [--obs-out FILE] [--no-terminate] [--realtime] [--no-freeze]\n";
+    "         [--actions-out FILE] [--obs-out FILE] [--no-terminate] [--no-freeze]\n"
+    "         [--realtime [--spin]] [--cpu N] [--rt-priority P]\n";
 
 Options parse_args(int argc, char** argv) {
   Options o;
@@ -73,6 +86,9 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--no-terminate") o.terminate = false;
     else if (a == "--realtime") o.realtime = true;
     else if (a == "--no-freeze") o.freeze = false;
+    else if (a == "--spin") o.spin = true;
+    else if (a == "--cpu") o.cpu = std::stoi(next());
+    else if (a == "--rt-priority") o.rt_priority = std::stoi(next());
     else if (a == "-h" || a == "--help") {
       std::cout << kUsage;
       std::exit(0);
@@ -217,6 +233,25 @@ int run(const Options& opt) {
   if (!opt.obs_out.empty()) obs_log.reserve(static_cast<size_t>(opt.steps * obs_dim));
   std::vector<float> action(static_cast<size_t>(act_dim));
 
+  // ---- real-time scheduling (optional) ------------------------------------------------------------
+  if (opt.cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(opt.cpu, &set);
+    if (int err = pthread_setaffinity_np(pthread_self(), sizeof(set), &set))
+      throw std::runtime_error("cannot pin the control thread to cpu " + std::to_string(opt.cpu) + ": " +
+                               std::strerror(err));
+  }
+  if (opt.rt_priority > 0) {
+    if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0)
+      throw std::runtime_error(std::string("mlockall failed (needs CAP_IPC_LOCK): ") + std::strerror(errno));
+    sched_param param{};
+    param.sched_priority = opt.rt_priority;
+    if (int err = pthread_setschedparam(pthread_self(), SCHED_FIFO, &param))
+      throw std::runtime_error("cannot set SCHED_FIFO priority " + std::to_string(opt.rt_priority) +
+                               " (needs CAP_SYS_NICE): " + std::strerror(err));
+  }
+
   // ---- the control loop ---------------------------------------------------------------------------
   double episode_return = 0.0;
   bool fell = false;
@@ -251,7 +286,14 @@ int run(const Options& opt) {
     }
     if (opt.realtime) {
       next_tick += period;
-      std::this_thread::sleep_until(next_tick);
+      if (opt.spin) {
+        // Busy-wait: the core stays awake and its caches warm, so the next inference is not slowed
+        // by a wake-up from sleep (costs a whole core, as dedicated real-time control threads do).
+        while (Clock::now() < next_tick) {
+        }
+      } else {
+        std::this_thread::sleep_until(next_tick);
+      }
     }
   }
   const double loop_s = std::chrono::duration<double>(Clock::now() - loop_start).count();
