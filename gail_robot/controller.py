@@ -69,7 +69,6 @@ def cmake_arguments(source: Path, build: Path) -> list[str]:
         "-DCMAKE_BUILD_TYPE=Release",
         f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
         f"-DMUJOCO_DIR={Path(mujoco.__file__).resolve().parent}",
-        f"-DPython_EXECUTABLE={sys.executable}",
     ]
     # Ninja when available (faster no-op rebuilds); never switch generators on an existing build dir.
     if shutil.which("ninja") and not (build / "CMakeCache.txt").exists():

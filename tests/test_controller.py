@@ -160,6 +160,31 @@ def test_controller_matches_python_rollout(
     assert report["loop_hz"] > 0
 
 
+def test_init_qpos_qvel_start_like_the_state_file(controller_build: Path, tmp_path: Path) -> None:
+    """After an env reset qpos/qvel are the whole state, so both ways of starting give the same loop."""
+    bundle = make_bundle(tmp_path, "Hopper-v5", {"terminate_when_unhealthy": False})
+    policy = tmp_path / "policy.pt"
+    export.export_policy(bundle, policy)
+    env = gym.make("Hopper-v5")
+    env.reset(seed=5)
+    np.savetxt(tmp_path / "state.txt", get_physics_state(env)[None], fmt="%.17g")
+    np.savetxt(tmp_path / "qpos.txt", env.unwrapped.data.qpos[None], fmt="%.17g")
+    np.savetxt(tmp_path / "qvel.txt", env.unwrapped.data.qvel[None], fmt="%.17g")
+    env.close()
+    runs = {}
+    for name, start in {
+        "state": ["--state-file", str(tmp_path / "state.txt")],
+        "qpos_qvel": ["--init-qpos", str(tmp_path / "qpos.txt"), "--init-qvel", str(tmp_path / "qvel.txt")],
+    }.items():
+        actions = tmp_path / f"actions_{name}.txt"
+        report = controller.run_controller(
+            policy, steps=50, build_dir=controller_build, extra=[*start, "--actions-out", str(actions)]
+        )
+        runs[name] = (report, np.loadtxt(actions, ndmin=2))
+    assert runs["state"][0]["return"] == pytest.approx(runs["qpos_qvel"][0]["return"], abs=1e-9)
+    np.testing.assert_array_equal(runs["state"][1], runs["qpos_qvel"][1])
+
+
 def test_cli_run_prints_one_json_object(controller_build: Path, tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path, "Hopper-v5")
     policy = tmp_path / "policy.pt"
