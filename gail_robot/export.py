@@ -20,6 +20,8 @@ from the training code can leak in) and compares it with the Python policy on ob
 env and the demo file, and on a closed-loop rollout.
 """
 
+# No ``from __future__ import annotations`` here: TorchScript resolves ExportedPolicy's annotations
+# at runtime and cannot evaluate them as strings.
 import argparse
 import contextlib
 import copy
@@ -165,14 +167,12 @@ def build_module(bundle: PolicyLike) -> ExportedPolicy:
 
 def _example_batch(obs_dim: int, batch: int = 2) -> torch.Tensor:
     """A deterministic example input; batch >= 2 so that nothing specialises on a batch of 1."""
-
     gen = torch.Generator().manual_seed(0)
     return torch.randn(batch, obs_dim, generator=gen)
 
 
 def to_torchscript(module: torch.nn.Module, mode: str = "script") -> torch.jit.ScriptModule:
     """Compile the wrapper to TorchScript (see the module docstring for script vs trace)."""
-
     if mode not in MODES:
         raise UserError(f"unknown --mode '{mode}' (choose from {', '.join(MODES)})")
     with _torchscript_calls():
@@ -437,7 +437,6 @@ def _atomic_target(out: Path) -> Path:
 
 def save_torchscript(module: torch.nn.Module, meta: dict[str, Any], out: Path, mode: str = "script") -> None:
     """Script (or trace) ``module`` and write it with ``meta.json`` to ``out`` (atomic rename)."""
-
     scripted = to_torchscript(module, mode)
     tmp = _atomic_target(out)
     with _torchscript_calls():
@@ -569,7 +568,6 @@ def _zip_meta(path: Path) -> dict[str, Any]:
 
 def load_exported(path: str | Path) -> LoadedPolicy:
     """Load an exported policy of any format with nothing but torch (and onnxruntime for ONNX)."""
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no such file: {path}")
@@ -794,7 +792,6 @@ def verify_export(
 
 def _worker(request_file: str) -> int:
     """The fresh process of --verify: loads the exported file with torch only and runs it."""
-
     request = json.loads(Path(request_file).read_text())
     workdir = Path(request["workdir"])
     loaded = load_exported(request["policy"])
