@@ -64,7 +64,8 @@ class DifferentialIK:
         self._site_quat_inv = np.zeros(4)
         self._quat_err = np.zeros(4)
         self._rot_err = np.zeros(3)
-        self._error = np.zeros(6)
+        self._jac = np.zeros((6, len(joint_ids)))
+        self._rhs = np.zeros((6, 2))
         self._damping_eye = (self.damping**2) * np.eye(6)
 
     def joint_targets(
@@ -88,23 +89,29 @@ class DifferentialIK:
             (zeros without ``target_vel``), for velocity feedforward.
         """
         mujoco.mj_jacSite(self.model, data, self._jacp, self._jacr, self.site_id)
-        jac = np.vstack((self._jacp[:, self.dof_ids], self.orientation_weight * self._jacr[:, self.dof_ids]))
+        jac = self._jac
+        jac[:3] = self._jacp[:, self.dof_ids]
+        jac[3:] = self.orientation_weight * self._jacr[:, self.dof_ids]
 
-        self._error[:3] = target_pos - data.site_xpos[self.site_id]
+        # Right-hand sides, column 0: the pose error; column 1: the target velocity (feedforward).
+        rhs = self._rhs
+        rhs[:3, 0] = target_pos - data.site_xpos[self.site_id]
         # Orientation error as a world-frame rotation vector: q_err = q_target * q_site^-1.
         mujoco.mju_mat2Quat(self._site_quat, data.site_xmat[self.site_id])
         mujoco.mju_negQuat(self._site_quat_inv, self._site_quat)
         mujoco.mju_mulQuat(self._quat_err, target_quat, self._site_quat_inv)
         mujoco.mju_quat2Vel(self._rot_err, self._quat_err, 1.0)
-        self._error[3:] = self.orientation_weight * self._rot_err
+        rhs[3:, 0] = self.orientation_weight * self._rot_err
+        rhs[:3, 1] = 0.0 if target_vel is None else target_vel
 
-        # Damped pseudo-inverse J^+ = J^T (J J^T + lambda^2 I)^-1, solved rather than inverted.
-        jac_pinv = np.linalg.solve(jac @ jac.T + self._damping_eye, jac).T
-        dq = jac_pinv @ self._error
         qpos = data.qpos[self.qpos_ids]
-        # Null-space posture term: moves the elbow toward the rest posture without moving the tool.
+        # Null-space posture term: (I - J^+ J) posture moves the elbow toward the rest posture without
+        # moving the tool. With J^+ = J^T (J J^T + lambda^2 I)^-1 (damped least squares) the whole step
+        # is dq = posture + J^T (J J^T + lambda^2 I)^-1 (error - J posture): one 6x6 solve.
         posture = self.null_gain * (self.rest_qpos - qpos)
-        dq += posture - jac_pinv @ (jac @ posture)
+        rhs[:, 0] -= jac @ posture
+        dq_and_qvel = jac.T @ np.linalg.solve(jac @ jac.T + self._damping_eye, rhs)
+        dq = dq_and_qvel[:, 0] + posture
         np.clip(dq, -self.max_joint_step, self.max_joint_step, out=dq)
-        qvel_target = np.zeros_like(dq) if target_vel is None else jac_pinv[:, :3] @ target_vel
+        qvel_target = dq_and_qvel[:, 1]
         return np.clip(qpos + dq, self.joint_low, self.joint_high), qvel_target
