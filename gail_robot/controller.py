@@ -199,9 +199,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = sub.add_parser("run", help="run an exported policy in the C++ closed loop (prints JSON)")
     run.add_argument("policy", help="exported TorchScript policy (gail-robot export)")
     run.add_argument("--model", default=None, help="MJCF model (default: the env's model named in meta.json)")
-    run.add_argument("--steps", type=int, default=1000)
-    run.add_argument("--build-dir", default=None)
-    run.add_argument("--state-file", default=None, help="initial mjSTATE_INTEGRATION state (text)")
+    run.add_argument("--steps", type=int, default=1000, help="control steps (the loop stops early on a fall)")
+    run.add_argument(
+        "--build-dir", default=None, help=f"where the controller was built (default: {DEFAULT_BUILD_DIR})"
+    )
+    run.add_argument(
+        "--state-file", default=None, help="initial mjSTATE_INTEGRATION state (text, e.g. np.savetxt)"
+    )
+    run.add_argument("--init-qpos", default=None, help="initial qpos (text, nq numbers)")
+    run.add_argument("--init-qvel", default=None, help="initial qvel (text, nv numbers)")
     run.add_argument("--actions-out", default=None, help="write the actions, one line per step")
     run.add_argument("--obs-out", default=None, help="write the observations, one line per step")
     run.add_argument("--no-terminate", action="store_true", help="keep running after the robot fell")
@@ -210,7 +216,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--cpu", type=int, default=None, help="pin the control thread to this core")
     run.add_argument("--rt-priority", type=int, default=None, help="SCHED_FIFO priority (needs CAP_SYS_NICE)")
     run.add_argument("--reset-noise", type=float, default=None, help="uniform noise on the initial qpos/qvel")
-    run.add_argument("--seed", type=int, default=None)
+    run.add_argument("--seed", type=int, default=None, help="seed of --reset-noise")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -226,6 +232,8 @@ def main(args: argparse.Namespace) -> int:
     extra: list[str] = []
     for flag, value in (
         ("--state-file", args.state_file),
+        ("--init-qpos", args.init_qpos),
+        ("--init-qvel", args.init_qvel),
         ("--actions-out", args.actions_out),
         ("--obs-out", args.obs_out),
         ("--reset-noise", args.reset_noise),
