@@ -46,11 +46,47 @@ inline void gae_step(const T* __restrict r, const T* __restrict v, const T* __re
   }
 }
 
+// The backward pass of G adjacent envs [n, n + G) with the carries in registers. For narrow blocks
+// the row loop below would run its scalar epilogue and round-trip every carry through adv[t+1] on
+// each step; G independent chains with a compile-time width unroll (and SLP-vectorise) instead.
+template <typename T, std::size_t G>
+inline void gae_group(const T* r, const T* v, const T* nv, const std::uint8_t* term, const std::uint8_t* trunc,
+                      T* adv, T* ret, std::size_t steps, std::size_t envs, std::size_t n, T gamma, T gamma_lam) {
+  T carry[G] = {};
+  // The last step has no successor: its trace is 0 (peeled so the loop below carries no extra select).
+  T trace_of_last = T(0);
+  for (std::size_t t = steps; t-- > 0;) {
+    const std::size_t row = t * envs + n;
+    for (std::size_t g = 0; g < G; ++g) {
+      const std::size_t i = row + g;
+      const T next_value = nv[i];
+      const bool terminal = term[i] != 0;
+      const bool cut = (term[i] | trunc[i]) != 0;
+      const T boot = terminal ? T(0) : next_value;
+      const T trace = cut ? T(0) : trace_of_last;
+      // Same operations in the same order as gae_step (at the last step, 0 * 0 adds +0).
+      const T a = r[i] + gamma * boot - v[i] + trace * carry[g];
+      carry[g] = a;
+      adv[i] = a;
+      ret[i] = a + v[i];
+    }
+    trace_of_last = gamma_lam;
+  }
+}
+
 // The whole backward pass for envs [n0, n1).
 template <typename T>
 inline void gae_columns(const T* r, const T* v, const T* nv, const std::uint8_t* term, const std::uint8_t* trunc,
                         T* adv, T* ret, std::size_t steps, std::size_t envs, std::size_t n0, std::size_t n1,
                         T gamma, T gamma_lam) {
+  constexpr std::size_t kNarrow = 16;  // below this width, register-carried groups beat the row loop
+  if (n1 - n0 < kNarrow) {
+    std::size_t n = n0;
+    for (; n + 8 <= n1; n += 8) gae_group<T, 8>(r, v, nv, term, trunc, adv, ret, steps, envs, n, gamma, gamma_lam);
+    for (; n + 4 <= n1; n += 4) gae_group<T, 4>(r, v, nv, term, trunc, adv, ret, steps, envs, n, gamma, gamma_lam);
+    for (; n < n1; ++n) gae_group<T, 1>(r, v, nv, term, trunc, adv, ret, steps, envs, n, gamma, gamma_lam);
+    return;
+  }
   for (std::size_t t = steps; t-- > 0;) {
     const std::size_t row = t * envs;
     const T* next_adv = (t + 1 == steps) ? nullptr : adv + row + envs;
