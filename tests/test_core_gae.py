@@ -80,6 +80,15 @@ def test_gae_matches_reference_on_grid(steps: int, envs: int, term: str, trunc: 
     assert_matches_reference(make_inputs(rng, steps, envs, dtype, term, trunc), GAMMA, LAM)
 
 
+@pytest.mark.parametrize("envs", [*range(1, 21), 31, 33])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_env_width_path_matches_reference(envs: int, dtype: type) -> None:
+    # Narrow rollouts run register-carried groups of 8 / 4 / 1 envs, wide ones a row loop with a
+    # vector body and a scalar tail: every width from 1 to 20 (and around 32) crosses each path.
+    rng = np.random.default_rng(envs)
+    assert_matches_reference(make_inputs(rng, 97, envs, dtype, "random", "random"), GAMMA, LAM)
+
+
 def test_gae_hand_computed() -> None:
     # One env, 4 steps, gamma = 0.5, lam = 0.5 (gamma * lam = 0.25):
     # t=0 plain, t=1 truncated (bootstrap V(final obs) = 10), t=2 plain,
