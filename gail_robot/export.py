@@ -882,6 +882,11 @@ def main(args: argparse.Namespace) -> int:
         f"exported {meta['env_id']} policy ({meta['obs_dim']} obs -> {meta['act_dim']} actions, "
         f"dt {meta['dt']:.4g} s) to {args.out} [{fmt}]; C++ controller: {controller}"
     )
+    if fmt == "pt2":
+        print(
+            f"note: {args.out} holds machine code compiled for this CPU ({platform.machine()}, its best SIMD "
+            f"level) and torch {torch.__version__}; rebuild it on the target machine"
+        )
     if not args.verify:
         return 0
     report = verify_export(bundle, args.out, args.demos, args.verify_obs, args.verify_steps, args.seed)
