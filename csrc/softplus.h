@@ -1,10 +1,11 @@
 // Branch-free, vectorisable log1p(exp(-a)) for a >= 0, in float and in double.
 //
 // libm's exp/log1p are scalar calls, so a loop over them runs at ~10 ns per element while NumPy's
-// SIMD transcendentals run at ~1 ns. These versions use only +, -, *, /, compares, selects and bit
+// SIMD transcendentals run at ~1 ns. These versions use only +, -, *, compares, selects and bit
 // casts, so GCC vectorises the calling loop at any ISA level, and -ffp-contract=off keeps every
-// ISA's result bit-identical. Accuracy: within a few ulp of the float64 truth over the whole range,
-// subnormal results included (pinned in tests/test_core_rewards.py).
+// ISA's result bit-identical. Accuracy of softplus built on them: < 2 ulp from the exact value (checked
+// against 50-digit mpmath on 800k points) over the whole range, subnormal results included; the tests
+// pin <= 3 ulp against the float64 truth rounded to the dtype (tests/test_core_rewards.py).
 //
 //   exp(-a):    n = round(a / ln2), r = n*ln2 - a (Cody-Waite split, |r| <= ln2/2), exp(r) by its Taylor
 //               polynomial, then scaled by 2^-n as two normal powers of two (so subnormal results are

@@ -1,7 +1,8 @@
 """Type stub of the private C++ extension gail_robot._core (use gail_robot.core instead).
 
 Every array argument must already be C-contiguous, native-order and of the exact dtype named
-here (no conversion happens in C++); sizes are checked and raise ValueError.
+here (no conversion happens in C++: anything else raises TypeError); sizes are checked and
+raise ValueError. Kernels release the GIL.
 """
 
 import numpy as np

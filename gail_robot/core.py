@@ -64,9 +64,6 @@ __all__ = [
 DiscRewardKind = Literal["gail", "airl", "neg"]
 DISC_REWARD_KINDS: tuple[str, ...] = ("gail", "airl", "neg")
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
 # ----------------------------------------------------------------------------------------------
 # Validation helpers
 # ----------------------------------------------------------------------------------------------
@@ -334,8 +331,10 @@ class RunningMeanStd:
     Starts from a pseudo-count ``epsilon`` at mean 0, variance 1 (so normalising before the first
     update is the identity, and early updates are not divided by ~0). Each :meth:`update`
     computes the batch's count, mean and sum of squared deviations in one numerically stable
-    pass (float64 accumulation) and merges them with the parallel update, so updating with
-    batches A then B gives the statistics of ``concatenate([A, B])`` (up to rounding).
+    pass (Welford, float64 accumulation) and merges them with the parallel update, so updating
+    with batches A then B gives the statistics of ``concatenate([A, B])`` up to rounding (exactly
+    those with ``epsilon=0``; otherwise the prior pseudo-sample is part of the merge). Batches are
+    merged in place: do not update one instance from several threads at once.
 
     Args:
         shape: the shape of one sample (``()`` for scalar rewards, ``(obs_dim,)`` for observations).
