@@ -404,3 +404,108 @@ def test_any_mujoco_env_records_and_replays_humanoid(tmp_path: Path) -> None:
             "record", "--env", "Humanoid-v5", "--device", "random", "--out", str(out), "--env-kwargs", "{x"
         )
     )
+
+
+# -- viewer keyboard, gamepad and spacemouse glue, with fake backends ------------------------------
+
+
+class _FakeViewer:
+    def __init__(self) -> None:
+        self.running = True
+        self.synced = 0
+        self.closed = False
+
+    def is_running(self) -> bool:
+        return self.running
+
+    def sync(self) -> None:
+        self.synced += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_keyboard_in_the_viewer_maps_glfw_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gail_robot.teleop import devices
+
+    callbacks: list[Any] = []
+    viewer = _FakeViewer()
+
+    def fake_open_viewer(env: Any, key_callback: Any = None) -> _FakeViewer:
+        callbacks.append(key_callback)
+        return viewer
+
+    monkeypatch.setattr(devices, "open_viewer", fake_open_viewer)
+    env = gym.make("gail_robot/ArmReach-v0")
+    device = devices.KeyboardDevice(env, use_viewer=True)
+    press = callbacks[0]
+    press(ord("W"))  # GLFW reports letters as upper-case ASCII codes
+    press(32)  # space
+    action = device.act(None)
+    assert action[0] == 1.0 and action[3] == 1.0
+    press(257)  # Enter
+    assert device.poll_events() == {Event.SAVE}
+    device.sync(env)
+    assert viewer.synced == 1
+    viewer.running = False  # the user closed the window
+    assert Event.QUIT in device.poll_events()
+    device.close()
+    assert viewer.closed
+
+
+def test_gamepad_sticks_and_buttons(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    class Stick:
+        def __init__(self, index: int) -> None:
+            self.axes = [0.05, -0.8, 0.0, 0.0, 0.6]  # x in the dead zone, y pushed up, right stick down
+
+        def init(self) -> None:
+            pass
+
+        def get_numaxes(self) -> int:
+            return len(self.axes)
+
+        def get_axis(self, i: int) -> float:
+            return self.axes[i]
+
+    queue: list[Any] = []
+    pygame = types.SimpleNamespace(
+        init=lambda: None,
+        quit=lambda: None,
+        JOYBUTTONDOWN=1,
+        JOYDEVICEREMOVED=2,
+        joystick=types.SimpleNamespace(init=lambda: None, get_count=lambda: 1, Joystick=Stick),
+        event=types.SimpleNamespace(get=lambda: [queue.pop(0) for _ in range(len(queue))]),
+    )
+    monkeypatch.setitem(sys.modules, "pygame", pygame)
+    monkeypatch.setattr(sys, "stdin", None)
+    env = gym.make("gail_robot/ArmReach-v0")
+    device = make_device("gamepad", env)
+    queue.append(types.SimpleNamespace(type=1, button=0))  # A: close the gripper
+    np.testing.assert_allclose(device.act(None), [0.8, 0.0, -0.6, 1.0], atol=1e-6)
+    queue.append(types.SimpleNamespace(type=1, button=7))  # Start: save
+    assert device.poll_events() == {Event.SAVE}
+    queue.append(types.SimpleNamespace(type=2))  # unplugged: quit
+    assert device.poll_events() == {Event.QUIT}
+    pygame.joystick.get_count = lambda: 0
+    with pytest.raises(UserError, match="no gamepad found"):
+        make_device("gamepad", env)
+
+
+def test_spacemouse_translation_and_buttons(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    state = types.SimpleNamespace(x=0.5, y=-0.25, z=0.75, buttons=[0, 0])
+    lib = types.SimpleNamespace(open=lambda: True, read=lambda: state)
+    monkeypatch.setitem(sys.modules, "pyspacemouse", lib)
+    monkeypatch.setattr(sys, "stdin", None)
+    env = gym.make("gail_robot/ArmReach-v0")
+    device = make_device("spacemouse", env)
+    np.testing.assert_allclose(device.act(None), [-0.25, -0.5, 0.75, -1.0])
+    state.buttons = [1, 1]  # left: gripper, right: save
+    assert device.poll_events() == {Event.SAVE}
+    assert device.act(None)[3] == 1.0
+    lib.open = lambda: False
+    with pytest.raises(UserError, match="no SpaceMouse found"):
+        make_device("spacemouse", env)
