@@ -362,3 +362,38 @@ def test_bad_files_give_one_line_errors(tmp_path: Path, pendulum: gym.Env[Any, A
         f["data"].attrs["format_version"] = 2
     with pytest.raises(UserError, match="format_version 2 is not supported"):
         DemoDataset(future)
+
+
+def test_without_hard_links_every_episode_is_published_through_a_copy(
+    tmp_path: Path, pendulum: gym.Env[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gail_robot.data.publish as publish
+
+    def no_links(src: Any, dst: Any) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(publish.os, "link", no_links)
+    path = tmp_path / "demos.hdf5"
+    fed = record_random(path, pendulum, episodes=4)
+    ds = DemoDataset(path)
+    assert len(ds) == 4 and validate_file(path) == []
+    np.testing.assert_array_equal(ds.demo(3).actions, np.array(fed[3]["actions"]))
+
+
+def test_write_failure_is_one_line_and_keeps_the_file(
+    tmp_path: Path, pendulum: gym.Env[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gail_robot.data.publish as publish
+
+    path = tmp_path / "demos.hdf5"
+    record_random(path, pendulum, episodes=2)
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(publish.shutil, "copyfile", disk_full)
+    with pytest.raises(UserError, match=r"No space left on device; .* still holds every demo saved before"):
+        record_random(path, pendulum, episodes=1)
+    monkeypatch.undo()
+    assert len(DemoDataset(path)) == 2 and validate_file(path) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["demos.hdf5"]

@@ -226,7 +226,11 @@ class DemoWriter:
 
     def _publish(self, edit: Any, replayable: bool = True) -> None:
         create = (lambda f: write_header(f.create_group("data"), self.meta)) if self._fresh else None
-        self._publisher.publish(edit, create=create, replayable=replayable)
+        try:
+            self._publisher.publish(edit, create=create, replayable=replayable)
+        except OSError as exc:  # disk full, permissions, ...: the published file is untouched
+            kept = "" if self._fresh else f"; {self.path} still holds every demo saved before"
+            raise UserError(f"cannot write {self.path}: {str(exc).splitlines()[0]}{kept}") from None
         self._fresh = False
         self._exists = True
 
