@@ -208,6 +208,10 @@ def test_check_compatible_names_the_mismatch(tmp_path: Path, pendulum: gym.Env[A
     record_random(path, pendulum, episodes=1)
     ds = DemoDataset(path)
     ds.check_compatible(pendulum)
+    as_float32 = gym.wrappers.TransformObservation(
+        gym.make("InvertedPendulum-v5"), lambda o: o.astype(np.float32), gym.spaces.Box(-np.inf, np.inf, (4,))
+    )
+    ds.check_compatible(as_float32)  # only the dtype differs: compatible
     with pytest.raises(UserError, match="holds demos of 'InvertedPendulum-v5', not of 'Hopper-v5'"):
         ds.check_compatible(gym.make("Hopper-v5"))
     wrapped = gym.wrappers.TransformObservation(

@@ -23,7 +23,7 @@ from gail_robot.data.schema import (
     obs_keys,
     open_h5,
     read_header,
-    same_space,
+    same_shapes,
     sorted_demo_names,
 )
 from gail_robot.errors import UserError
@@ -255,12 +255,13 @@ class DemoDataset:
     def check_compatible(self, env: gym.Env[Any, Any]) -> None:
         """Raise a one-line UserError when ``env`` differs from the recording env.
 
-        Compares the env id, the observation space (keys, shapes, dtypes) and the action shape.
+        Compares the env id, the observation space (keys and shapes; a wrapper that only casts
+        dtypes is compatible) and the action shape.
         """
         spec_id = env.spec.id if env.spec is not None else None
         if spec_id is not None and spec_id != self.env_id:
             raise UserError(f"{self.path} holds demos of '{self.env_id}', not of '{spec_id}'")
-        if not same_space(self.observation_space, env.observation_space):
+        if not same_shapes(self.observation_space, env.observation_space):
             raise UserError(
                 f"{self.path}: observation space {describe_space(self.observation_space)} differs from "
                 f"the env's {describe_space(env.observation_space)}"

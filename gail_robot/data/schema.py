@@ -162,6 +162,15 @@ def same_space(a: gym.Space[Any], b: gym.Space[Any]) -> bool:
     return False
 
 
+def same_shapes(a: gym.Space[Any], b: gym.Space[Any]) -> bool:
+    """Equal type, keys and shapes; dtypes may differ (a float32-casting wrapper is compatible)."""
+    if isinstance(a, gym.spaces.Box) and isinstance(b, gym.spaces.Box):
+        return a.shape == b.shape
+    if isinstance(a, gym.spaces.Dict) and isinstance(b, gym.spaces.Dict):
+        return sorted(a.spaces) == sorted(b.spaces) and all(same_shapes(a[k], b[k]) for k in a.spaces)
+    return False
+
+
 def describe_space(space: gym.Space[Any]) -> str:
     """Short text: ``Box(11,) float32`` or ``Dict(a: Box(3,) float32, ...)``."""
     if isinstance(space, gym.spaces.Box):
