@@ -317,3 +317,49 @@ def test_rgb_array_rendering_headless(camera_name: str) -> None:
     env.close()
     assert isinstance(frame, np.ndarray) and frame.shape == (64, 96, 3) and frame.dtype == np.uint8
     assert frame.std() > 10  # a scene, not a blank image
+
+
+def test_velocities_in_the_observation_match_finite_differences() -> None:
+    env = make("gail_robot/ArmReach-v0", terminate_on_success=False)
+    obs, _ = env.reset(seed=0)
+    put_cube(env, np.array([0.5, 0.2, 0.3]))  # let the cube fall freely
+    base = arm_env(env)
+    data = base.data
+    action = np.array([0.7, -0.4, 0.3, 0.0], dtype=np.float32)
+    for _ in range(3):
+        obs, *_ = env.step(action)
+    # one physics substep with the controls the env set: compare against the substep's displacement
+    ee_before, cube_before = field(obs, "ee_pos").copy(), field(obs, "cube_pos").copy()
+    timestep = base.model.opt.timestep
+    mujoco.mj_step(base.model, data)
+    mujoco.mj_forward(base.model, data)
+    after = base._get_obs()
+    np.testing.assert_allclose(
+        (field(after, "ee_pos") - ee_before) / timestep, field(obs, "ee_vel"), rtol=0.05, atol=2e-3
+    )
+    np.testing.assert_allclose(
+        (field(after, "cube_pos") - cube_before) / timestep, field(obs, "cube_linvel"), rtol=0.02, atol=2e-3
+    )
+    assert field(obs, "cube_linvel")[2] < -0.5  # falling
+    assert np.linalg.norm(field(obs, "ee_vel")) > 0.2  # moving
+
+
+def test_ik_converges_and_stays_finite_out_of_reach() -> None:
+    from gail_robot.envs.arm_ik import DifferentialIK
+
+    model = mujoco.MjModel.from_xml_path(arm.MODEL_PATH)
+    data = mujoco.MjData(model)
+    mujoco.mj_resetDataKeyframe(model, data, 0)
+    mujoco.mj_forward(model, data)
+    ik = DifferentialIK(model, "grip", arm.ARM_JOINTS, rest_qpos=data.qpos[:7].copy())
+    for target, reachable in (([0.55, -0.15, 0.05], True), ([1.5, 0.0, 0.2], False)):
+        for _ in range(200):  # kinematic iteration: set the joints to the targets and repeat
+            qpos, _ = ik.joint_targets(data, np.array(target), arm.DOWN_QUAT)
+            data.qpos[:7] = qpos
+            mujoco.mj_forward(model, data)
+        assert np.all(np.isfinite(data.qpos))
+        assert np.all(qpos >= ik.joint_low) and np.all(qpos <= ik.joint_high)
+        error = np.linalg.norm(data.site("grip").xpos - target)
+        assert (error < 1e-3) if reachable else (error > 0.3)
+    with pytest.raises(ValueError, match="no site named"):
+        DifferentialIK(model, "nope", arm.ARM_JOINTS, rest_qpos=np.zeros(7))

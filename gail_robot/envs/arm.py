@@ -26,7 +26,8 @@ Action ``(4,) float32`` in ``[-1, 1]`` (values outside are clipped):
 Control: 20 Hz (``dt = 0.05`` s); physics at 500 Hz (25 substeps per action). Every 5 substeps a
 damped-least-squares differential IK step (:class:`~gail_robot.envs.arm_ik.DifferentialIK`, 6-D task:
 TCP position + fixed downward orientation, null-space pull to the home posture) writes joint targets to
-the arm's position servos. The controller keeps no state outside MuJoCo's, so
+the arm's position servos, with the target's velocity as feedforward (the target moves linearly through
+the step). The controller keeps no state outside MuJoCo's (its target is a mocap body), so
 ``gail_robot.envs.physics.get_physics_state``/``set_physics_state`` replay the env exactly.
 
 Observation ``(49,) float64``, identical layout for all three tasks (:data:`OBS_SLICES` names them):
@@ -56,7 +57,7 @@ Reset (per seed, uniform unless said otherwise; the arm always starts at the hom
     * reach goal: x in [0.35, 0.65], y in [-0.25, 0.25], z in [0.10, 0.35] (:data:`REACH_GOAL_LOW`/``HIGH``).
     * push goal: on the table (z = 0.025), x, y in the cube's range, at least 10 cm from the cube.
     * pick-and-place goal: x, y in the cube's range, at least 10 cm (in x, y) from the cube; with
-      probability 1/2 on the table (z = 0.025), else z in [0.075, 0.225] (2.5 to 20 cm above resting).
+      probability 1/2 on the table (z = 0.025), else z in [0.075, 0.225] (5 to 20 cm above resting).
 
 Success (``info["is_success"]``): the achieved point (TCP for reach, cube centre otherwise) is within
 ``distance_threshold`` (default 5 cm) of the goal. Rewards (``reward_type``):
@@ -67,6 +68,10 @@ Success (``info["is_success"]``): the achieved point (TCP for reach, cube centre
 ``terminate_on_success`` (default ``True``) ends the episode (``terminated``) on the first successful
 step; with ``False`` the episode only ends at the time limit (``truncated``, via ``max_episode_steps``).
 ``info`` also carries ``goal_distance`` (m).
+
+Rendering: ``render_mode="rgb_array"`` (headless through EGL or OSMesa) or ``"depth_array"`` from the
+``camera_name`` camera (``"front"``, default; ``"wrist"``, on the hand, fingers at the bottom of the image;
+``None``, a free camera); ``"human"`` opens Gymnasium's MuJoCo viewer window.
 """
 
 from __future__ import annotations
