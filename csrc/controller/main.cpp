@@ -130,6 +130,9 @@ double percentile(std::vector<double> v, double q) {
 struct ModelHandle {
   mjModel* m = nullptr;
   mjData* d = nullptr;
+  ModelHandle() = default;
+  ModelHandle(const ModelHandle&) = delete;
+  ModelHandle& operator=(const ModelHandle&) = delete;
   ~ModelHandle() {
     if (d) mj_deleteData(d);
     if (m) mj_deleteModel(m);
@@ -139,30 +142,127 @@ struct ModelHandle {
 // MuJoCo prints warnings to stdout by default; stdout carries the JSON report, so send them to stderr.
 void warning_to_stderr(const char* msg) { std::fprintf(stderr, "MuJoCo warning: %s\n", msg); }
 
-int run(const Options& opt) {
-  mju_user_warning = warning_to_stderr;
-  // ---- load the policy and its metadata -----------------------------------------------------------
-  at::set_num_threads(1);
-  at::set_num_interop_threads(1);
+// The exported module, frozen unless asked otherwise, and its meta.json.
+torch::jit::Module load_policy(const Options& opt, gail_robot::json::Value* meta) {
   torch::jit::ExtraFilesMap extra{{"meta.json", ""}};
   torch::jit::Module policy;
   try {
     policy = torch::jit::load(opt.policy, torch::kCPU, extra);
-  } catch (const c10::Error& e) {
+  } catch (const c10::Error&) {
     throw std::runtime_error("cannot load policy " + opt.policy + " (not a TorchScript file?)");
   }
+  if (extra["meta.json"].empty())
+    throw std::runtime_error(opt.policy + " has no meta.json (not exported by gail-robot)");
+  *meta = gail_robot::json::parse(extra["meta.json"]);
   policy.eval();
   if (opt.freeze) {
     // Inline the weights as constants (no attribute lookups per call); numerics are unchanged.
     policy = torch::jit::freeze(policy, std::nullopt, /*optimize_numerics=*/false);
   }
-  if (extra["meta.json"].empty()) throw std::runtime_error(opt.policy + " has no meta.json (not exported by gail-robot)");
-  const gail_robot::json::Value meta = gail_robot::json::parse(extra["meta.json"]);
+  return policy;
+}
+
+// The model and the policy must describe the same robot at the same control rate.
+void check_model(const mjModel* m, const gail_robot::json::Value& meta, int act_dim, double dt) {
+  if (m->nu != act_dim)
+    throw std::runtime_error("model has " + std::to_string(m->nu) + " actuators, the policy outputs " +
+                             std::to_string(act_dim) + " actions (wrong --model?)");
+  if (meta.has("dt") && std::abs(meta.at("dt").as_number() - dt) > 1e-9)
+    throw std::runtime_error("model timestep x frame_skip = " + std::to_string(dt) +
+                             " s differs from the policy's control timestep " +
+                             std::to_string(meta.at("dt").as_number()) + " s (wrong --model?)");
+}
+
+// Initial state: a full mjSTATE_INTEGRATION state, or qpos/qvel (default qpos0 / zero, optionally
+// with uniform noise from our own RNG: not NumPy's stream), then mj_forward as Gymnasium's set_state.
+void set_initial_state(const mjModel* m, mjData* d, const Options& opt) {
+  mj_resetData(m, d);
+  if (!opt.state_file.empty()) {
+    std::vector<double> state = read_numbers(opt.state_file);
+    const int size = mj_stateSize(m, mjSTATE_INTEGRATION);
+    if (static_cast<int>(state.size()) != size)
+      throw std::runtime_error(opt.state_file + " holds " + std::to_string(state.size()) +
+                               " numbers, the mjSTATE_INTEGRATION state of this model has " +
+                               std::to_string(size));
+    mj_setState(m, d, state.data(), mjSTATE_INTEGRATION);
+  } else {
+    std::mt19937 rng(opt.seed);
+    std::uniform_real_distribution<double> noise(-opt.reset_noise, opt.reset_noise);
+    for (int i = 0; i < m->nq; ++i) d->qpos[i] = m->qpos0[i] + (opt.reset_noise > 0 ? noise(rng) : 0.0);
+    for (int i = 0; i < m->nv; ++i) d->qvel[i] = opt.reset_noise > 0 ? noise(rng) : 0.0;
+    auto read_exact = [](const std::string& path, int n, const char* what) {
+      std::vector<double> v = read_numbers(path);
+      if (static_cast<int>(v.size()) != n)
+        throw std::runtime_error(std::string(what) + " needs " + std::to_string(n) + " numbers, " + path +
+                                 " holds " + std::to_string(v.size()));
+      return v;
+    };
+    if (!opt.init_qpos.empty()) {
+      std::vector<double> q = read_exact(opt.init_qpos, m->nq, "--init-qpos (nq)");
+      std::copy(q.begin(), q.end(), d->qpos);
+    }
+    if (!opt.init_qvel.empty()) {
+      std::vector<double> v = read_exact(opt.init_qvel, m->nv, "--init-qvel (nv)");
+      std::copy(v.begin(), v.end(), d->qvel);
+    }
+  }
+  mj_forward(m, d);
+}
+
+// Optional real-time scheduling of the control thread: pin it to a core, SCHED_FIFO, locked memory.
+void apply_scheduling(const Options& opt) {
+  if (opt.cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(opt.cpu, &set);
+    if (int err = pthread_setaffinity_np(pthread_self(), sizeof(set), &set))
+      throw std::runtime_error("cannot pin the control thread to cpu " + std::to_string(opt.cpu) + ": " +
+                               std::strerror(err));
+  }
+  if (opt.rt_priority > 0) {
+    if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0)
+      throw std::runtime_error(std::string("mlockall failed (needs CAP_IPC_LOCK): ") + std::strerror(errno));
+    sched_param param{};
+    param.sched_priority = opt.rt_priority;
+    if (int err = pthread_setschedparam(pthread_self(), SCHED_FIFO, &param))
+      throw std::runtime_error("cannot set SCHED_FIFO priority " + std::to_string(opt.rt_priority) +
+                               " (needs CAP_SYS_NICE): " + std::strerror(err));
+  }
+}
+
+// A JSON string literal's contents (env ids are plain, but the report must stay valid JSON regardless).
+std::string json_escape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    if (static_cast<unsigned char>(c) < 0x20) continue;
+    out.push_back(c);
+  }
+  return out;
+}
+
+// Rows of `cols` numbers; %.9g round-trips float32 exactly.
+void write_rows(const std::string& path, const std::vector<float>& values, int cols) {
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  if (!f) throw std::runtime_error("cannot write " + path);
+  for (size_t i = 0; i < values.size(); ++i)
+    std::fprintf(f, "%.9g%c", static_cast<double>(values[i]),
+                 (i + 1) % static_cast<size_t>(cols) == 0 ? '\n' : ' ');
+  std::fclose(f);
+}
+
+int run(const Options& opt) {
+  mju_user_warning = warning_to_stderr;
+  at::set_num_threads(1);
+  at::set_num_interop_threads(1);
+
+  // ---- load everything before the loop ------------------------------------------------------------
+  gail_robot::json::Value meta;
+  torch::jit::Module policy = load_policy(opt, &meta);
   const int obs_dim = meta.at("obs_dim").as_int();
   const int act_dim = meta.at("act_dim").as_int();
   const int frame_skip = meta.at("frame_skip").as_int();
 
-  // ---- load the model -----------------------------------------------------------------------------
   ModelHandle h;
   char err[1000] = "";
   h.m = mj_loadXML(opt.model.c_str(), nullptr, err, sizeof(err));
@@ -170,45 +270,11 @@ int run(const Options& opt) {
   h.d = mj_makeData(h.m);
   mjModel* m = h.m;
   mjData* d = h.d;
-  if (m->nu != act_dim)
-    throw std::runtime_error("model has " + std::to_string(m->nu) + " actuators, the policy outputs " +
-                             std::to_string(act_dim) + " actions (wrong --model?)");
   const double dt = m->opt.timestep * frame_skip;
-  if (meta.has("dt") && std::abs(meta.at("dt").as_number() - dt) > 1e-9)
-    throw std::runtime_error("model timestep x frame_skip = " + std::to_string(dt) +
-                             " s differs from the policy's control timestep " +
-                             std::to_string(meta.at("dt").as_number()) + " s (wrong --model?)");
+  check_model(m, meta, act_dim, dt);
   gail_robot::ObservationBuilder observe(m, meta.at("observation_layout"), obs_dim);
   gail_robot::LocomotionTask task(m, meta.at("task"));
-
-  // ---- initial state ------------------------------------------------------------------------------
-  mj_resetData(m, d);
-  if (!opt.state_file.empty()) {
-    std::vector<double> state = read_numbers(opt.state_file);
-    const int size = mj_stateSize(m, mjSTATE_INTEGRATION);
-    if (static_cast<int>(state.size()) != size)
-      throw std::runtime_error(opt.state_file + " holds " + std::to_string(state.size()) +
-                               " numbers, the mjSTATE_INTEGRATION state of this model has " + std::to_string(size));
-    mj_setState(m, d, state.data(), mjSTATE_INTEGRATION);
-  } else {
-    // The env's reset: qpos0 / zero velocity, optionally with uniform noise (own RNG: not numpy's stream).
-    std::mt19937 rng(opt.seed);
-    std::uniform_real_distribution<double> noise(-opt.reset_noise, opt.reset_noise);
-    for (int i = 0; i < m->nq; ++i) d->qpos[i] = m->qpos0[i] + (opt.reset_noise > 0 ? noise(rng) : 0.0);
-    for (int i = 0; i < m->nv; ++i) d->qvel[i] = opt.reset_noise > 0 ? noise(rng) : 0.0;
-    if (!opt.init_qpos.empty()) {
-      std::vector<double> q = read_numbers(opt.init_qpos);
-      if (static_cast<int>(q.size()) != m->nq) throw std::runtime_error("--init-qpos needs nq = " + std::to_string(m->nq) + " numbers");
-      std::copy(q.begin(), q.end(), d->qpos);
-    }
-    if (!opt.init_qvel.empty()) {
-      std::vector<double> v = read_numbers(opt.init_qvel);
-      if (static_cast<int>(v.size()) != m->nv) throw std::runtime_error("--init-qvel needs nv = " + std::to_string(m->nv) + " numbers");
-      std::copy(v.begin(), v.end(), d->qvel);
-    }
-  }
-  // Gymnasium's set_state ends with mj_forward: derived quantities of the initial state.
-  mj_forward(m, d);
+  set_initial_state(m, d, opt);
 
   // ---- buffers and warm-up ------------------------------------------------------------------------
   c10::InferenceMode inference_guard;
@@ -232,25 +298,7 @@ int run(const Options& opt) {
   if (!opt.actions_out.empty()) action_log.reserve(static_cast<size_t>(opt.steps * act_dim));
   if (!opt.obs_out.empty()) obs_log.reserve(static_cast<size_t>(opt.steps * obs_dim));
   std::vector<float> action(static_cast<size_t>(act_dim));
-
-  // ---- real-time scheduling (optional) ------------------------------------------------------------
-  if (opt.cpu >= 0) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(opt.cpu, &set);
-    if (int err = pthread_setaffinity_np(pthread_self(), sizeof(set), &set))
-      throw std::runtime_error("cannot pin the control thread to cpu " + std::to_string(opt.cpu) + ": " +
-                               std::strerror(err));
-  }
-  if (opt.rt_priority > 0) {
-    if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0)
-      throw std::runtime_error(std::string("mlockall failed (needs CAP_IPC_LOCK): ") + std::strerror(errno));
-    sched_param param{};
-    param.sched_priority = opt.rt_priority;
-    if (int err = pthread_setschedparam(pthread_self(), SCHED_FIFO, &param))
-      throw std::runtime_error("cannot set SCHED_FIFO priority " + std::to_string(opt.rt_priority) +
-                               " (needs CAP_SYS_NICE): " + std::strerror(err));
-  }
+  apply_scheduling(opt);
 
   // ---- the control loop ---------------------------------------------------------------------------
   double episode_return = 0.0;
@@ -287,8 +335,8 @@ int run(const Options& opt) {
     if (opt.realtime) {
       next_tick += period;
       if (opt.spin) {
-        // Busy-wait: the core stays awake and its caches warm, so the next inference is not slowed
-        // by a wake-up from sleep (costs a whole core, as dedicated real-time control threads do).
+        // Busy-wait: the core never sleeps (and is never handed to another process while idle), at
+        // the price of a whole core, as dedicated real-time control threads do.
         while (Clock::now() < next_tick) {
         }
       } else {
@@ -299,17 +347,9 @@ int run(const Options& opt) {
   const double loop_s = std::chrono::duration<double>(Clock::now() - loop_start).count();
 
   // ---- logs and the report ------------------------------------------------------------------------
-  auto write_rows = [](const std::string& path, const std::vector<float>& values, int cols) {
-    std::FILE* f = std::fopen(path.c_str(), "w");
-    if (!f) throw std::runtime_error("cannot write " + path);
-    for (size_t i = 0; i < values.size(); ++i)
-      std::fprintf(f, "%.9g%c", static_cast<double>(values[i]), (i + 1) % static_cast<size_t>(cols) == 0 ? '\n' : ' ');
-    std::fclose(f);
-  };
   if (!opt.actions_out.empty()) write_rows(opt.actions_out, action_log, act_dim);
   if (!opt.obs_out.empty()) write_rows(opt.obs_out, obs_log, obs_dim);
-
-  const std::string env_id = meta.has("env_id") ? meta.at("env_id").as_string() : "";
+  const std::string env_id = json_escape(meta.has("env_id") ? meta.at("env_id").as_string() : "");
   std::printf(
       "{\"env_id\": \"%s\", \"steps\": %ld, \"return\": %.10g, \"fell\": %s, \"infer_us_p50\": %.3f, "
       "\"infer_us_p99\": %.3f, \"infer_us_max\": %.3f, \"loop_hz\": %.1f, \"dt\": %.6g, \"realtime\": %s}\n",
