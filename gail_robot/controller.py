@@ -26,13 +26,20 @@ from gail_robot.errors import UserError
 
 BINARY_NAME = "gail-robot-controller"
 _PACKAGE_DIR = Path(__file__).resolve().parent
-# Source checkouts (and editable installs) hold csrc/ next to the package.
+# Source checkouts (and editable installs) hold csrc/ next to the package; a wheel may carry a copy
+# in gail_robot/controller_src/ (where the top-level CMake install puts it, if it does).
 DEFAULT_SOURCE_DIR = _PACKAGE_DIR.parent / "csrc" / "controller"
+PACKAGED_SOURCE_DIR = _PACKAGE_DIR / "controller_src"
 DEFAULT_BUILD_DIR = _PACKAGE_DIR.parent / "build" / "controller"
 
 
 def _source_dir(source_dir: str | Path | None) -> Path:
-    src = Path(source_dir) if source_dir is not None else DEFAULT_SOURCE_DIR
+    if source_dir is not None:
+        src = Path(source_dir)
+    elif (DEFAULT_SOURCE_DIR / "CMakeLists.txt").is_file():
+        src = DEFAULT_SOURCE_DIR
+    else:
+        src = PACKAGED_SOURCE_DIR
     if not (src / "CMakeLists.txt").is_file():
         raise UserError(
             f"controller sources not found in {src}: build from a source checkout of gail-robot "
