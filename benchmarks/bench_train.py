@@ -2,13 +2,13 @@
 
 Measures (env steps per second, wall clock, this machine):
 
-1. raw env stepping with random actions: one plain env, and the vector env (N envs, sync and
-   async) exactly as training builds it (SAME_STEP autoreset, normalised actions);
+1. raw env stepping with random actions: one plain env, and the vector env (N envs; sync,
+   batched and async) exactly as training builds it (SAME_STEP autoreset, normalised actions);
 2. the full GAIL-PPO loop with the shipped Hopper-v5 config (rollout, discriminator update,
-   reward relabelling, GAE, PPO update, logging), with async and sync envs and 1 or 2 learner
+   reward relabelling, GAE, PPO update, logging), with each vectorisation and 1 or 2 learner
    threads.
 
-It prints one table and the ratio of each training rate to the async raw rate (the ceiling:
+It prints one table and the ratio of each rate to the fastest raw vector-env rate (the ceiling:
 a training loop can never step envs faster than the envs step themselves). The demos are a few
 random-policy episodes recorded through gail_robot.data: throughput does not depend on demo quality.
 
@@ -193,12 +193,13 @@ def main() -> int:
     results["raw_single_env"] = raw_single_env(args.raw_steps)
     results["raw_vector_sync"] = raw_vector_env(args.raw_steps, args.num_envs, "sync")
     results["raw_vector_async"] = raw_vector_env(args.raw_steps, args.num_envs, "async")
+    results["raw_vector_batched"] = raw_vector_env(args.raw_steps, args.num_envs, "batched")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         demos = work / "random_demos.hdf5"
         record_random_demos(demos)
         details = {}
-        for mode, threads in (("async", 1), ("sync", 1), ("async", 2)):
+        for mode, threads in (("batched", 1), ("async", 1), ("sync", 1), ("batched", 2)):
             key = f"gail_ppo_{mode}_threads{threads}"
             details[key] = train_rate(demos, args.steps, args.num_envs, mode, threads, work)
             results[key] = details[key]["steps_per_s"]
@@ -206,15 +207,14 @@ def main() -> int:
             python = ensure_peer_venv(args.peer_venv)
             demos_v4 = work / "random_demos_v4.hdf5"
             record_random_demos(demos_v4, env_id="Hopper-v4")
-            peer: dict[str, tuple[float, float]] = {}
-            for mode in ("sync", "async"):
+            for mode in ("sync", "batched"):
                 ours = train_rate(demos_v4, args.steps, args.num_envs, mode, 1, work, env_id="Hopper-v4")
-                theirs = peer_rate(python, args.steps, args.num_envs, parallel=mode == "async")
-                peer[mode] = (ours["steps_per_s"], theirs)
-                results[f"v4_gail_ppo_{mode}"] = ours["steps_per_s"]
-                results[f"v4_imitation_gail_{mode}"] = theirs
-    ceiling = results["raw_vector_async"]
-    print(f"{'measurement':<30} {'env steps/s':>12} {'vs raw async':>13}  note")
+                results[f"v4_gail_robot_{mode}"] = ours["steps_per_s"]
+            for parallel in (False, True):
+                name = "subproc" if parallel else "dummy"
+                results[f"v4_imitation_{name}"] = peer_rate(python, args.steps, args.num_envs, parallel)
+    ceiling = max(results[k] for k in ("raw_vector_sync", "raw_vector_async", "raw_vector_batched"))
+    print(f"{'measurement':<30} {'env steps/s':>12} {'vs best raw':>13}  note")
     for key, value in results.items():
         note = ""
         if key in details:
@@ -223,11 +223,16 @@ def main() -> int:
             note = f"collect {share:.0%} of round; incl. start-up {overall:.0f}/s"
         print(f"{key:<30} {value:>12.0f} {value / ceiling:>12.2f}x  {note}")
     if args.peer:
-        print("\n# Hopper-v4, matched settings: gail_robot vs imitation 1.0.1 (SB3 2.2.1)")
-        print(f"{'vector env':<12} {'gail_robot':>11} {'imitation':>11} {'speed-up':>9}")
-        for mode, (ours_rate, theirs) in peer.items():
-            label = "sync/Dummy" if mode == "sync" else "async/Subproc"
-            print(f"{label:<12} {ours_rate:>11.0f} {theirs:>11.0f} {ours_rate / theirs:>8.2f}x")
+        ours_best = max(results["v4_gail_robot_sync"], results["v4_gail_robot_batched"])
+        theirs_best = max(results["v4_imitation_dummy"], results["v4_imitation_subproc"])
+        print("\n# Hopper-v4, matched settings: gail_robot vs imitation 1.0.1 (SB3 2.2.1), env steps/s")
+        sync_rate, batched_rate = results["v4_gail_robot_sync"], results["v4_gail_robot_batched"]
+        print(f"gail_robot sync {sync_rate:.0f}, batched {batched_rate:.0f}")
+        print(
+            f"imitation  DummyVecEnv {results['v4_imitation_dummy']:.0f}, "
+            f"SubprocVecEnv {results['v4_imitation_subproc']:.0f}"
+        )
+        print(f"best vs best: {ours_best:.0f} / {theirs_best:.0f} = {ours_best / theirs_best:.2f}x")
     if args.json:
         print(json.dumps(results))
     return 0

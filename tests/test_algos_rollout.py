@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gail_robot.algos.rollout import RolloutBuffer, RolloutCollector
-from gail_robot.envs.vector import make_vector_env
+from gail_robot.envs.vector import make_vector_env, merge_infos
 from gail_robot.envs.wrappers import NormalizedActions, ObsNormalizer
 from gail_robot.nets import GaussianActor
 
@@ -102,9 +102,10 @@ def test_normalized_actions_map_and_clip():
         assert env.unwrapped.last_action[0] == pytest.approx(expected)  # type: ignore[attr-defined]
 
 
-def test_async_vector_env_matches_sync():
+@pytest.mark.parametrize("mode", ["async", "batched"])
+def test_subprocess_vector_envs_match_sync(mode):
     sync = _collect(5)
-    envs = make_vector_env(ENV_ID, 2, {}, mode="async")
+    envs = make_vector_env(ENV_ID, 2, {}, mode=mode, num_workers=2)
     try:
         normalizer = ObsNormalizer(1, clip=100.0, enabled=False)
         collector = RolloutCollector(envs, normalizer, torch.Generator().manual_seed(0))
@@ -115,3 +116,29 @@ def test_async_vector_env_matches_sync():
         envs.close()
     np.testing.assert_array_equal(buf.next_obs_raw, sync.next_obs_raw)
     np.testing.assert_array_equal(buf.truncated, sync.truncated)
+
+
+def test_merge_infos_handles_keys_missing_in_some_workers():
+    a = {"x": np.array([1.0, 2.0]), "_x": np.array([True, False])}
+    b = {
+        "final_obs": np.array([None, np.ones(2)], dtype=object),
+        "_final_obs": np.array([False, True]),
+        "final_info": {"is_success": np.array([False, True]), "_is_success": np.array([False, True])},
+        "_final_info": np.array([False, True]),
+    }
+    merged = merge_infos([a, b], [2, 2])
+    np.testing.assert_array_equal(merged["x"], [1.0, 2.0, 0.0, 0.0])
+    np.testing.assert_array_equal(merged["_x"], [True, False, False, False])
+    np.testing.assert_array_equal(merged["_final_obs"], [False, False, False, True])
+    assert merged["final_obs"][0] is None and np.all(merged["final_obs"][3] == 1)
+    np.testing.assert_array_equal(merged["final_info"]["_is_success"], [False, False, False, True])
+    np.testing.assert_array_equal(merged["final_info"]["is_success"], [False, False, False, True])
+
+
+def test_batched_env_reports_worker_errors():
+    envs = make_vector_env(ENV_ID, 2, {}, mode="batched", num_workers=2)
+    try:
+        with pytest.raises(RuntimeError, match="vector env worker failed"):
+            envs.step(np.zeros((2, 1), np.float32))  # step before reset: OrderEnforcing raises in the worker
+    finally:
+        envs.close()

@@ -39,8 +39,11 @@ class EnvConfig:
     """Keyword arguments for gymnasium.make (e.g. max_episode_steps)."""
     num_envs: int = 8
     """Parallel envs in the vector env."""
-    vectorization: Literal["async", "sync"] = "async"
-    """async: one subprocess per env (uses all cores); sync: in-process."""
+    vectorization: Literal["batched", "async", "sync"] = "batched"
+    """batched: num_workers subprocesses stepping num_envs / num_workers envs each (fewest messages);
+    async: one subprocess per env (Gymnasium AsyncVectorEnv); sync: all envs in the learner process."""
+    num_workers: int = 0
+    """Worker processes for batched vectorization (0: one per CPU core)."""
     normalize_obs: bool = True
     """Running observation normalisation, shared by policy, critic and discriminator."""
     obs_clip: float = 10.0
@@ -48,7 +51,11 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         _check(self.num_envs >= 1, f"env.num_envs must be >= 1, got {self.num_envs}")
-        _check(self.vectorization in ("async", "sync"), "env.vectorization must be async or sync")
+        _check(
+            self.vectorization in ("batched", "async", "sync"),
+            "env.vectorization must be batched, async or sync",
+        )
+        _check(self.num_workers >= 0, f"env.num_workers must be >= 0, got {self.num_workers}")
         _check(self.obs_clip > 0, f"env.obs_clip must be > 0, got {self.obs_clip}")
 
 

@@ -304,7 +304,9 @@ class OnPolicyTrainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
         resumed_at = self.env_steps if self.env_steps > 0 else None
-        envs = make_vector_env(cfg.env.id, cfg.env.num_envs, cfg.env.kwargs, cfg.env.vectorization)
+        envs = make_vector_env(
+            cfg.env.id, cfg.env.num_envs, cfg.env.kwargs, cfg.env.vectorization, cfg.env.num_workers or None
+        )
         log = MetricsLog(self.run_dir, cfg.run.tensorboard, resumed_at)
         collector = RolloutCollector(envs, self.normalizer, self.torch_rng)
         collector.reset(reset_seed(cfg.run.seed, self.env_steps))
