@@ -30,7 +30,12 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 # in gail_robot/controller_src/ (where the top-level CMake install puts it, if it does).
 DEFAULT_SOURCE_DIR = _PACKAGE_DIR.parent / "csrc" / "controller"
 PACKAGED_SOURCE_DIR = _PACKAGE_DIR / "controller_src"
-DEFAULT_BUILD_DIR = _PACKAGE_DIR.parent / "build" / "controller"
+# build/controller/ of a source checkout; a per-user cache for an installed wheel (never site-packages).
+DEFAULT_BUILD_DIR = (
+    _PACKAGE_DIR.parent / "build" / "controller"
+    if DEFAULT_SOURCE_DIR.is_dir()
+    else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gail_robot" / "controller"
+)
 
 
 def _source_dir(source_dir: str | Path | None) -> Path:
