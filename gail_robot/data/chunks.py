@@ -76,11 +76,14 @@ class ChunkedColumn:
         self.pool = pool
         self._block = np.empty((self.rows, *self.row_shape), dtype=self.dtype)
         self._fill = 0  # rows in _block
+        self._sealed = False
         self._chunks: list[Future[bytes] | bytes] = []
         self.count = 0
 
     def append(self, row: np.ndarray) -> None:
         """Add one row (cast to the column's dtype; the shape must be ``row_shape``)."""
+        if self._sealed:
+            raise RuntimeError("column is sealed")
         self._block[self._fill] = row  # copies: callers may reuse their buffers
         self._fill += 1
         self.count += 1
@@ -93,18 +96,32 @@ class ChunkedColumn:
             else:
                 self._chunks.append(deflate_chunk(block, self.rows, self.shuffle))
 
+    def seal(self) -> None:
+        """No more rows: hand the last, partial chunk to the compressor too.
+
+        Sealing every column of an episode before finishing any lets their tails compress while
+        the caller waits for the first one.
+        """
+        if self._fill == 0 or self._sealed:
+            return
+        # Shorter than one chunk: the chunk shrinks to the data (HDF5 chunks of fixed-size
+        # datasets may not exceed the dataset); nothing was submitted yet.
+        rows = self.count if self.count < self.rows else self.rows
+        if self.count < self.rows:
+            self.rows = self.count
+        tail = self._block[: self._fill]
+        if self.pool is not None:
+            self._chunks.append(self.pool.submit(deflate_chunk, tail, rows, self.shuffle))
+        else:
+            self._chunks.append(deflate_chunk(tail, rows, self.shuffle))
+        self._sealed = True
+
     def finish(self) -> StoredColumn:
-        """All rows as compressed chunks (waits for the background work)."""
+        """All rows as compressed chunks (seals the column, waits for the background work)."""
         if self.count == 0:
             raise ValueError("empty column")
-        if self.count < self.rows:
-            # Shorter than one chunk: the chunk shrinks to the data (HDF5 chunks of fixed-size
-            # datasets may not exceed the dataset), so nothing was submitted yet.
-            chunk = deflate_chunk(self._block[: self.count], self.count, self.shuffle)
-            return StoredColumn(self.row_shape, self.dtype, self.count, self.count, self.shuffle, [chunk])
+        self.seal()
         chunks = [c.result() if isinstance(c, Future) else c for c in self._chunks]
-        if self._fill:
-            chunks.append(deflate_chunk(self._block[: self._fill], self.rows, self.shuffle))
         return StoredColumn(self.row_shape, self.dtype, self.count, self.rows, self.shuffle, chunks)
 
     def cancel(self) -> None:

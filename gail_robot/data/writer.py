@@ -387,6 +387,8 @@ class DemoWriter:
             raise ValueError(f"final_state has shape {final.shape}, expected ({self.meta.state_size},)")
         if cut and not (ep.terminated[-1] or ep.truncated[-1]):
             ep.truncated[-1] = True
+        for column in (*ep.obs.values(), *ep.next_obs.values(), ep.actions, ep.states):
+            column.seal()  # all tails compress in the background while the first is awaited
         terminated = np.asarray(ep.terminated, dtype=bool)
         truncated = np.asarray(ep.truncated, dtype=bool)
         rewards = np.asarray(ep.rewards, dtype=np.float32)
