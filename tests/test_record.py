@@ -509,3 +509,49 @@ def test_spacemouse_translation_and_buttons(monkeypatch: pytest.MonkeyPatch) -> 
     lib.open = lambda: False
     with pytest.raises(UserError, match="no SpaceMouse found"):
         make_device("spacemouse", env)
+
+
+def test_terminal_keys_parse_letters_arrows_and_editing_keys() -> None:
+    from gail_robot.teleop.devices import TerminalKeys, glfw_key_name
+
+    master, slave = pty.openpty()
+    with os.fdopen(slave, "rb", buffering=0) as stream:
+        keys = TerminalKeys(stream)
+        try:
+            os.write(master, b"W \n\x7f\x1b[A\x1b[D\x1b[5~\x1b[6~\x1b[2~\x1b[3~q")
+            deadline = time.monotonic() + 5
+            got: list[str] = []
+            while len(got) < 11 and time.monotonic() < deadline:
+                got += keys.read_keys()
+        finally:
+            keys.close()
+    os.close(master)
+    assert got == [
+        "w",
+        "space",
+        "enter",
+        "backspace",
+        "up",
+        "left",
+        "pageup",
+        "pagedown",
+        "insert",
+        "delete",
+        "q",
+    ]
+    assert [glfw_key_name(c) for c in (87, 265, 262, 266, 260, 261, 300)] == [
+        "w",
+        "up",
+        "right",
+        "pageup",
+        "insert",
+        "delete",
+        None,
+    ]
+    mapper = CommandMapper(gym.spaces.Box(-1, 1, (4,), np.float32), cartesian=True)
+    state = KeyState(mapper, FakeClock())
+    for key in ("up", "left", "pagedown", "insert"):
+        state.press(key)
+    np.testing.assert_array_equal(mapper.action(state.motion()), [1.0, 1.0, -1.0, 1.0])
+    state.press("delete")
+    assert state.take_events() == {Event.DISCARD}

@@ -11,9 +11,10 @@ from gail_robot.errors import UserError
 
 KEYMAP_HELP = """\
 keyboard map (viewer window, or the terminal when there is no display):
-  W/S +x/-x   A/D +y/-y   R/F +z/-z   Space toggle gripper
-  Enter save episode   Backspace discard episode   Q/Esc quit
-  (envs other than the arm tasks: W/S drive one action dimension, A/D select it)
+  W/S or Up/Down +x/-x   A/D or Left/Right +y/-y   R/F or PageUp/PageDown +z/-z
+  Space or Insert toggle gripper   Enter save episode   Backspace or Delete discard   Q/Esc quit
+  (envs other than the arm tasks: W/S drive one action dimension, A/D select it;
+   in the viewer prefer the arrow/page keys: letters also toggle MuJoCo's own view options)
 """
 
 

@@ -11,16 +11,18 @@ units and reports events (save / discard / quit). Teleop devices produce a *comm
 
 Keyboard map (viewer window and terminal alike)::
 
-    W / S      +x / -x            (joint mode: increase / decrease the selected dimension)
-    A / D      +y / -y            (joint mode: select previous / next dimension)
-    R / F      +z / -z
-    Space      toggle the gripper (open <-> closed)
-    Enter      save the episode now (it is stored as truncated)
-    Backspace  discard the episode and start a new one
-    Q / Esc    quit (the episode in progress is discarded)
+    W / S   or  Up / Down          +x / -x   (joint mode: drive the selected dimension up / down)
+    A / D   or  Left / Right       +y / -y   (joint mode: select the previous / next dimension)
+    R / F   or  PageUp / PageDown  +z / -z
+    Space   or  Insert             toggle the gripper (open <-> closed)
+    Enter                          save the episode now (it is stored as truncated)
+    Backspace or Delete            discard the episode and start a new one
+    Q / Esc                        quit (the episode in progress is discarded)
 
 Keys act for :data:`HOLD_S` seconds after each press; holding a key relies on the keyboard's
-auto-repeat, which works both in the viewer (GLFW repeat events) and in a terminal.
+auto-repeat, which works both in the viewer (GLFW repeat events) and in a terminal. In the MuJoCo
+viewer, letters, Space and Backspace are also the viewer's own shortcuts (visualisation toggles,
+pause, reset); the arrow / page / Insert / Delete keys avoid those.
 """
 
 from __future__ import annotations
@@ -160,6 +162,17 @@ class KeyState:
         "r": (2, 1.0),
         "f": (2, -1.0),
     }
+    # other names of the same keys (arrows and page keys; viewer-friendly, see the module doc)
+    ALIASES: ClassVar[dict[str, str]] = {
+        "up": "w",
+        "down": "s",
+        "left": "a",
+        "right": "d",
+        "pageup": "r",
+        "pagedown": "f",
+        "insert": "space",
+        "delete": "backspace",
+    }
 
     def __init__(self, mapper: CommandMapper, clock: Callable[[], float] = time.monotonic) -> None:
         self.mapper = mapper
@@ -172,6 +185,7 @@ class KeyState:
     def press(self, key: str) -> None:
         """Handle one key press: ``"w"``, ``"space"``, ``"enter"``, ``"backspace"``, ``"q"``, ``"esc"``."""
         now = self.clock()
+        key = self.ALIASES.get(key, key)
         with self._lock:
             if key in ("enter",):
                 self._events.add(Event.SAVE)
@@ -219,6 +233,17 @@ _TERMINAL_KEYS = {
     "\x08": "backspace",
     "\x1b": "esc",
 }
+# ANSI escape sequences after "ESC [" -> key names
+_TERMINAL_SEQUENCES = {
+    "A": "up",
+    "B": "down",
+    "C": "right",
+    "D": "left",
+    "5~": "pageup",
+    "6~": "pagedown",
+    "2~": "insert",
+    "3~": "delete",
+}
 
 
 class TerminalKeys:
@@ -249,11 +274,16 @@ class TerminalKeys:
             text = chunk.decode(errors="ignore")
             i = 0
             while i < len(text):
-                ch = text[i]
-                if ch == "\x1b" and i + 1 < len(text) and text[i + 1] == "[":
-                    i += 3  # arrow / function key escape sequence: ignored
+                if text.startswith("\x1b[", i):  # arrow / editing key escape sequence
+                    end = i + 2
+                    while end < len(text) and not (text[end].isalpha() or text[end] == "~"):
+                        end += 1
+                    name = _TERMINAL_SEQUENCES.get(text[i + 2 : end + 1])
+                    if name is not None:
+                        keys.append(name)
+                    i = end + 1
                     continue
-                keys.append(_TERMINAL_KEYS.get(ch, ch.lower()))
+                keys.append(_TERMINAL_KEYS.get(text[i], text[i].lower()))
                 i += 1
         return keys
 
@@ -264,7 +294,21 @@ class TerminalKeys:
 
 
 # GLFW key codes of the keys we use (letters are their upper-case ASCII codes).
-_GLFW_KEYS = {32: "space", 257: "enter", 335: "enter", 259: "backspace", 256: "esc"}
+_GLFW_KEYS = {
+    32: "space",
+    257: "enter",
+    335: "enter",
+    259: "backspace",
+    256: "esc",
+    260: "insert",
+    261: "delete",
+    262: "right",
+    263: "left",
+    264: "down",
+    265: "up",
+    266: "pageup",
+    267: "pagedown",
+}
 
 
 def glfw_key_name(keycode: int) -> str | None:
@@ -349,6 +393,10 @@ def open_viewer(env: gym.Env[Any, Any], key_callback: Callable[[int], None] | No
         import mujoco.viewer
     except ImportError as exc:  # pragma: no cover - mujoco ships the viewer
         raise UserError(f"the MuJoCo viewer is unavailable: {exc}") from None
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and sys.platform.startswith(
+        "linux"
+    ):
+        raise UserError("the MuJoCo viewer needs a display (DISPLAY is not set); record without --render")
     base: Any = env.unwrapped
     try:
         return mujoco.viewer.launch_passive(
