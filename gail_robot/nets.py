@@ -90,7 +90,21 @@ class GaussianActor(nn.Module):
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Log-density ``(B,)`` of ``actions (B, act_dim)`` (unclipped samples)."""
-        return self.distribution(obs).log_prob(actions).sum(-1)
+        return self.log_prob_and_entropy(obs, actions)[0]
+
+    def log_prob_and_entropy(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log pi(a|s) (B,), entropy (scalar))`` in closed form.
+
+        The same numbers as :meth:`distribution` gives, without building a distribution object
+        (and validating its arguments) on every minibatch of the update loops.
+        """
+        mean = self.mean_net(obs)
+        z = (actions - mean) * torch.exp(-self.log_std)
+        log_prob = -0.5 * (z * z).sum(-1) - self.log_std.sum() - 0.5 * math.log(2 * math.pi) * self.act_dim
+        entropy = self.log_std.sum() + 0.5 * (1.0 + math.log(2 * math.pi)) * self.act_dim
+        return log_prob, entropy
 
     def spec(self) -> dict[str, Any]:
         """Plain-data description used to rebuild the module from a checkpoint."""

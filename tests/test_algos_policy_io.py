@@ -121,3 +121,14 @@ def test_load_torchscript_export(tmp_path):
         expected = np.clip(actor(torch.from_numpy(obs)).numpy(), -1, 1)
     np.testing.assert_allclose(bundle.act(obs), expected, atol=1e-6)
     assert bundle.env_id == "Foo-v0"
+
+
+def test_closed_form_log_prob_and_entropy_match_torch_distribution():
+    actor = GaussianActor(5, 3)
+    with torch.no_grad():
+        actor.log_std[:] = torch.tensor([0.1, -0.5, 0.3])
+    obs, actions = torch.randn(7, 5), torch.randn(7, 3)
+    log_prob, entropy = actor.log_prob_and_entropy(obs, actions)
+    dist = actor.distribution(obs)
+    torch.testing.assert_close(log_prob, dist.log_prob(actions).sum(-1))
+    torch.testing.assert_close(entropy, dist.entropy().sum(-1).mean())

@@ -82,8 +82,7 @@ class PPO:
                 advantages = data["advantages"][idx]
                 if cfg.normalize_advantages and advantages.numel() > 1:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-                dist = self.actor.distribution(obs)
-                new_log_probs = dist.log_prob(actions).sum(-1)
+                new_log_probs, entropy = self.actor.log_prob_and_entropy(obs, actions)
                 log_ratio = new_log_probs - data["log_probs"][idx]
                 policy_loss, clip_fraction = clipped_surrogate_loss(
                     new_log_probs, data["log_probs"][idx], advantages, cfg.clip_range
@@ -91,7 +90,6 @@ class PPO:
                 v_loss = value_loss(
                     self.critic(obs), data["values"][idx], data["returns"][idx], cfg.clip_value
                 )
-                entropy = dist.entropy().sum(-1).mean()
                 loss = policy_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

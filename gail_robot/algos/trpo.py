@@ -86,9 +86,9 @@ class TRPO:
             old_log_std = self.actor.log_std.detach().clone()
 
         def surrogate() -> torch.Tensor:
-            dist = self.actor.distribution(obs)
-            ratio = torch.exp(dist.log_prob(actions).sum(-1) - old_log_probs)
-            return (ratio * advantages).mean() + cfg.ent_coef * dist.entropy().sum(-1).mean()
+            log_probs, entropy = self.actor.log_prob_and_entropy(obs, actions)
+            ratio = torch.exp(log_probs - old_log_probs)
+            return (ratio * advantages).mean() + cfg.ent_coef * entropy
 
         surr = surrogate()
         grad = flat_grad(surr, params)
@@ -121,7 +121,7 @@ class TRPO:
             kl_value, new_surr = 0.0, old_surr
         value_loss = self._fit_value(obs, data["returns"])
         with torch.no_grad():
-            entropy = self.actor.distribution(obs[:1]).entropy().sum(-1).mean().item()
+            entropy = self.actor.log_prob_and_entropy(obs[:1], actions[:1])[1].item()
         return {
             "policy_loss": -new_surr,
             "value_loss": value_loss,
