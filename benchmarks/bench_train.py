@@ -178,6 +178,7 @@ def main() -> int:
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON object")
     parser.add_argument("--peer", action="store_true", help="also measure imitation's GAIL (Hopper-v4)")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats of the peer comparison")
     parser.add_argument(
         "--peer-venv",
         type=Path,
@@ -207,12 +208,19 @@ def main() -> int:
             python = ensure_peer_venv(args.peer_venv)
             demos_v4 = work / "random_demos_v4.hdf5"
             record_random_demos(demos_v4, env_id="Hopper-v4")
-            for mode in ("sync", "batched"):
-                ours = train_rate(demos_v4, args.steps, args.num_envs, mode, 1, work, env_id="Hopper-v4")
-                results[f"v4_gail_robot_{mode}"] = ours["steps_per_s"]
-            for parallel in (False, True):
-                name = "subproc" if parallel else "dummy"
-                results[f"v4_imitation_{name}"] = peer_rate(python, args.steps, args.num_envs, parallel)
+            # Interleaved and repeated, best of each kept: on a shared machine the load of other
+            # jobs changes between measurements; the best run is the least disturbed one.
+            for rep in range(args.repeats):
+                for mode in ("sync", "batched"):
+                    ours = train_rate(
+                        demos_v4, args.steps, args.num_envs, mode, 1, work / f"rep{rep}", env_id="Hopper-v4"
+                    )
+                    key = f"v4_gail_robot_{mode}"
+                    results[key] = max(results.get(key, 0.0), ours["steps_per_s"])
+                for parallel in (False, True):
+                    key = f"v4_imitation_{'subproc' if parallel else 'dummy'}"
+                    theirs = peer_rate(python, args.steps, args.num_envs, parallel)
+                    results[key] = max(results.get(key, 0.0), theirs)
     ceiling = max(results[k] for k in ("raw_vector_sync", "raw_vector_async", "raw_vector_batched"))
     print(f"{'measurement':<30} {'env steps/s':>12} {'vs best raw':>13}  note")
     for key, value in results.items():
