@@ -119,7 +119,7 @@ def to_plain(value: Any) -> Any:
     import torch
 
     if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value).copy())
+        return torch.from_numpy(np.array(value, order="C", copy=True))  # keeps 0-d arrays 0-d
     if isinstance(value, np.generic):
         return value.item()
     # Subclasses of plain types (torch.__version__ is a TorchVersion str) would pickle as their

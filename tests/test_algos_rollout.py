@@ -142,3 +142,16 @@ def test_batched_env_reports_worker_errors():
             envs.step(np.zeros((2, 1), np.float32))  # step before reset: OrderEnforcing raises in the worker
     finally:
         envs.close()
+
+
+def test_reward_scaler_tracks_discounted_returns():
+    from gail_robot.envs.wrappers import RewardScaler
+
+    scaler = RewardScaler(1, gamma=0.5)
+    rewards = np.ones((4, 1), np.float32)
+    done = np.array([[False], [True], [False], [False]])
+    scaled = scaler(rewards, done)
+    tracked = np.array([1.0, 1.5, 1.0, 1.5])  # returns restart after the episode end
+    expected_var = np.var(tracked) * 4 / (4 + 1e-4)  # RunningMeanStd's prior count 1e-4 at var 1
+    assert scaler.rms.var == pytest.approx(expected_var + 1e-4 / (4 + 1e-4) * 1.0, rel=1e-3)
+    np.testing.assert_allclose(scaled, rewards / np.sqrt(scaler.rms.var + 1e-8), rtol=1e-6)

@@ -173,14 +173,15 @@ def _flat_state(ckpt: dict) -> torch.Tensor:
     return torch.cat(parts)
 
 
-@pytest.mark.parametrize("gen", ["ppo", "trpo"])
-def test_resume_reproduces_the_next_update(tmp_path, demos, gen):
+@pytest.mark.parametrize(("algo", "gen"), [("gail", "ppo"), ("gail", "trpo"), ("ppo", "ppo")])
+def test_resume_reproduces_the_next_update(tmp_path, demos, algo, gen):
+    """Covers the discriminator and its replay (gail) and the reward scaler (ppo on env reward)."""
     from gail_robot.policy_io import load_checkpoint
 
     full = tmp_path / "full"
     args = [
         "--algo",
-        "gail",
+        algo,
         "--gen",
         gen,
         "--env",

@@ -85,6 +85,9 @@ class RolloutConfig:
     """Discount factor."""
     gae_lambda: float = 0.95
     """GAE lambda."""
+    normalize_rewards: bool | None = None
+    """Scale rewards by the running std of the discounted return; null: on for ppo/trpo (env
+    reward), off for gail (a running std on discriminator rewards is reported to destabilise)."""
 
     def __post_init__(self) -> None:
         _check(self.n_steps >= 1, f"rollout.n_steps must be >= 1, got {self.n_steps}")

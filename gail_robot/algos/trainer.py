@@ -30,7 +30,7 @@ from gail_robot.algos.rollout import RolloutBuffer, RolloutCollector
 from gail_robot.algos.trpo import TRPO
 from gail_robot.envs.make import make_env
 from gail_robot.envs.vector import make_vector_env
-from gail_robot.envs.wrappers import NormalizedActions, ObsNormalizer
+from gail_robot.envs.wrappers import NormalizedActions, ObsNormalizer, RewardScaler
 from gail_robot.errors import UserError
 from gail_robot.nets import Critic, GaussianActor, NetConfig
 from gail_robot.policy_io import (
@@ -178,6 +178,11 @@ class OnPolicyTrainer:
                 self.torch_rng,
             )
 
+        scale = cfg.rollout.normalize_rewards
+        if scale is None:
+            scale = cfg.algo != "gail"
+        self.reward_scaler = RewardScaler(cfg.env.num_envs, cfg.rollout.gamma) if scale else None
+
         self.env_steps = 0
         self.updates = 0
         self.wall_offset = 0.0
@@ -231,6 +236,7 @@ class OnPolicyTrainer:
             "algo_state": self.algo.state_dict(),
             "normalizer": self.normalizer.state_dict(),
             "gail": None if self.gail is None else self.gail.state_dict(),
+            "reward_scaler": None if self.reward_scaler is None else self.reward_scaler.state_dict(),
             "progress": {
                 "env_steps": self.env_steps,
                 "updates": self.updates,
@@ -252,6 +258,8 @@ class OnPolicyTrainer:
         self.normalizer.load_state_dict(to_numpy_tree(data["normalizer"]))
         if self.gail is not None:
             self.gail.load_state_dict(data["gail"])
+        if self.reward_scaler is not None:
+            self.reward_scaler.load_state_dict(to_numpy_tree(data["reward_scaler"]))
         progress = data["progress"]
         self.env_steps = int(progress["env_steps"])
         self.updates = int(progress["updates"])
@@ -339,6 +347,8 @@ class OnPolicyTrainer:
                         self.next_checkpoint += cfg.run.checkpoint_interval
                     self.save()
                     collector.reset(reset_seed(cfg.run.seed, self.env_steps))
+                    if self.reward_scaler is not None:
+                        self.reward_scaler.reset()
             final_eval = self.evaluate()
             if final_eval:
                 self.last_eval = final_eval
@@ -364,6 +374,8 @@ class OnPolicyTrainer:
             row.update(self.gail.update(buffer))
             bootstrap_terminal = self.gail.relabel(buffer)
             row["disc_reward"] = float(buffer.rewards.mean())
+        if self.reward_scaler is not None:
+            buffer.rewards[:] = self.reward_scaler(buffer.rewards, buffer.terminated | buffer.truncated)
         buffer.compute_advantages(cfg.rollout.gamma, cfg.rollout.gae_lambda, bootstrap_terminal)
         row.update(self.algo.update(buffer, progress))
         self.updates += 1

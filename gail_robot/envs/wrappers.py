@@ -94,3 +94,43 @@ def with_absorbing_flag(x: np.ndarray, flag: float | np.ndarray = 0.0) -> np.nda
     x = np.asarray(x, dtype=np.float32)
     column = np.broadcast_to(np.asarray(flag, dtype=np.float32), (x.shape[0],))[:, None]
     return np.concatenate([x, column], axis=1)
+
+
+class RewardScaler:
+    """Divide rewards by the running std of the discounted return (as SB3's VecNormalize does).
+
+    For RL on the env reward: it keeps value targets O(1) whatever the reward scale, which PPO
+    on MuJoCo needs to learn at a normal pace. Not for GAIL rewards by default (BACKGROUND
+    pitfall 3: normalising the discriminator reward by a running std destabilises training).
+
+    Args:
+        num_envs: N, the number of parallel envs.
+        gamma: discount of the tracked return.
+    """
+
+    def __init__(self, num_envs: int, gamma: float):
+        self.rms = RunningMeanStd(())
+        self.gamma = float(gamma)
+        self.returns = np.zeros(int(num_envs), dtype=np.float64)
+
+    def reset(self) -> None:
+        """Forget the partial returns (the envs were reset)."""
+        self.returns[:] = 0.0
+
+    def __call__(self, rewards: np.ndarray, done: np.ndarray) -> np.ndarray:
+        """Scaled copy of ``rewards (T, N)``; ``done (T, N)`` (terminated or truncated) ends returns."""
+        tracked = np.empty(rewards.shape, dtype=np.float64)
+        for t in range(rewards.shape[0]):
+            self.returns = self.returns * self.gamma + rewards[t]
+            tracked[t] = self.returns
+            self.returns[done[t]] = 0.0
+        self.rms.update(tracked.reshape(-1))
+        return (rewards / np.sqrt(self.rms.var + 1e-8)).astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The statistics only: partial returns end with the env reset that follows a checkpoint."""
+        return {"rms": self.rms.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rms.load_state_dict({k: np.asarray(v) for k, v in state["rms"].items()})
+        self.reset()
