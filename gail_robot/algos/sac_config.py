@@ -68,7 +68,10 @@ class SACConfig:
     """Save the replay buffer next to checkpoints/latest.pt so --resume continues with it."""
 
     def __post_init__(self) -> None:
-        _check(all(int(h) > 0 for h in self.hidden_sizes) and bool(self.hidden_sizes), "sac.hidden_sizes must be positive ints")
+        _check(
+            all(int(h) > 0 for h in self.hidden_sizes) and bool(self.hidden_sizes),
+            "sac.hidden_sizes must be positive ints",
+        )
         _check(self.activation in ACTIVATIONS, f"sac.activation must be one of {sorted(ACTIVATIONS)}")
         _check(0.0 <= self.gamma <= 1.0, f"sac.gamma must be in [0, 1], got {self.gamma}")
         _check(0.0 < self.tau <= 1.0, f"sac.tau must be in (0, 1], got {self.tau}")
