@@ -25,6 +25,7 @@ replay buffer of ``latest.pt``, for ``--resume``).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -99,7 +100,7 @@ class TanhGaussianActor(nn.Module):
         ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``.
         """
         mu, log_std = self.mean_and_log_std(obs)
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
         u = mu + log_std.exp() * eps
         log_prob = (-0.5 * eps * eps - log_std).sum(-1) - 0.5 * _LOG_2PI * self.act_dim
         log_prob = log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
@@ -239,7 +240,7 @@ class ReplayBuffer:
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor:
-        """``(batch_size, width)`` float32 tensor of uniformly drawn rows (with replacement)."""
+        """``(batch_size, width)`` float32 CPU tensor of uniformly drawn rows (with replacement)."""
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         idx = rng.integers(0, self.size, size=batch_size)
@@ -296,19 +297,25 @@ class SAC:
         obs_dim: observation size (normalised inputs).
         act_dim: action size (normalised ``[-1, 1]`` units).
         config: the ``sac`` section.
-        generator: torch RNG of the policy noise.
+        generator: torch RNG of the policy noise (on ``device``).
+        device: torch device of networks, temperature and update inputs.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, config: Any, generator: torch.Generator):
+    def __init__(
+        self, obs_dim: int, act_dim: int, config: Any, generator: torch.Generator, device: str = "cpu"
+    ):
         self.config = config
         self.generator = generator
+        self.device = torch.device(device)
         net = NetConfig(list(config.hidden_sizes), config.activation)
         self.actor = TanhGaussianActor(obs_dim, act_dim, net, config.log_std_min, config.log_std_max)
         self.q = TwinQ(obs_dim + act_dim, net)
         self.q_target = TwinQ(obs_dim + act_dim, net)
         self.q_target.load_state_dict(self.q.state_dict())
         self.q_target.requires_grad_(False)
-        self.log_alpha = torch.tensor(math.log(config.init_alpha), requires_grad=True)
+        for module in (self.actor, self.q, self.q_target):
+            module.to(self.device)
+        self.log_alpha = torch.tensor(math.log(config.init_alpha), device=self.device, requires_grad=True)
         self.target_entropy = float(config.target_entropy if config.target_entropy is not None else -act_dim)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
         self.q_opt = torch.optim.Adam(self.q.parameters(), lr=config.critic_lr)
@@ -404,22 +411,24 @@ class _Normalizer:
     freeze) and caches its mean / inverse std as tensors between statistics updates.
     """
 
-    def __init__(self, obs_dim: int, clip: float, enabled: bool):
+    def __init__(self, obs_dim: int, clip: float, enabled: bool, device: torch.device):
         from gail_robot.envs.wrappers import ObsNormalizer
 
         self.inner = ObsNormalizer(obs_dim, clip, enabled)
+        self.device = device
         self.refresh()
 
     def refresh(self) -> None:
-        self.mean_t = torch.as_tensor(self.inner.mean, dtype=torch.float32)
-        self.inv_std_t = torch.as_tensor(1.0 / np.sqrt(self.inner.var + 1e-8), dtype=torch.float32)
+        self.mean_t = torch.as_tensor(self.inner.mean, dtype=torch.float32, device=self.device)
+        inv_std = 1.0 / np.sqrt(self.inner.var + 1e-8)
+        self.inv_std_t = torch.as_tensor(inv_std, dtype=torch.float32, device=self.device)
 
     def update(self, raw: np.ndarray) -> None:
         self.inner.update(raw)
         self.refresh()
 
     def batch(self, raw: torch.Tensor) -> torch.Tensor:
-        """Normalised copy of a raw ``(B, D)`` float32 tensor."""
+        """Normalised copy of a raw ``(B, D)`` float32 tensor (on the normaliser's device)."""
         clip = self.inner.clip
         return ((raw - self.mean_t) * self.inv_std_t).clamp_(-clip, clip)
 
@@ -452,7 +461,10 @@ class SACTrainer:
         self.sac_config = scfg
         torch.set_num_threads(cfg.run.torch_threads)
         torch.manual_seed(cfg.run.seed)
-        self.torch_rng = torch.Generator().manual_seed(cfg.run.seed)
+        self.device = torch.device(scfg.torch_device())
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"sac.device={scfg.device}: torch sees no CUDA GPU here")
+        self.torch_rng = torch.Generator(device=self.device).manual_seed(cfg.run.seed)
         self.np_rng = np.random.default_rng(cfg.run.seed)
 
         self.env = make_env(cfg.env.id, cfg.env.kwargs)
@@ -463,9 +475,9 @@ class SACTrainer:
         self.act_dim = int(self.env.low.shape[0])
         self.action_low, self.action_high = self.env.low.copy(), self.env.high.copy()
 
-        self.sac = SAC(self.obs_dim, self.act_dim, scfg, self.torch_rng)
+        self.sac = SAC(self.obs_dim, self.act_dim, scfg, self.torch_rng, str(self.device))
         self.actor = self.sac.actor
-        self.normalizer = _Normalizer(self.obs_dim, cfg.env.obs_clip, cfg.env.normalize_obs)
+        self.normalizer = _Normalizer(self.obs_dim, cfg.env.obs_clip, cfg.env.normalize_obs, self.device)
         self.replay = ReplayBuffer(scfg.buffer_size, self.obs_dim, self.act_dim)
         self.env_steps = 0
         self.normalized_upto = 0  # env steps already folded into the normaliser
@@ -486,8 +498,10 @@ class SACTrainer:
         from gail_robot.policy_io import PolicyBundle
 
         norm = self.normalizer.inner.export()
+        # PolicyBundle.act feeds CPU tensors: evaluate a CPU copy of an accelerator actor.
+        actor = self.actor if self.device.type == "cpu" else copy.deepcopy(self.actor).cpu()
         return PolicyBundle(
-            actor=self.actor,
+            actor=actor,
             obs_mean=norm["mean"],
             obs_var=norm["var"],
             obs_clip=norm["clip"],
@@ -504,7 +518,7 @@ class SACTrainer:
         cfg = self.config
         return {
             "actor_spec": self.actor.spec(),
-            "actor": self.actor.state_dict(),
+            "actor": {k: v.cpu() for k, v in self.actor.state_dict().items()},
             "obs_norm": self.normalizer.inner.export(),
             "action_low": self.action_low,
             "action_high": self.action_high,
@@ -614,16 +628,17 @@ class SACTrainer:
         if self.env_steps < warmup:
             return self.np_rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32)
         with torch.no_grad():
-            obs_t = torch.from_numpy(self.normalizer.one(obs)).unsqueeze(0)
+            obs_t = torch.from_numpy(self.normalizer.one(obs)).unsqueeze(0).to(self.device)
             action, _ = self.actor.sample(obs_t, self.torch_rng)
-        return action[0].numpy()
+        return action[0].cpu().numpy()
 
     def _learn(self) -> dict[str, float]:
         """``sac.gradient_steps`` updates on normalised replay batches; the last step's numbers."""
         scfg = self.sac_config
         stats: dict[str, float] = {}
         for _ in range(scfg.gradient_steps):
-            parts = self.replay.split(self.replay.sample(scfg.batch_size, self.np_rng))
+            batch = self.replay.sample(scfg.batch_size, self.np_rng)
+            parts = self.replay.split(batch if self.device.type == "cpu" else batch.to(self.device))
             stats = self.sac.update(
                 self.normalizer.batch(parts["obs"]),
                 parts["actions"],

@@ -66,6 +66,9 @@ class SACConfig:
     """Write a metrics row every this many env steps."""
     save_replay: bool = True
     """Save the replay buffer next to checkpoints/latest.pt so --resume continues with it."""
+    device: str = "cpu"
+    """Torch device of the networks and updates: cpu, cuda, cuda:N or auto (cuda when available).
+    The replay buffer stays in host memory; each batch is copied over once."""
 
     def __post_init__(self) -> None:
         _check(
@@ -87,3 +90,15 @@ class SACConfig:
         _check(self.init_alpha > 0, f"sac.init_alpha must be > 0, got {self.init_alpha}")
         _check(self.log_std_min < self.log_std_max, "sac.log_std_min must be < sac.log_std_max")
         _check(self.log_interval >= 1, "sac.log_interval must be >= 1")
+        _check(
+            self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"),
+            f"sac.device must be cpu, cuda, cuda:N or auto, got {self.device!r}",
+        )
+
+    def torch_device(self) -> str:
+        """The device to use: ``auto`` resolves to ``cuda`` when torch sees a GPU, else ``cpu``."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
