@@ -71,8 +71,10 @@ def _trpo_buffer(obs_dim: int, act_dim: int, seed: int) -> RolloutBuffer:
     return buf
 
 
-@pytest.mark.parametrize("max_kl", [0.001, 0.01])
-def test_trpo_step_respects_kl_bound_and_improves_surrogate(max_kl):
+@pytest.mark.parametrize(
+    ("max_kl", "anneal_kl", "progress"), [(0.001, False, 0.0), (0.01, False, 0.5), (0.01, True, 0.75)]
+)
+def test_trpo_step_respects_kl_bound_and_improves_surrogate(max_kl, anneal_kl, progress):
     torch.manual_seed(0)
     actor, critic = GaussianActor(3, 2, NetConfig([16])), Critic(3, NetConfig([16]))
     buf = _trpo_buffer(3, 2, 0)
@@ -87,9 +89,14 @@ def test_trpo_step_respects_kl_bound_and_improves_surrogate(max_kl):
     obs = torch.from_numpy(buf.obs.reshape(-1, 3))
     with torch.no_grad():
         old_mean, old_log_std = actor(obs), actor.log_std.clone()
-    trpo = TRPO(actor, critic, TRPOConfig(max_kl=max_kl), torch.Generator().manual_seed(0))
-    metrics = trpo.update(buf, 0.0)
+    config = TRPOConfig(max_kl=max_kl, anneal_kl=anneal_kl)
+    trpo = TRPO(actor, critic, config, torch.Generator().manual_seed(0))
+    metrics = trpo.update(buf, progress)
     assert metrics["step_accepted"] == 1.0
+    # anneal_kl shrinks the bound linearly with progress (0.01 -> 0.0025 at 3/4 of the run).
+    bound = max_kl * (1.0 - progress) if anneal_kl else max_kl
+    assert metrics["max_kl"] == pytest.approx(bound)
+    max_kl = bound
     with torch.no_grad():
         kl = gaussian_kl(old_mean, old_log_std, actor, obs).item()
     assert 0 < kl <= max_kl

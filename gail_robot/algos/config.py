@@ -137,6 +137,9 @@ class TRPOConfig:
 
     max_kl: float = 0.01
     """Trust-region bound on the mean KL(old || new)."""
+    anneal_kl: bool = False
+    """Shrink the bound linearly to 0 over the run, as PPO anneals its learning rate (late GAIL steps
+    then settle instead of chasing the moving discriminator reward at full size)."""
     cg_iters: int = 10
     """Conjugate-gradient iterations."""
     cg_damping: float = 0.1

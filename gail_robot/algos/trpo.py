@@ -72,9 +72,14 @@ class TRPO:
         self.value_optimizer = torch.optim.Adam(critic.parameters(), lr=config.vf_lr)
 
     def update(self, buffer: RolloutBuffer, progress: float) -> dict[str, float]:
-        """One trust-region policy step and a value fit on one rollout (``progress`` is unused)."""
-        del progress
+        """One trust-region policy step and a value fit on one rollout.
+
+        Args:
+            buffer: the rollout, advantages and returns filled in.
+            progress: fraction of the run done before this update (for ``anneal_kl``).
+        """
         cfg = self.config
+        max_kl = cfg.max_kl * (1.0 - progress) if cfg.anneal_kl else cfg.max_kl
         data = buffer.flat()
         obs, actions, old_log_probs = data["obs"], data["actions"], data["log_probs"]
         advantages = data["advantages"]
@@ -101,7 +106,7 @@ class TRPO:
 
         step_dir = conjugate_gradient(fisher_vector, grad.detach(), cfg.cg_iters)
         shs = 0.5 * step_dir.dot(fisher_vector(step_dir))
-        step_scale = torch.sqrt(2.0 * cfg.max_kl / (shs + 1e-12)) if shs > 0 else torch.tensor(0.0)
+        step_scale = torch.sqrt(2.0 * max_kl / (shs + 1e-12)) if shs > 0 else torch.tensor(0.0)
         full_step = step_scale * step_dir
         expected_improve = grad.detach().dot(full_step).item()
         old_params = flat_params(params)
@@ -112,7 +117,7 @@ class TRPO:
             with torch.no_grad():
                 kl_value = gaussian_kl(old_mean, old_log_std, self.actor, obs).item()
                 new_surr = surrogate().item()
-            if kl_value <= cfg.max_kl and new_surr > old_surr and np.isfinite(new_surr):
+            if kl_value <= max_kl and new_surr > old_surr and np.isfinite(new_surr):
                 accepted = True
                 break
             fraction *= cfg.backtrack_ratio
@@ -127,6 +132,7 @@ class TRPO:
             "value_loss": value_loss,
             "entropy": entropy,
             "approx_kl": kl_value,
+            "max_kl": max_kl,
             "step_accepted": float(accepted),
             "step_fraction": fraction if accepted else 0.0,
             "expected_improvement": expected_improve,
