@@ -17,43 +17,19 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
+from policy_factory import make_checkpoint
 
 from gail_robot import controller, export
 from gail_robot.envs.physics import get_physics_state
 from gail_robot.errors import UserError
-from gail_robot.nets import GaussianActor, NetConfig
-from gail_robot.policy_io import PolicyBundle, load_policy, save_checkpoint
+from gail_robot.policy_io import PolicyBundle, load_policy
 
 
 def make_bundle(
     tmp: Path, env_id: str, env_kwargs: dict[str, Any] | None = None, seed: int = 0
 ) -> PolicyBundle:
     """A 2x256 random actor for ``env_id`` saved as a training checkpoint and loaded back."""
-    env = gym.make(env_id, **(env_kwargs or {}))
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    torch.manual_seed(seed)
-    actor = GaussianActor(obs_dim, act_dim, NetConfig([256, 256]))
-    torch.nn.init.orthogonal_(actor.mean_net[-1].weight, gain=1.0)  # actions across the whole range
-    rng = np.random.default_rng(seed)
-    path = save_checkpoint(
-        tmp / f"{env_id}.pt",
-        {
-            "actor_spec": actor.spec(),
-            "actor": actor.state_dict(),
-            "obs_norm": {
-                "mean": rng.normal(size=obs_dim) * 0.1,
-                "var": rng.uniform(0.5, 2.0, obs_dim),
-                "clip": 10.0,
-            },
-            "action_low": env.action_space.low,
-            "action_high": env.action_space.high,
-            "env_id": env_id,
-            "env_kwargs": dict(env_kwargs or {}),
-            "meta": {"algo": "test"},
-        },
-    )
-    env.close()
+    path = make_checkpoint(tmp / f"{env_id}.pt", env_id, env_kwargs, seed)
     return load_policy(path)
 
 
