@@ -68,7 +68,9 @@ class TaskSpec:
         gail_steps: env steps for each GAIL learner.
         demos: number of demonstrations.
         methods: learners run by default.
-        record_args: extra ``gail-robot record`` arguments (e.g. ``--only-success``).
+        record_args: extra ``gail-robot record`` arguments. Default ``--only-success``: walkers keep
+            the episodes that reach the time limit without falling, arm tasks the solved ones, so
+            that the reference is the expert's intended behaviour, not its occasional falls.
         learner_set: ``--set`` overrides for every learner of this task.
     """
 
@@ -79,7 +81,7 @@ class TaskSpec:
     gail_steps: int
     demos: int = 10
     methods: tuple[str, ...] = ("gail-ppo", "gail-trpo")
-    record_args: tuple[str, ...] = ()
+    record_args: tuple[str, ...] = ("--only-success",)
     learner_set: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -136,7 +138,6 @@ TASKS: dict[str, TaskSpec] = {
         0,
         500_000,
         methods=("bc", "gail-ppo", "gail-trpo"),
-        record_args=("--only-success",),
     ),
     "ArmPush-v0": TaskSpec(
         "gail_robot/ArmPush-v0",
@@ -145,7 +146,6 @@ TASKS: dict[str, TaskSpec] = {
         0,
         2_000_000,
         methods=("bc", "gail-ppo", "gail-trpo"),
-        record_args=("--only-success",),
     ),
     "ArmPickPlace-v0": TaskSpec(
         "gail_robot/ArmPickPlace-v0",
@@ -154,7 +154,6 @@ TASKS: dict[str, TaskSpec] = {
         0,
         3_000_000,
         methods=("bc", "gail-ppo", "gail-trpo"),
-        record_args=("--only-success",),
     ),
 }
 
