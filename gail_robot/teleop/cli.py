@@ -113,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         env.close()
     summary = (
-        f"{len(stats.saved)} demos saved to {args.out} ({stats.steps} steps"
+        f"{len(stats.saved)} demos saved to {args.out} ({stats.saved_steps} steps"
         f"{f', {stats.discarded} discarded' if stats.discarded else ''}"
         f"{f', {stats.rejected} unsuccessful dropped' if stats.rejected else ''})"
     )

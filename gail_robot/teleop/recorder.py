@@ -24,7 +24,8 @@ class RecordStats:
         saved: names of the demos written.
         discarded: episodes thrown away by the user.
         rejected: episodes dropped by ``only_success``.
-        steps: env steps taken (all episodes).
+        steps: env steps taken (all episodes, kept or not).
+        saved_steps: steps in the saved demos.
         quit: the user quit before the requested number of episodes.
     """
 
@@ -32,6 +33,7 @@ class RecordStats:
     discarded: int = 0
     rejected: int = 0
     steps: int = 0
+    saved_steps: int = 0
     quit: bool = False
 
 
@@ -174,6 +176,7 @@ def record(
             continue
         name = writer.end_episode(success=success, final_state=get_physics_state(env), cut=outcome == "save")
         stats.saved.append(name)
+        stats.saved_steps += writer.saved_length
         status.message(
             f"saved {name}: {writer.saved_length} steps, return {ep_return:.2f}, "
             f"success {'yes' if success else 'no'}"
