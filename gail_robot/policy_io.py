@@ -230,7 +230,13 @@ def bundle_from_checkpoint(data: dict[str, Any]) -> PolicyBundle:
     """Build the deterministic :class:`PolicyBundle` from a loaded checkpoint dict."""
     from gail_robot.nets import GaussianActor
 
-    actor = GaussianActor.from_spec(data["actor_spec"])
+    actor: Any
+    if data["actor_spec"].get("kind") == "tanh_gaussian":  # SAC: deterministic action tanh(mu)
+        from gail_robot.algos.sac import TanhGaussianActor
+
+        actor = TanhGaussianActor.from_spec(data["actor_spec"])
+    else:
+        actor = GaussianActor.from_spec(data["actor_spec"])
     actor.load_state_dict(data["actor"])
     actor.eval()
     norm = data["obs_norm"]

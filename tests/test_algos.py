@@ -177,7 +177,7 @@ def test_config_from_dict_and_overrides():
         ({"ppo": {"lr": "fast"}}, "ppo.lr must be a number"),
         ({"env": {"num_envs": 0}}, "env.num_envs must be >= 1"),
         ({"gail": {"reward": "log"}}, "gail.reward must be one of"),
-        ({"algo": "sac"}, "algo must be one of"),
+        ({"algo": "ddpg"}, "algo must be one of"),
     ],
 )
 def test_config_errors_are_one_line_user_errors(data, message):

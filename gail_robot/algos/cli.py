@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="YAML config file, or the name of a shipped config (e.g. Hopper-v5, ArmReach-v0)",
     )
     parser.add_argument(
-        "--algo", choices=["bc", "gail", "ppo", "trpo"], help="algorithm (or 'algo' in the config)"
+        "--algo", choices=["bc", "gail", "ppo", "trpo", "sac"], help="algorithm (or 'algo' in the config)"
     )
     parser.add_argument("--gen", choices=["ppo", "trpo"], help="GAIL generator (gail.generator)")
     parser.add_argument("--env", help="Gymnasium env id (env.id)")
@@ -126,7 +126,7 @@ def build_config(args: argparse.Namespace) -> tuple[Any, Path, bool]:
     data = _merge(base, _flag_overrides(args))
     data = apply_overrides(data, args.overrides)
     if not resume and "algo" not in data:
-        raise UserError("choose an algorithm: --algo bc|gail|ppo|trpo (or 'algo' in the config)")
+        raise UserError("choose an algorithm: --algo bc|gail|ppo|trpo|sac (or 'algo' in the config)")
     return config_from_dict(data), run_dir, resume
 
 
@@ -136,6 +136,10 @@ def main(args: argparse.Namespace) -> int:
         from gail_robot.algos.bc import train_bc
 
         final = train_bc(config, run_dir)
+    elif config.algo == "sac":
+        from gail_robot.algos.sac import train_sac
+
+        final = train_sac(config, run_dir, resume=resume)
     else:
         from gail_robot.algos.trainer import OnPolicyTrainer
 

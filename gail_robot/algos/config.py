@@ -16,10 +16,11 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
+from gail_robot.algos.sac_config import SACConfig
 from gail_robot.errors import UserError
 from gail_robot.nets import ACTIVATIONS
 
-ALGOS = ("ppo", "trpo", "gail", "bc")
+ALGOS = ("ppo", "trpo", "gail", "bc", "sac")
 GENERATORS = ("ppo", "trpo")
 REWARD_KINDS = ("auto", "gail", "airl", "neg")
 
@@ -286,8 +287,9 @@ class RunConfig:
 class TrainConfig:
     """Everything a training run needs; saved as the run's config.yaml."""
 
-    algo: Literal["ppo", "trpo", "gail", "bc"] = "ppo"
-    """ppo / trpo: RL on the env reward; gail: imitation with a ppo/trpo generator; bc: cloning."""
+    algo: Literal["ppo", "trpo", "gail", "bc", "sac"] = "ppo"
+    """ppo / trpo: RL on the env reward; gail: imitation with a ppo/trpo generator; bc: cloning;
+    sac: off-policy RL on the env reward (for experts, see gail_robot/algos/sac.py)."""
     env: EnvConfig = field(default_factory=EnvConfig)
     """Env id, kwargs, vectorisation and observation normalisation."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -302,6 +304,8 @@ class TrainConfig:
     """Discriminator and demos (algo gail)."""
     bc: BCConfig = field(default_factory=BCConfig)
     """Behaviour cloning (algo bc)."""
+    sac: SACConfig = field(default_factory=SACConfig)
+    """Soft Actor-Critic (algo sac)."""
     run: RunConfig = field(default_factory=RunConfig)
     """Budget, seed, logging, evaluation and checkpoints."""
     init_from: str | None = None
@@ -459,6 +463,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def shipped_config_path(name: str) -> Path | None:
     """The packaged config for an env id or a config name (``Hopper-v5``, ``gail_robot/ArmReach-v0``)."""
     folder = Path(__file__).resolve().parent.parent / "configs"
+    nested = folder / f"{name.removesuffix('.yaml')}.yaml"  # e.g. sac/Hopper-v5
+    if "/" in name and nested.is_file():
+        return nested
     stem = name.split("/")[-1].removesuffix(".yaml")
     candidate = folder / f"{stem}.yaml"
     return candidate if candidate.is_file() else None

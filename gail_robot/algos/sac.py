@@ -457,7 +457,7 @@ class SACTrainer:
         self.config = config
         self.run_dir = Path(run_dir)
         cfg = config
-        scfg = cfg.sac  # type: ignore[attr-defined]
+        scfg = cfg.sac
         self.sac_config = scfg
         torch.set_num_threads(cfg.run.torch_threads)
         torch.manual_seed(cfg.run.seed)
