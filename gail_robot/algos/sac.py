@@ -580,7 +580,8 @@ class SACTrainer:
             self.replay_warmup_until = self.env_steps + self.sac_config.learning_starts
 
     def save(self, final: bool = False) -> Path:
-        from gail_robot.policy_io import CHECKPOINT_DIR, FINAL_NAME, LATEST_NAME, save_checkpoint
+        from gail_robot.algos.trainer import write_checkpoints
+        from gail_robot.policy_io import CHECKPOINT_DIR
 
         ckpt_dir = self.run_dir / CHECKPOINT_DIR
         payload = self.payload()
@@ -589,15 +590,9 @@ class SACTrainer:
             # The buffer first: a latest.pt on disk always has a buffer at least as new as itself
             # (final.pt is also the new latest.pt, so a finished run can be extended with --resume).
             self.replay.save(ckpt_dir / REPLAY_NAME)
-        save_checkpoint(ckpt_dir / LATEST_NAME, payload)
-        if final:
-            return save_checkpoint(self.run_dir / FINAL_NAME, payload)
-        path = save_checkpoint(ckpt_dir / f"step_{self.env_steps:010d}.pt", payload)
-        numbered = sorted(ckpt_dir.glob("step_*.pt"))
-        keep = self.config.run.keep_checkpoints
-        for old in numbered[: max(0, len(numbered) - keep)]:
-            old.unlink(missing_ok=True)
-        return path
+        return write_checkpoints(
+            self.run_dir, payload, self.env_steps, self.config.run.keep_checkpoints, final
+        )
 
     # ------------------------------------------------------------------------------ loop
 
@@ -608,19 +603,9 @@ class SACTrainer:
         return self.wall_offset + (0.0 if self._start is None else time.perf_counter() - self._start)
 
     def evaluate(self) -> dict[str, float]:
-        from gail_robot.evaluate import evaluate_policy
+        from gail_robot.algos.trainer import evaluation_row
 
-        episodes = self.config.run.eval_episodes
-        if episodes == 0:
-            return {}
-        result = evaluate_policy(self.bundle(), episodes, seed=10_000 + self.config.run.seed)
-        out = {"eval_return": result.mean_return, "eval_return_std": result.std_return}
-        out["eval_length"] = result.mean_length
-        if not np.isnan(result.success_rate):
-            out["eval_success_rate"] = result.success_rate
-        if not np.isnan(result.mean_forward_velocity):
-            out["eval_forward_velocity"] = result.mean_forward_velocity
-        return out
+        return evaluation_row(self.bundle(), self.config.run.eval_episodes, self.config.run.seed)
 
     def _act(self, obs: np.ndarray) -> np.ndarray:
         """Exploration action ``(A,)`` in ``[-1, 1]``: uniform during warm-up, else a policy sample."""

@@ -113,6 +113,41 @@ def load_init_actor(path: str, actor: GaussianActor, normalizer: ObsNormalizer, 
         normalizer.load_frozen(norm["mean"], norm["var"])
 
 
+def write_checkpoints(run_dir: Path, payload: dict[str, Any], env_steps: int, keep: int, final: bool) -> Path:
+    """Write ``checkpoints/latest.pt`` and either ``final.pt`` or a numbered checkpoint (atomic writes).
+
+    Only the newest ``keep`` numbered checkpoints are kept. Returns the path of the final or numbered one.
+    """
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    save_checkpoint(ckpt_dir / LATEST_NAME, payload)
+    if final:
+        return save_checkpoint(run_dir / FINAL_NAME, payload)
+    path = save_checkpoint(ckpt_dir / f"step_{env_steps:010d}.pt", payload)
+    numbered = sorted(ckpt_dir.glob("step_*.pt"))
+    for old in numbered[: max(0, len(numbered) - keep)]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def evaluation_row(bundle: PolicyBundle, episodes: int, run_seed: int) -> dict[str, float]:
+    """The ``eval_*`` metrics of ``episodes`` deterministic episodes (empty when ``episodes`` is 0).
+
+    Evaluation seeds start at 10 000 + the run seed, away from the seeds training resets with.
+    """
+    from gail_robot.evaluate import evaluate_policy
+
+    if episodes == 0:
+        return {}
+    result = evaluate_policy(bundle, episodes, seed=10_000 + run_seed)
+    out = {"eval_return": result.mean_return, "eval_return_std": result.std_return}
+    out["eval_length"] = result.mean_length
+    if not np.isnan(result.success_rate):
+        out["eval_success_rate"] = result.success_rate
+    if not np.isnan(result.mean_forward_velocity):
+        out["eval_forward_velocity"] = result.mean_forward_velocity
+    return out
+
+
 class OnPolicyTrainer:
     """PPO / TRPO on the env reward, or GAIL with a PPO / TRPO generator.
 
@@ -271,17 +306,9 @@ class OnPolicyTrainer:
         self.last_eval = dict(data["meta"].get("eval", {}))
 
     def save(self, final: bool = False) -> Path:
-        ckpt_dir = self.run_dir / CHECKPOINT_DIR
-        payload = self.payload()
-        save_checkpoint(ckpt_dir / LATEST_NAME, payload)
-        if final:
-            return save_checkpoint(self.run_dir / FINAL_NAME, payload)
-        path = save_checkpoint(ckpt_dir / f"step_{self.env_steps:010d}.pt", payload)
-        numbered = sorted(ckpt_dir.glob("step_*.pt"))
-        keep = self.config.run.keep_checkpoints
-        for old in numbered[: max(0, len(numbered) - keep)]:
-            old.unlink(missing_ok=True)
-        return path
+        return write_checkpoints(
+            self.run_dir, self.payload(), self.env_steps, self.config.run.keep_checkpoints, final
+        )
 
     # ------------------------------------------------------------------------------ loop
 
@@ -290,19 +317,7 @@ class OnPolicyTrainer:
         return self.wall_offset + (0.0 if self._start is None else time.perf_counter() - self._start)
 
     def evaluate(self) -> dict[str, float]:
-        from gail_robot.evaluate import evaluate_policy
-
-        episodes = self.config.run.eval_episodes
-        if episodes == 0:
-            return {}
-        result = evaluate_policy(self.bundle(), episodes, seed=10_000 + self.config.run.seed)
-        out = {"eval_return": result.mean_return, "eval_return_std": result.std_return}
-        out["eval_length"] = result.mean_length
-        if not np.isnan(result.success_rate):
-            out["eval_success_rate"] = result.success_rate
-        if not np.isnan(result.mean_forward_velocity):
-            out["eval_forward_velocity"] = result.mean_forward_velocity
-        return out
+        return evaluation_row(self.bundle(), self.config.run.eval_episodes, self.config.run.seed)
 
     def train(self) -> Path:
         """Run until ``run.total_steps`` env steps and write ``final.pt``; returns its path."""
