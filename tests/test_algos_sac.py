@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_runner import run_cli
 
 from gail_robot.algos.config import TrainConfig, config_from_dict
 from gail_robot.algos.sac import (
@@ -39,9 +39,7 @@ def one_torch_thread():
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gail_robot.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
-    )
+    return run_cli(*args, cwd=cwd)
 
 
 # ------------------------------------------------------------------------------ hand-checked pieces

@@ -1,15 +1,8 @@
 """The gail-robot command itself: --help, --version, unknown subcommands."""
 
-import subprocess
-import sys
+from cli_runner import run_cli
 
 import gail_robot
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gail_robot.cli", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 def test_version() -> None:

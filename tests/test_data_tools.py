@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import gymnasium as gym
 import h5py
 import numpy as np
 import pytest
+from cli_runner import one_line_error, run_cli
 
 import gail_robot.envs  # noqa: F401
 from gail_robot.data import DemoDataset, DemoWriter
@@ -20,20 +20,6 @@ from gail_robot.data.replay import replay_demo
 from gail_robot.data.validate import validate_file
 from gail_robot.envs.physics import get_physics_state
 from gail_robot.errors import UserError
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gail_robot.cli", *args], capture_output=True, text=True, timeout=300
-    )
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def make_demos(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -15,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from cli_runner import run_cli
 from policy_factory import make_checkpoint
 
 from gail_robot import export
@@ -30,12 +30,6 @@ def jit_load(path: Path, extra: dict[str, Any] | None = None) -> torch.jit.Scrip
             "ignore", message=r"`torch\.jit\.[\w.]+` is deprecated", category=DeprecationWarning
         )
         return torch.jit.load(str(path), _extra_files=extra if extra is not None else {})
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gail_robot.cli", *args], capture_output=True, text=True, check=False
-    )
 
 
 @pytest.fixture(scope="module")

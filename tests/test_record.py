@@ -14,6 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+from cli_runner import one_line_error, run_cli
 
 import gail_robot.envs  # noqa: F401
 from gail_robot.data import DemoDataset, DemoWriter
@@ -22,21 +23,6 @@ from gail_robot.data.validate import validate_file
 from gail_robot.errors import UserError
 from gail_robot.teleop.devices import HOLD_S, CommandMapper, Event, KeyState, make_device
 from gail_robot.teleop.recorder import record
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gail_robot.cli", *args], capture_output=True, text=True, timeout=300
-    )
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
 
 # -- key handling -----------------------------------------------------------------------------
 

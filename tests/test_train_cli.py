@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from cli_runner import run_cli
 
 from gail_robot.data import DemoWriter
 from gail_robot.envs.physics import get_physics_state
@@ -67,9 +67,7 @@ def record_demos(path: Path, episodes: int, max_steps: int, noise: float = 0.0, 
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "gail_robot.cli", *args], capture_output=True, text=True, timeout=300
-    )
+    proc = run_cli(*args)
     if check and proc.returncode != 0:
         raise AssertionError(f"gail-robot {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
