@@ -320,7 +320,24 @@ def glfw_key_name(keycode: int) -> str | None:
     return None
 
 
-class KeyboardDevice:
+class _TeleopDevice:
+    """What the human-driven devices share: a command mapper, an optional viewer, and the status text."""
+
+    interactive = True
+    mapper: CommandMapper
+    viewer: Any = None
+
+    def sync(self, env: gym.Env[Any, Any]) -> None:
+        """Redraw the viewer when one is open."""
+        if self.viewer is not None:
+            self.viewer.sync()
+
+    def describe(self) -> str:
+        """Status-line text."""
+        return self.mapper.describe()
+
+
+class KeyboardDevice(_TeleopDevice):
     """Keyboard teleop in the MuJoCo viewer window (with a display) or in the terminal (without).
 
     Args:
@@ -330,7 +347,6 @@ class KeyboardDevice:
     """
 
     source = "teleop:keyboard"
-    interactive = True
 
     def __init__(self, env: gym.Env[Any, Any], speed: float = 1.0, use_viewer: bool | None = None) -> None:
         self.mapper = CommandMapper(env.action_space, is_arm_task(env), speed)  # type: ignore[arg-type]
@@ -369,15 +385,6 @@ class KeyboardDevice:
         if self.viewer is not None and not self.viewer.is_running():
             events.add(Event.QUIT)
         return events
-
-    def sync(self, env: gym.Env[Any, Any]) -> None:
-        """Redraw the viewer."""
-        if self.viewer is not None:
-            self.viewer.sync()
-
-    def describe(self) -> str:
-        """Status-line text."""
-        return self.mapper.describe()
 
     def close(self) -> None:
         """Close the viewer / restore the terminal."""
@@ -429,7 +436,7 @@ class _OptionalTerminal:
             self.terminal.close()
 
 
-class GamepadDevice:
+class GamepadDevice(_TeleopDevice):
     """Gamepad teleop through pygame (``pip install 'gail-robot[gamepad]'``).
 
     Left stick: x / y (joint mode: the selected dimension); right stick vertical: z; A: toggle
@@ -438,7 +445,6 @@ class GamepadDevice:
     """
 
     source = "teleop:gamepad"
-    interactive = True
     DEADZONE = 0.1
 
     def __init__(self, env: gym.Env[Any, Any], speed: float = 1.0) -> None:
@@ -497,15 +503,6 @@ class GamepadDevice:
         self.poll_events_into_keys()
         return self.keys.take_events()
 
-    def sync(self, env: gym.Env[Any, Any]) -> None:
-        """Redraw the viewer when one is open."""
-        if self.viewer is not None:
-            self.viewer.sync()
-
-    def describe(self) -> str:
-        """Status-line text."""
-        return self.mapper.describe()
-
     def close(self) -> None:
         """Release the gamepad and the terminal."""
         self.extra.close()
@@ -514,7 +511,7 @@ class GamepadDevice:
         self.pygame.quit()
 
 
-class SpaceMouseDevice:
+class SpaceMouseDevice(_TeleopDevice):
     """3Dconnexion SpaceMouse teleop through pyspacemouse (``pip install 'gail-robot[spacemouse]'``).
 
     Translation x / y / z moves the tool (joint mode: x drives the selected dimension); the left
@@ -522,7 +519,6 @@ class SpaceMouseDevice:
     """
 
     source = "teleop:spacemouse"
-    interactive = True
 
     def __init__(self, env: gym.Env[Any, Any], speed: float = 1.0) -> None:
         try:
@@ -572,15 +568,6 @@ class SpaceMouseDevice:
         """Save / discard / quit."""
         self._read()
         return self.keys.take_events()
-
-    def sync(self, env: gym.Env[Any, Any]) -> None:
-        """Redraw the viewer when one is open."""
-        if self.viewer is not None:
-            self.viewer.sync()
-
-    def describe(self) -> str:
-        """Status-line text."""
-        return self.mapper.describe()
 
     def close(self) -> None:
         """Release the terminal (pyspacemouse has no close)."""
