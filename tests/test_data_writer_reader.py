@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 
 import gail_robot.envs  # noqa: F401  (registers the project's tasks)
 from gail_robot.data import FORMAT, FORMAT_VERSION, DemoDataset, DemoWriter, Transitions
-from gail_robot.data.chunks import ChunkedColumn
+from gail_robot.data.chunks import ChunkCompressor, ChunkedColumn, ShiftedColumn
 from gail_robot.data.validate import validate_file
 from gail_robot.envs.physics import get_physics_state, model_xml
 from gail_robot.errors import UserError
@@ -119,6 +120,74 @@ def test_chunked_column_matches_hdf5_filters(tmp_path: Path, count: int, shuffle
     with h5py.File(tmp_path / "c.h5", "r") as f:
         assert f["x"].chunks[0] == min(count, 21) and f["x"].shuffle == shuffle
         np.testing.assert_array_equal(f["x"][()], rows)
+
+
+@pytest.mark.parametrize("pool", [False, True])
+@pytest.mark.parametrize("count", [1, 20, 21, 22, 63, 100])
+@pytest.mark.parametrize("detach_at", [None, 1, 20, 21, 40, 62])
+def test_shifted_obs_column_equals_explicit_rows(count: int, detach_at: int | None, pool: bool) -> None:
+    """obs built from next_obs blocks (no copy per step) stores exactly the rows an explicit column
+    would, also when a caller's obs stops matching the previous next_obs at any step."""
+    rng = np.random.default_rng(count)
+    next_rows = rng.normal(size=(count, 390))  # 21 rows per chunk
+    obs_rows = np.concatenate([rng.normal(size=(1, 390)), next_rows[:-1]])
+    if detach_at is not None and detach_at < count:
+        obs_rows[detach_at:] += 1.0  # from here on the caller's obs differ from next_obs[t - 1]
+    executor = ThreadPoolExecutor(1) if pool else None
+    source = ChunkedColumn((390,), np.float64, compressor=ChunkCompressor(executor, batch_bytes=100_000))
+    shifted = ShiftedColumn(source, obs_rows[0])
+    shifted.append_previous()
+    source.append(next_rows[0])
+    for t in range(1, count):
+        # identical objects, equal copies and different rows all occur
+        row = next_rows[t - 1] if t % 3 else obs_rows[t].copy()
+        if detach_at is not None and t >= detach_at:
+            row = obs_rows[t]
+        shifted.add(row, next_rows[t - 1])
+        source.append(next_rows[t])
+    assert shifted.derived == (detach_at is None or detach_at >= count)
+    shifted.seal()
+    np.testing.assert_array_equal(shifted.finish().read(), obs_rows)
+    np.testing.assert_array_equal(source.finish().read(), next_rows)
+    if executor is not None:
+        executor.shutdown()
+
+
+def test_shifted_image_column_one_frame_per_chunk() -> None:
+    frames = np.random.default_rng(0).integers(0, 255, size=(6, 8, 8, 3), dtype=np.uint8)
+    source = ChunkedColumn((8, 8, 3), np.uint8, image=True)
+    shifted = ShiftedColumn(source, frames[0])
+    shifted.append_previous()
+    for t in range(1, 6):
+        source.append(frames[t])
+        shifted.add(frames[t], frames[t])
+    source.append(frames[0])  # the last next_obs
+    assert shifted.rows == source.rows == 1 and shifted.derived
+    np.testing.assert_array_equal(shifted.finish().read(), frames)
+
+
+def test_writer_stores_obs_that_are_not_the_previous_next_obs(
+    tmp_path: Path, pendulum: gym.Env[Any, Any]
+) -> None:
+    """A caller may pass other obs than the last next_obs (noise, a re-read sensor): stored as given."""
+    path = tmp_path / "demos.hdf5"
+    rng = np.random.default_rng(0)
+    fed_obs, fed_next = [], []
+    with DemoWriter(path, pendulum, durable=False) as writer:
+        obs, _ = pendulum.reset(seed=0)
+        writer.start_episode(seed=0)
+        for t in range(60):
+            state = get_physics_state(pendulum)
+            next_obs, reward, _, _, _ = pendulum.step(np.zeros(1, np.float32))
+            given = obs.copy() if t < 30 else obs + rng.normal(size=obs.shape).astype(obs.dtype)
+            writer.add_step(given, np.zeros(1, np.float32), reward, next_obs, False, t == 59, state)
+            fed_obs.append(given)
+            fed_next.append(next_obs)
+            obs = next_obs
+        writer.end_episode(False, get_physics_state(pendulum))
+    demo = DemoDataset(path).demo(0)
+    np.testing.assert_array_equal(demo.obs["state"], np.array(fed_obs))
+    np.testing.assert_array_equal(demo.next_obs["state"], np.array(fed_next))
 
 
 def test_demos_listed_in_numeric_order_and_transitions(tmp_path: Path, pendulum: gym.Env[Any, Any]) -> None:

@@ -21,7 +21,7 @@ import gymnasium as gym
 import h5py
 import numpy as np
 
-from gail_robot.data.chunks import ChunkedColumn, StoredColumn
+from gail_robot.data.chunks import ChunkCompressor, ChunkedColumn, ShiftedColumn, StoredColumn
 from gail_robot.data.publish import FileLock, SparePublisher, remove_leftovers
 from gail_robot.data.schema import (
     EnvMeta,
@@ -54,19 +54,36 @@ class _EpisodeBuffer:
         self.source = source
         self.model_file = model_file
 
-        def column(box: gym.spaces.Box) -> ChunkedColumn:
-            return ChunkedColumn(box.shape, box.dtype, image=is_image_space(box), pool=pool)
+        compressor = ChunkCompressor(pool)
 
-        self.obs = {k: column(b) for k, b in obs_spaces.items()}
+        def column(box: gym.spaces.Box) -> ChunkedColumn:
+            return ChunkedColumn(box.shape, box.dtype, image=is_image_space(box), compressor=compressor)
+
         self.next_obs = {k: column(b) for k, b in obs_spaces.items()}
-        self.actions = ChunkedColumn(act_shape, np.float32, pool=pool)
-        self.states = ChunkedColumn((state_size,), np.float64, pool=pool)
+        # obs[t] is next_obs[t - 1] within an episode: built from next_obs (see ShiftedColumn),
+        # created at the first step, which brings obs[0]
+        self.obs: dict[str, ShiftedColumn] = {}
+        self.last_next_obs: dict[str, np.ndarray] = {}  # the objects passed as next_obs last step
+        self.actions = ChunkedColumn(act_shape, np.float32, compressor=compressor)
+        self.states = ChunkedColumn((state_size,), np.float64, compressor=compressor)
         self.rewards: list[float] = []
         self.terminated: list[bool] = []
         self.truncated: list[bool] = []
 
     def __len__(self) -> int:
         return len(self.rewards)
+
+    def add_obs(self, obs: dict[str, np.ndarray], next_obs: dict[str, np.ndarray]) -> None:
+        for key, value in obs.items():
+            col = self.obs.get(key)
+            if col is None:
+                self.obs[key] = ShiftedColumn(self.next_obs[key], value)
+                self.obs[key].append_previous()
+            else:
+                col.add(value, self.last_next_obs[key])
+        for key, value in next_obs.items():
+            self.next_obs[key].append(value)
+        self.last_next_obs = next_obs
 
     def cancel(self) -> None:
         for col in (*self.obs.values(), *self.next_obs.values(), self.actions, self.states):
@@ -203,6 +220,7 @@ class DemoWriter:
             raise
         if self.background:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-compress")
+        self._publisher.executor = self._pool  # the spare catches up there while recording goes on
         self._open = True
         return self
 
@@ -211,6 +229,7 @@ class DemoWriter:
         self.discard_episode()
         if self._open:
             self._publisher.close()
+            self._publisher.executor = None
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
@@ -331,9 +350,10 @@ class DemoWriter:
         act = np.asarray(action, dtype=np.float32)
         if act.shape != self._act_shape:
             raise ValueError(f"action at step {step} has shape {act.shape}, expected {self._act_shape}")
-        # a dot product is NaN/inf when any element is (and ~3x cheaper than isfinite().all());
-        # huge finite values that overflow it get the exact check
-        if not math.isfinite(act.dot(act)) and not np.isfinite(act).all():
+        # a sum is NaN/inf when any element is (and cheaper than isfinite().all()); huge finite
+        # values that overflow it get the exact check. Not a dot product: BLAS releases the GIL,
+        # and the compression thread then keeps the stepping thread waiting for it.
+        if not math.isfinite(act.sum()) and not np.isfinite(act).all():
             raise ValueError(f"action at step {step} is not finite: {act.tolist()}")
         st = np.asarray(state, dtype=np.float64)
         if st.shape != (self.meta.state_size,):
@@ -343,19 +363,16 @@ class DemoWriter:
         key = self._single_key
         if (
             key is not None
+            and step
             and type(obs) is np.ndarray
             and type(next_obs) is np.ndarray
             and obs.shape == next_obs.shape == self._obs_spaces[key].shape
         ):
-            ep.obs[key].append(obs)
+            ep.obs[key].add(obs, ep.last_next_obs[key])
             ep.next_obs[key].append(next_obs)
+            ep.last_next_obs[key] = next_obs
         else:
-            o = self._split_obs(obs, "obs", step)
-            no = self._split_obs(next_obs, "next_obs", step)
-            for name, value in o.items():
-                ep.obs[name].append(value)
-            for name, value in no.items():
-                ep.next_obs[name].append(value)
+            ep.add_obs(self._split_obs(obs, "obs", step), self._split_obs(next_obs, "next_obs", step))
         ep.actions.append(act)
         ep.states.append(st)
         ep.rewards.append(float(reward))
