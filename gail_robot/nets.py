@@ -41,6 +41,28 @@ class NetConfig:
         return asdict(self)
 
 
+def adam(params: Any, lr: float, **kwargs: Any) -> torch.optim.Adam:
+    """Adam with the fused kernel: one op updates every parameter, instead of ~10 ops per tensor.
+
+    Small networks are dominated by per-op overhead on CPU: measured, the GAIL-PPO update of the
+    64-64 Hopper actor and critic took 18 % less time (``benchmarks/bench_train.py``).
+    """
+    return torch.optim.Adam(params, lr=lr, fused=True, **kwargs)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict`` that also reads checkpoints written before 0.1.1.
+
+    Those stored the boolean options of a parameter group as 0/1 (``maximize``, ``amsgrad``,
+    ...), which the fused Adam kernel rejects; the group's options are taken from the optimizer.
+    """
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        for key, default in optimizer.defaults.items():
+            if isinstance(default, bool) and key in group:
+                group[key] = bool(group[key])
+
+
 def mlp(in_dim: int, out_dim: int, config: NetConfig, out_gain: float = 1.0) -> nn.Sequential:
     """An MLP with orthogonal init (hidden gain sqrt(2), output gain ``out_gain``), zero biases.
 

@@ -122,6 +122,8 @@ def to_plain(value: Any) -> Any:
         return torch.from_numpy(np.array(value, order="C", copy=True))  # keeps 0-d arrays 0-d
     if isinstance(value, np.generic):
         return value.item()
+    if type(value) in (bool, int, float, str):  # (bool first: True is also an int)
+        return value
     # Subclasses of plain types (torch.__version__ is a TorchVersion str) would pickle as their
     # class, which weights_only loading refuses: store the plain value.
     for plain in (bool, int, float, str):

@@ -184,3 +184,23 @@ def test_config_errors_are_one_line_user_errors(data, message):
     with pytest.raises(UserError, match=message) as info:
         config_from_dict(data)
     assert "\n" not in str(info.value)
+
+
+def test_optimizer_state_with_integer_flags_still_loads() -> None:
+    """Checkpoints before 0.1.1 stored Adam's boolean options as 0/1; fused Adam needs bools."""
+    from gail_robot.nets import adam, load_optimizer_state
+
+    param = torch.nn.Parameter(torch.ones(3))
+    first = adam([param], 1e-3)
+    param.sum().backward()
+    first.step()
+    state = first.state_dict()
+    for group in state["param_groups"]:
+        for key, value in group.items():
+            if isinstance(value, bool):
+                group[key] = int(value)
+    second = adam([param], 1e-3)
+    load_optimizer_state(second, state)
+    before = param.detach().clone()
+    second.step()
+    assert second.param_groups[0]["maximize"] is False and not torch.equal(param, before)

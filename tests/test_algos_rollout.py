@@ -52,6 +52,7 @@ def _collect(n_steps: int, num_envs: int = 2, **env_kwargs) -> RolloutBuffer:
         collector = RolloutCollector(envs, normalizer, torch.Generator().manual_seed(0))
         collector.reset(seed=0)
         buffer = RolloutBuffer.empty(n_steps, num_envs, 1, 1)
+        torch.manual_seed(0)
         actor = GaussianActor(1, 1)
         collector.collect(actor, TenTimesObs(), buffer)  # type: ignore[arg-type]
         with torch.no_grad():
@@ -111,11 +112,39 @@ def test_subprocess_vector_envs_match_sync(mode):
         collector = RolloutCollector(envs, normalizer, torch.Generator().manual_seed(0))
         collector.reset(seed=0)
         buf = RolloutBuffer.empty(5, 2, 1, 1)
+        torch.manual_seed(0)
         collector.collect(GaussianActor(1, 1), TenTimesObs(), buf)  # type: ignore[arg-type]
     finally:
         envs.close()
     np.testing.assert_array_equal(buf.next_obs_raw, sync.next_obs_raw)
     np.testing.assert_array_equal(buf.truncated, sync.truncated)
+    # batched runs whole rollouts in its workers (NumPy actor): same noise, same actions
+    np.testing.assert_allclose(buf.actions, sync.actions, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(buf.log_probs, sync.log_probs, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(buf.obs_raw, sync.obs_raw)
+
+
+def test_worker_rollouts_continue_across_rollouts_and_count_episodes():
+    """Three workers, uneven slices, two rollouts in a row: same transitions as in-process stepping."""
+    results = []
+    for mode in ("sync", "batched"):
+        envs = make_vector_env(ENV_ID, 5, {"terminate": True}, mode=mode, num_workers=3)
+        try:
+            collector = RolloutCollector(envs, ObsNormalizer(1, clip=100.0, enabled=False), torch.Generator())
+            collector.reset(seed=0)
+            actor = GaussianActor(1, 1)
+            buffers = [RolloutBuffer.empty(3, 5, 1, 1) for _ in range(2)]
+            for buf in buffers:
+                collector.collect(actor, TenTimesObs(), buf)  # type: ignore[arg-type]
+            results.append((buffers, collector.stats.episodes))
+        finally:
+            envs.close()
+    (sync_bufs, sync_eps), (piped_bufs, piped_eps) = results
+    assert piped_eps == sync_eps == 5 * 3  # 6 steps per env, episodes of 2 steps
+    for a, b in zip(sync_bufs, piped_bufs, strict=True):
+        np.testing.assert_array_equal(a.obs_raw, b.obs_raw)
+        np.testing.assert_array_equal(a.next_obs_raw, b.next_obs_raw)
+        np.testing.assert_array_equal(a.terminated, b.terminated)
 
 
 def test_merge_infos_handles_keys_missing_in_some_workers():

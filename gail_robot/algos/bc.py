@@ -19,7 +19,7 @@ from gail_robot.algos.demos import concatenate, load_demo_episodes, normalize_ac
 from gail_robot.data import Transitions
 from gail_robot.envs.make import make_env
 from gail_robot.envs.wrappers import NormalizedActions, ObsNormalizer
-from gail_robot.nets import GaussianActor, NetConfig
+from gail_robot.nets import GaussianActor, NetConfig, adam
 from gail_robot.policy_io import FINAL_NAME, PolicyBundle, save_checkpoint
 
 
@@ -78,7 +78,7 @@ def fit_bc(
         Metrics of the best epoch: ``epoch``, ``train_nll``, ``valid_nll``, ``valid_mse``.
     """
     gen = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(actor.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = adam(actor.parameters(), lr=lr, weight_decay=weight_decay)
     x, y = torch.from_numpy(obs), torch.from_numpy(actions)
     vx = torch.from_numpy(valid_obs) if valid_obs is not None else None
     vy = torch.from_numpy(valid_actions) if valid_actions is not None else None

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gail_robot.nets import Discriminator
+from gail_robot.nets import Discriminator, adam
 
 
 @dataclass
@@ -77,7 +77,7 @@ class DiscriminatorTrainer:
 
     def __init__(self, disc: Discriminator, lr: float):
         self.disc = disc
-        self.optimizer = torch.optim.Adam(disc.parameters(), lr=lr)
+        self.optimizer = adam(disc.parameters(), lr=lr)
 
     def step(self, expert: torch.Tensor, policy: torch.Tensor, **kwargs: Any) -> DiscriminatorLoss:
         """One gradient step on a batch; keyword arguments go to :func:`discriminator_loss`."""

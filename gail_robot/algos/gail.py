@@ -26,7 +26,7 @@ from gail_robot.algos.discriminator import DiscriminatorTrainer
 from gail_robot.algos.rollout import RolloutBuffer
 from gail_robot.data import Transitions
 from gail_robot.envs.wrappers import ObsNormalizer, with_absorbing_flag
-from gail_robot.nets import Discriminator, NetConfig
+from gail_robot.nets import Discriminator, NetConfig, load_optimizer_state
 
 
 def reward_kind_for(env_id: str, configured: str) -> str:
@@ -210,7 +210,7 @@ class GAIL:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.trainer.disc.load_state_dict(state["disc"])
-        self.trainer.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.trainer.optimizer, state["optimizer"])
         self.replay.clear()
         for p in state["replay"]:
             self.replay.append(

@@ -10,7 +10,7 @@ from torch import nn
 
 from gail_robot.algos.config import PPOConfig
 from gail_robot.algos.rollout import RolloutBuffer
-from gail_robot.nets import Critic, GaussianActor
+from gail_robot.nets import Critic, GaussianActor, adam, load_optimizer_state
 
 
 def clipped_surrogate_loss(
@@ -51,7 +51,7 @@ class PPO:
         self.config = config
         self.generator = generator
         self.params = [*actor.parameters(), *critic.parameters()]
-        self.optimizer = torch.optim.Adam(self.params, lr=config.lr, eps=1e-5)
+        self.optimizer = adam(self.params, lr=config.lr, eps=1e-5)
 
     def update(self, buffer: RolloutBuffer, progress: float) -> dict[str, float]:
         """Epochs x minibatches of clipped-surrogate steps on one rollout.
@@ -121,4 +121,4 @@ class PPO:
         return {"optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])

@@ -202,59 +202,188 @@ class RolloutCollector:
         """Fill ``buffer`` with ``buffer.n_steps`` vector steps, then its values.
 
         The normaliser is updated with the rollout's raw observations only after the rollout,
-        so every normalised array in the buffer uses the same statistics.
+        so every normalised array in the buffer uses the same statistics. With worker processes
+        (:class:`~gail_robot.envs.vector.BatchedSubprocVectorEnv`) each worker runs the whole
+        rollout of its envs with a NumPy copy of the actor: no message per step. The noise of
+        every step is drawn here first, so the actions do not depend on the vectorisation.
         """
         if self._obs is None:
             raise RuntimeError("call reset(seed) before collect()")
-        normalize = self.normalizer
+        t_steps, n, act_dim = buffer.actions.shape
         with torch.no_grad():
             log_std = actor.log_std.detach().clone()
             std = log_std.exp()
             # log N(mean + std * z | mean, std) = -z^2 / 2 - log std - log(2 pi) / 2, summed over dims:
             # closed form, so sampling costs no distribution object per step.
             log_prob_const = -(log_std.sum() + 0.5 * math.log(2 * math.pi) * log_std.numel())
+            noise = torch.randn((t_steps, n, act_dim), generator=self.generator)
+            buffer.log_probs[:] = (log_prob_const - 0.5 * (noise * noise).sum(-1)).numpy()
+        if hasattr(self.envs, "call_parts"):
+            self._collect_in_workers(actor, std, noise.numpy(), buffer)
+        else:
+            self._collect_here(actor, std, noise, buffer)
+        d = buffer.obs_raw.shape[2]
+        next_obs = self.normalizer(buffer.next_obs_raw.reshape(t_steps * n, d))
+        buffer.next_obs[:] = next_obs.reshape(t_steps, n, d)
+        buffer.rewards[:] = buffer.env_rewards
+        buffer.compute_values(critic)
+        self.normalizer.update(buffer.obs_raw.reshape(t_steps * n, d))
+
+    def _collect_here(
+        self, actor: GaussianActor, std: torch.Tensor, noise: torch.Tensor, buffer: RolloutBuffer
+    ) -> None:
+        assert self._obs is not None
+        everything = slice(0, self.num_envs)
         for t in range(buffer.n_steps):
             obs_raw = self._obs
-            obs_n = normalize(obs_raw)
+            obs_n = self.normalizer(obs_raw)
             with torch.no_grad():
-                mean = actor(torch.from_numpy(obs_n))
-                noise = torch.randn(mean.shape, generator=self.generator)
-                action = mean + std * noise
-                log_prob = log_prob_const - 0.5 * (noise * noise).sum(-1)
-            action_np = action.numpy()
-            next_obs, reward, terminated, truncated, infos = self.envs.step(action_np)
+                action = (actor(torch.from_numpy(obs_n)) + std * noise[t]).numpy()
+            next_obs, reward, terminated, truncated, infos = self.envs.step(action)
             terminated = np.asarray(terminated, dtype=bool)
             truncated = np.asarray(truncated, dtype=bool)
             done = terminated | truncated
             buffer.obs_raw[t] = obs_raw
             buffer.obs[t] = obs_n
             buffer.next_obs_raw[t] = final_observations(next_obs, infos, done)
-            buffer.actions[t] = action_np
-            buffer.log_probs[t] = log_prob.numpy()
+            buffer.actions[t] = action
             buffer.env_rewards[t] = reward
             buffer.terminated[t] = terminated
             buffer.truncated[t] = truncated
-            self._track(np.asarray(reward, dtype=np.float64), infos, done)
+            velocity = step_info_value(infos, "x_velocity", done)
+            success = step_info_value(infos, "is_success", done)
+            self._track(everything, np.asarray(reward, dtype=np.float64), done, velocity, success)
             self._obs = np.asarray(next_obs, dtype=np.float32)
-        t, n, d = buffer.obs_raw.shape
-        buffer.next_obs[:] = normalize(buffer.next_obs_raw.reshape(t * n, d)).reshape(t, n, d)
-        buffer.rewards[:] = buffer.env_rewards
-        buffer.compute_values(critic)
-        normalize.update(buffer.obs_raw.reshape(t * n, d))
 
-    def _track(self, reward: np.ndarray, infos: dict[str, Any], done: np.ndarray) -> None:
-        self._ep_return += reward
-        self._ep_length += 1
-        velocity, has_velocity = step_info_value(infos, "x_velocity", done)
-        self._ep_velocity += velocity
-        success, has_success = step_info_value(infos, "is_success", done)
+    def _collect_in_workers(
+        self, actor: GaussianActor, std: torch.Tensor, noise: np.ndarray, buffer: RolloutBuffer
+    ) -> None:
+        policy = NumpyPolicy.from_actor(actor, std, self.normalizer)
+        parts: list[slice] = self.envs.parts
+        results = self.envs.call_parts(worker_rollout, [(policy, noise[:, sl]) for sl in parts])
+        for sl, part in zip(parts, results, strict=True):
+            for key in ("obs_raw", "next_obs_raw", "actions", "env_rewards", "terminated", "truncated"):
+                getattr(buffer, key)[:, sl] = part[key]
+        t_steps, n, d = buffer.obs_raw.shape
+        buffer.obs[:] = self.normalizer(buffer.obs_raw.reshape(t_steps * n, d)).reshape(t_steps, n, d)
+        for t in range(t_steps):
+            for sl, part in zip(parts, results, strict=True):
+                done = part["terminated"][t] | part["truncated"][t]
+                velocity = part["velocity"][t], part["has_velocity"][t]
+                success = part["success"][t], part["has_success"][t]
+                self._track(sl, part["env_rewards"][t].astype(np.float64), done, velocity, success)
+
+    def _track(
+        self,
+        sl: slice,
+        reward: np.ndarray,
+        done: np.ndarray,
+        velocity: tuple[np.ndarray, np.ndarray],
+        success: tuple[np.ndarray, np.ndarray],
+    ) -> None:
+        """Episode statistics of envs ``sl``; ``velocity``/``success`` are ``(values, present)``."""
+        ep_return, ep_length, ep_velocity = self._ep_return[sl], self._ep_length[sl], self._ep_velocity[sl]
+        ep_return += reward
+        ep_length += 1
+        ep_velocity += velocity[0]
         for i in np.flatnonzero(done):
             self.stats.add(
-                float(self._ep_return[i]),
-                int(self._ep_length[i]),
-                float(success[i]) if has_success[i] else None,
-                float(self._ep_velocity[i] / self._ep_length[i]) if has_velocity[i] else None,
+                float(ep_return[i]),
+                int(ep_length[i]),
+                float(success[0][i]) if success[1][i] else None,
+                float(ep_velocity[i] / ep_length[i]) if velocity[1][i] else None,
             )
-            self._ep_return[i] = 0.0
-            self._ep_length[i] = 0
-            self._ep_velocity[i] = 0.0
+            ep_return[i] = 0.0
+            ep_length[i] = 0
+            ep_velocity[i] = 0.0
+
+
+@dataclass
+class NumpyPolicy:
+    """The rollout policy as plain arrays for worker processes: ``mlp(normalise(obs)) + std * noise``.
+
+    The same numbers as the torch actor up to float32 rounding. NumPy costs a few microseconds per
+    step for a 64-64 MLP, and the workers never use torch (or fork its thread pools).
+    """
+
+    weights: list[tuple[np.ndarray, np.ndarray]]
+    activation: str
+    std: np.ndarray
+    normalizer_state: dict[str, Any]
+
+    @classmethod
+    def from_actor(cls, actor: GaussianActor, std: torch.Tensor, normalizer: ObsNormalizer) -> NumpyPolicy:
+        layers = [m for m in actor.mean_net if isinstance(m, torch.nn.Linear)]
+        weights = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in layers]
+        return cls(weights, actor.config.activation, std.numpy().copy(), normalizer.state_dict())
+
+    def normalizer(self) -> ObsNormalizer:
+        normalizer = ObsNormalizer(self.weights[0][0].shape[0])
+        normalizer.load_state_dict(self.normalizer_state)
+        return normalizer
+
+    def mean(self, obs_n: np.ndarray) -> np.ndarray:
+        """The actor's mean action ``(n, act_dim)`` for normalised ``obs_n (n, obs_dim)``."""
+        h = obs_n
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(self.weights):
+            h = h @ w + b
+            if i < last:
+                h = _NUMPY_ACTIVATIONS[self.activation](h)
+        return h
+
+
+_NUMPY_ACTIVATIONS: dict[str, Any] = {
+    "tanh": np.tanh,
+    "relu": lambda h: np.maximum(h, 0.0),
+    "elu": lambda h: np.where(h > 0.0, h, np.expm1(np.minimum(h, 0.0))),
+    "silu": lambda h: h / (1.0 + np.exp(-h)),
+}
+
+
+def worker_rollout(
+    envs: Any, obs: np.ndarray, policy: NumpyPolicy, noise: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A whole rollout of one worker's envs (runs in the worker process, see ``call_parts``).
+
+    Args:
+        envs: the worker's SAME_STEP vector env.
+        obs: its current observations ``(n, obs_dim)``.
+        policy: the actor and the frozen observation statistics.
+        noise: ``(T, n, act_dim)`` standard-normal action noise.
+
+    Returns:
+        Per-step arrays ``(T, n, ...)`` for the buffer and the episode statistics, and the
+        observations after the last step.
+    """
+    t_steps, n, act_dim = noise.shape
+    normalize = policy.normalizer()
+    obs = np.asarray(obs, dtype=np.float32)
+    d = obs.shape[1]
+    out: dict[str, np.ndarray] = {
+        "obs_raw": np.empty((t_steps, n, d), np.float32),
+        "next_obs_raw": np.empty((t_steps, n, d), np.float32),
+        "actions": np.empty((t_steps, n, act_dim), np.float32),
+        "env_rewards": np.empty((t_steps, n), np.float32),
+        "terminated": np.empty((t_steps, n), bool),
+        "truncated": np.empty((t_steps, n), bool),
+        "velocity": np.empty((t_steps, n), np.float64),
+        "has_velocity": np.empty((t_steps, n), bool),
+        "success": np.empty((t_steps, n), np.float64),
+        "has_success": np.empty((t_steps, n), bool),
+    }
+    std = policy.std.astype(np.float32)
+    for t in range(t_steps):
+        action = (policy.mean(normalize(obs)) + std * noise[t]).astype(np.float32)
+        next_obs, reward, terminated, truncated, infos = envs.step(action)
+        done = np.asarray(terminated, dtype=bool) | np.asarray(truncated, dtype=bool)
+        out["obs_raw"][t] = obs
+        out["next_obs_raw"][t] = final_observations(next_obs, infos, done)
+        out["actions"][t] = action
+        out["env_rewards"][t] = reward
+        out["terminated"][t] = terminated
+        out["truncated"][t] = truncated
+        out["velocity"][t], out["has_velocity"][t] = step_info_value(infos, "x_velocity", done)
+        out["success"][t], out["has_success"][t] = step_info_value(infos, "is_success", done)
+        obs = np.asarray(next_obs, dtype=np.float32)
+    return out, obs

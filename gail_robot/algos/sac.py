@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gail_robot.errors import UserError
-from gail_robot.nets import ACTIVATIONS, NetConfig, mlp
+from gail_robot.nets import ACTIVATIONS, NetConfig, adam, load_optimizer_state, mlp
 
 if TYPE_CHECKING:
     from gail_robot.algos.config import TrainConfig
@@ -317,9 +317,9 @@ class SAC:
             module.to(self.device)
         self.log_alpha = torch.tensor(math.log(config.init_alpha), device=self.device, requires_grad=True)
         self.target_entropy = float(config.target_entropy if config.target_entropy is not None else -act_dim)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.q_opt = torch.optim.Adam(self.q.parameters(), lr=config.critic_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
+        self.actor_opt = adam(self.actor.parameters(), lr=config.actor_lr)
+        self.q_opt = adam(self.q.parameters(), lr=config.critic_lr)
+        self.alpha_opt = adam([self.log_alpha], lr=config.alpha_lr)
         self._q_params: list[torch.Tensor] = list(self.q.parameters())
         self._q_target_params: list[torch.Tensor] = list(self.q_target.parameters())
         self.gradient_steps = 0
@@ -398,9 +398,9 @@ class SAC:
         self.q_target.load_state_dict(state["q_target"])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.q_opt.load_state_dict(state["q_opt"])
-        self.alpha_opt.load_state_dict(state["alpha_opt"])
+        load_optimizer_state(self.actor_opt, state["actor_opt"])
+        load_optimizer_state(self.q_opt, state["q_opt"])
+        load_optimizer_state(self.alpha_opt, state["alpha_opt"])
         self.gradient_steps = int(state["gradient_steps"])
 
 

@@ -16,7 +16,7 @@ import torch
 
 from gail_robot.algos.config import TRPOConfig
 from gail_robot.algos.rollout import RolloutBuffer
-from gail_robot.nets import Critic, GaussianActor, flat_params, set_flat_params
+from gail_robot.nets import Critic, GaussianActor, adam, flat_params, load_optimizer_state, set_flat_params
 
 
 def flat_grad(
@@ -69,7 +69,7 @@ class TRPO:
         self.critic = critic
         self.config = config
         self.generator = generator
-        self.value_optimizer = torch.optim.Adam(critic.parameters(), lr=config.vf_lr)
+        self.value_optimizer = adam(critic.parameters(), lr=config.vf_lr)
 
     def update(self, buffer: RolloutBuffer, progress: float) -> dict[str, float]:
         """One trust-region policy step and a value fit on one rollout.
@@ -158,4 +158,4 @@ class TRPO:
         return {"value_optimizer": self.value_optimizer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.value_optimizer.load_state_dict(state["value_optimizer"])
+        load_optimizer_state(self.value_optimizer, state["value_optimizer"])

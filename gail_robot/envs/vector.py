@@ -77,19 +77,39 @@ def make_vector_env(
     raise ValueError(f"vector mode must be 'batched', 'async' or 'sync', got {mode!r}")
 
 
-def _batched_worker(remote: Connection, parent: Connection, env_fns: Sequence[Callable[[], gym.Env]]) -> None:
-    """Worker loop: a SAME_STEP SyncVectorEnv answering ``reset`` / ``step`` / ``close`` messages."""
+def _batched_worker(
+    remote: Connection, parent: Connection, env_fns: Sequence[Callable[[], gym.Env]], cpu: int | None = None
+) -> None:
+    """Worker loop: a SAME_STEP SyncVectorEnv answering ``reset`` / ``step`` / ``call`` / ``close``.
+
+    ``call`` runs ``fn(envs, obs, *args) -> (result, obs)`` on the worker's envs, where ``obs`` is
+    their current observation: a whole rollout can run here without a message per step.
+    """
     parent.close()
+    if cpu is not None:
+        # Each message wakes its worker on the learner's CPU (the scheduler's wake-affine
+        # placement), so unpinned workers can queue behind each other. One CPU per worker.
+        os.sched_setaffinity(0, {cpu})
     envs = None
+    obs = None
     try:
         envs = SyncVectorEnv(list(env_fns), autoreset_mode=AutoresetMode.SAME_STEP)
         remote.send(("ok", None))
         while True:
             command, data = remote.recv()
             if command == "step":
-                remote.send(("ok", envs.step(data)))
+                result = envs.step(data)
+                obs = result[0]
+                remote.send(("ok", result))
             elif command == "reset":
-                remote.send(("ok", envs.reset(seed=data)))
+                obs, infos = envs.reset(seed=data)
+                remote.send(("ok", (obs, infos)))
+            elif command == "call":
+                fn, args = data
+                if obs is None:
+                    raise RuntimeError("reset the vector env before calling into its workers")
+                result, obs = fn(envs, obs, *args)
+                remote.send(("ok", result))
             elif command == "close":
                 remote.send(("ok", None))
                 break
@@ -166,9 +186,14 @@ class BatchedSubprocVectorEnv(VectorEnv):
         ctx = mp.get_context("fork")
         self._remotes: list[Connection] = []
         self._processes = []
-        for sl in self._slices:
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        pin = len(cpus) >= num_workers  # no oversubscription: one CPU per worker
+        for i, sl in enumerate(self._slices):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_batched_worker, args=(child, parent, list(env_fns[sl])), daemon=True)
+            cpu = cpus[i] if pin else None
+            proc = ctx.Process(
+                target=_batched_worker, args=(child, parent, list(env_fns[sl]), cpu), daemon=True
+            )
             proc.start()
             child.close()
             self._remotes.append(parent)
@@ -206,7 +231,30 @@ class BatchedSubprocVectorEnv(VectorEnv):
             remote.send(("step", actions[sl]))
         results = self._gather()
         obs, rewards, terminated, truncated = (np.concatenate([r[i] for r in results]) for i in range(4))
-        return obs, rewards, terminated, truncated, merge_infos([r[4] for r in results], self._sizes)
+        return (
+            obs,
+            rewards,
+            terminated,
+            truncated,
+            merge_infos([r[4] for r in results], self._sizes),
+        )
+
+    @property
+    def parts(self) -> list[slice]:
+        """The env slices of the workers, in order."""
+        return list(self._slices)
+
+    def call_parts(
+        self, fn: Callable[..., tuple[Any, np.ndarray]], args: Sequence[tuple[Any, ...]]
+    ) -> list[Any]:
+        """Run ``fn(envs, obs, *args[i]) -> (result, obs)`` in every worker at once; the results.
+
+        ``fn`` must be a module-level function (it is pickled by name); ``envs`` is the worker's
+        SAME_STEP ``SyncVectorEnv`` over its slice and ``obs`` its current observation.
+        """
+        for remote, part_args in zip(self._remotes, args, strict=True):
+            remote.send(("call", (fn, part_args)))
+        return self._gather()
 
     def close_extras(self, **kwargs: Any) -> None:
         if self._closed:
