@@ -95,10 +95,11 @@ class ChunkCompressor:
 
     Args:
         executor: runs the batches (None: compress in the calling thread, at once).
-        batch_bytes: raw bytes collected before a batch is handed over.
+        batch_bytes: raw bytes collected before a batch is handed over (also what is left to
+            compress when an episode ends, while the recording thread waits).
     """
 
-    def __init__(self, executor: Executor | None = None, batch_bytes: int = 512 * 1024) -> None:
+    def __init__(self, executor: Executor | None = None, batch_bytes: int = 256 * 1024) -> None:
         self.executor = executor
         self.batch_bytes = int(batch_bytes)
         self._batch: list[_Job] = []

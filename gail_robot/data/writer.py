@@ -176,6 +176,8 @@ class DemoWriter:
         self.background = background
         self._obs_spaces = obs_key_spaces(self.meta.observation_space)
         self._single_key = next(iter(self._obs_spaces)) if len(self._obs_spaces) == 1 else None
+        self._single_shape = self._obs_spaces[self._single_key].shape if self._single_key else None
+        self._state_shape = (self.meta.state_size,)
         self._images = {k for k, box in self._obs_spaces.items() if is_image_space(box)}
         self._act_shape = tuple(self.meta.action_space.shape)
         self._lock = FileLock(self.path)
@@ -344,7 +346,7 @@ class DemoWriter:
         ep = self._episode
         if ep is None:
             raise RuntimeError("call start_episode() before add_step()")
-        step = len(ep)
+        step = len(ep.rewards)
         if step and (ep.terminated[-1] or ep.truncated[-1]):
             raise ValueError(f"step {step} follows a terminal step; end the episode first")
         act = np.asarray(action, dtype=np.float32)
@@ -356,7 +358,7 @@ class DemoWriter:
         if not math.isfinite(act.sum()) and not np.isfinite(act).all():
             raise ValueError(f"action at step {step} is not finite: {act.tolist()}")
         st = np.asarray(state, dtype=np.float64)
-        if st.shape != (self.meta.state_size,):
+        if st.shape != self._state_shape:
             raise ValueError(
                 f"physics state at step {step} has shape {st.shape}, expected ({self.meta.state_size},)"
             )
@@ -366,7 +368,7 @@ class DemoWriter:
             and step
             and type(obs) is np.ndarray
             and type(next_obs) is np.ndarray
-            and obs.shape == next_obs.shape == self._obs_spaces[key].shape
+            and obs.shape == next_obs.shape == self._single_shape
         ):
             ep.obs[key].add(obs, ep.last_next_obs[key])
             ep.next_obs[key].append(next_obs)

@@ -6,6 +6,7 @@ last one; with these two functions a demo can be replayed or re-rendered exactly
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import mujoco
@@ -30,11 +31,22 @@ def state_size(env: Any) -> int:
     return int(mujoco.mj_stateSize(base.model, STATE_SPEC))
 
 
+# env -> (its MuJoCo env, the model the size was computed for, the state size): the recorder calls
+# get_physics_state before every step, and unwrapping plus mj_stateSize were half of its cost.
+_STATE_CACHE: weakref.WeakKeyDictionary[Any, tuple[Any, Any, int]] = weakref.WeakKeyDictionary()
+
+
 def get_physics_state(env: Any) -> np.ndarray:
     """The integration state (time, qpos, qvel, act, warmstart, ctrl, ...) as ``(S,) float64``."""
-    base = mujoco_env(env)
-    state = np.empty(mujoco.mj_stateSize(base.model, STATE_SPEC), dtype=np.float64)
-    mujoco.mj_getState(base.model, base.data, state, STATE_SPEC)
+    cached = _STATE_CACHE.get(env) if hasattr(env, "__weakref__") else None
+    if cached is None or cached[0].model is not cached[1]:
+        base = mujoco_env(env)
+        cached = (base, base.model, int(mujoco.mj_stateSize(base.model, STATE_SPEC)))
+        if hasattr(env, "__weakref__"):
+            _STATE_CACHE[env] = cached
+    base, model, size = cached
+    state = np.empty(size, dtype=np.float64)
+    mujoco.mj_getState(model, base.data, state, STATE_SPEC)
     return state
 
 
