@@ -470,3 +470,30 @@ def test_write_failure_is_one_line_and_keeps_the_file(
     monkeypatch.undo()
     assert len(DemoDataset(path)) == 2 and validate_file(path) == []
     assert [p.name for p in tmp_path.iterdir()] == ["demos.hdf5"]
+
+
+def test_spare_catches_up_byte_for_byte(tmp_path: Path) -> None:
+    """After each transaction the spare, caught up by copying the written byte ranges, equals the file."""
+    from gail_robot.data.publish import SparePublisher, merge_ranges
+
+    assert merge_ranges([(10, 5), (0, 4), (4, 2), (12, 10), (40, 0)]) == [(0, 6), (10, 12)]
+    path = tmp_path / "f.h5"
+    with h5py.File(path, "w") as f:
+        f.create_group("data")
+    publisher = SparePublisher(path, durable=False)
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        rows = rng.normal(size=(50 + 30 * i, 7))
+
+        def edit(f: h5py.File, i: int = i, rows: np.ndarray = rows) -> None:
+            f["data"].create_dataset(f"x{i}", data=rows, chunks=(16, 7), compression="gzip")
+            f["data"].attrs["n"] = i
+
+        publisher.publish(edit)
+        assert publisher.spare.read_bytes() == path.read_bytes()
+        with h5py.File(path, "r") as f:
+            assert sorted(f["data"]) == [f"x{j}" for j in range(i + 1)] and f["data"].attrs["n"] == i
+            np.testing.assert_array_equal(f[f"data/x{i}"][()], rows)
+    assert publisher.copies == 1  # only the first transaction copied the file
+    publisher.close()
+    assert not publisher.spare.exists()

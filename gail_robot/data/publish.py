@@ -32,6 +32,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import io
 import os
 import shutil
 import sys
@@ -194,8 +195,122 @@ def publish(path: Path, edit: Edit, *, create: Edit | None = None, durable: bool
         raise
 
 
+class _RecordingFile(io.RawIOBase):
+    """A file for h5py's ``fileobj`` driver that remembers every byte range HDF5 writes."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+        self.pos = 0
+        self.written: list[tuple[int, int]] = []
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos, 2: os.fstat(self.fd).st_size}[whence]
+        self.pos = base + offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def readinto(self, buffer: Any) -> int:
+        n = os.preadv(self.fd, [buffer], self.pos)
+        self.pos += n
+        return n
+
+    def write(self, data: Any) -> int:
+        n = os.pwrite(self.fd, data, self.pos)
+        self.written.append((self.pos, n))
+        self.pos += n
+        return n
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self.pos if size is None else size
+        os.ftruncate(self.fd, size)
+        return size
+
+
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``(offset, length)`` ranges sorted, with overlapping and touching ones merged."""
+    merged: list[list[int]] = []
+    for offset, length in sorted(ranges):
+        if merged and offset <= merged[-1][0] + merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], offset + length - merged[-1][0])
+        elif length > 0:
+            merged.append([offset, length])
+    return [(a, b) for a, b in merged]
+
+
+def _open_exclusive(path: Path) -> int:
+    """An fd for writing ``path`` that no reader has open (HDF5 readers hold a shared ``flock``)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def apply_recorded(target: Path, edit: Edit, durable: bool) -> tuple[list[tuple[int, int]], int]:
+    """Apply ``edit`` to ``target`` in place; returns the merged byte ranges written and the final size."""
+    fd = _open_exclusive(target)
+    try:
+        raw = _RecordingFile(fd)
+        with h5py.File(raw, "r+", libver=LIBVER) as f:
+            edit(f)
+        if durable:
+            os.fsync(fd)
+        return merge_ranges(raw.written), os.fstat(fd).st_size
+    finally:
+        os.close(fd)  # also drops the lock
+
+
+def copy_ranges(src: Path, dst: Path, ranges: list[tuple[int, int]], size: int, durable: bool) -> None:
+    """Make ``dst`` equal to ``src`` where they may differ: copy ``ranges``, set the size to ``size``.
+
+    The copies are system calls that release the GIL (``copy_file_range`` on Linux, in-kernel).
+    """
+    sfd = os.open(src, os.O_RDONLY)
+    try:
+        dfd = _open_exclusive(dst)
+        try:
+            for offset, length in ranges:
+                done = 0
+                while done < length:
+                    if hasattr(os, "copy_file_range"):
+                        n = os.copy_file_range(sfd, dfd, length - done, offset + done, offset + done)
+                    else:  # pragma: no cover (not Linux)
+                        chunk = os.pread(sfd, min(length - done, 1 << 20), offset + done)
+                        n = os.pwrite(dfd, chunk, offset + done)
+                    if n <= 0:
+                        raise OSError(errno.EIO, f"short copy from {src}")
+                    done += n
+            os.ftruncate(dfd, size)
+            if durable:
+                os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(sfd)
+
+
 class SparePublisher:
     """Publishes transactions at O(transaction) cost by keeping a spare one transaction behind.
+
+    Each transaction is applied to the spare through h5py's ``fileobj`` driver, which records the
+    byte ranges HDF5 writes. After the names are exchanged, the new spare (the previous published
+    inode, byte-identical to what the spare was before the transaction) catches up by copying
+    exactly those ranges from the published file: no HDF5 work, and in the background thread the
+    copies run without the GIL, so the recording thread is not held up.
 
     Use one instance per writer session, with the writer's :class:`FileLock` held.
 
@@ -211,7 +326,8 @@ class SparePublisher:
         self.executor = executor
         self.spare = path.parent / f".{path.name}.spare"
         self.next_spare = path.parent / f".{path.name}.spare-next"
-        self._pending: Edit | None = None  # the last transaction: published, not yet in the spare
+        # the last transaction, published but not yet in the spare: (byte ranges, file size)
+        self._pending: tuple[list[tuple[int, int]], int] | None = None
         self._spare_ok = False
         self._catch_up: Future[None] | None = None
         self.copies = 0  # how often the spare had to be rebuilt by copying (diagnostics)
@@ -226,10 +342,10 @@ class SparePublisher:
         """Make ``edit`` (applied after ``create`` for a new file) the published state.
 
         Args:
-            edit: the transaction. It is applied again to the spare after it is published, so it
-                must write the same thing every time it runs; pass ``replayable=False`` otherwise.
+            edit: the transaction.
             create: initialises a new file (the spare is rebuilt at the next publish).
-            replayable: False publishes through a copy and forgets the spare.
+            replayable: False publishes through a copy of the file and forgets the spare (for
+                edits that can only run once and must not be retried after a failure).
         """
         self._finish_catch_up()
         if create is not None or not replayable:
@@ -237,26 +353,24 @@ class SparePublisher:
             self._drop_spare()
             return
         try:
-            self._update_spare(edit)
+            written = self._update_spare(edit)
         except Exception:
             # The spare is locked by a reader of an old version, or damaged: rebuild it by copying.
             self._drop_spare()
-            self._update_spare(edit)
-        self._swap(edit)
+            written = self._update_spare(edit)
+        self._swap(written)
 
-    def _update_spare(self, edit: Edit) -> None:
+    def _update_spare(self, edit: Edit) -> tuple[list[tuple[int, int]], int]:
         try:
-            if self._spare_ok and self._pending is None:
-                _apply(self.spare, "r+", [edit], self.durable)
-            else:
+            if not (self._spare_ok and self._pending is None):
                 shutil.copyfile(self.path, self.spare)
                 self.copies += 1
-                _apply(self.spare, "r+", [edit], self.durable)
+            return apply_recorded(self.spare, edit, self.durable)
         except BaseException:
             self._drop_spare()  # possibly half-edited: unusable
             raise
 
-    def _swap(self, edit: Edit) -> None:
+    def _swap(self, written: tuple[list[tuple[int, int]], int]) -> None:
         if exchange_names(self.spare, self.path):
             linked = True  # the previously published inode is now the spare
         else:
@@ -273,7 +387,7 @@ class SparePublisher:
         if linked and self.next_spare.exists():
             os.replace(self.next_spare, self.spare)
         self._spare_ok = linked
-        self._pending = edit if linked else None
+        self._pending = written if linked else None
         if linked:
             if self.executor is None:
                 self._catch_up_spare()
@@ -281,10 +395,11 @@ class SparePublisher:
                 self._catch_up = self.executor.submit(self._catch_up_spare)
 
     def _catch_up_spare(self) -> None:
-        """Re-apply the published transaction to the spare; on failure the next publish copies."""
+        """Copy the published transaction's byte ranges into the spare; on failure the next publish copies."""
         try:
             if self._pending is not None:
-                _apply(self.spare, "r+", [self._pending], self.durable)
+                ranges, size = self._pending
+                copy_ranges(self.path, self.spare, ranges, size, self.durable)
             self._pending = None
         except Exception:  # a reader holds the old file (its lock), or the disk is full
             self._drop_spare()
