@@ -258,6 +258,8 @@ class RolloutCollector:
     def _collect_in_workers(
         self, actor: GaussianActor, std: torch.Tensor, noise: np.ndarray, buffer: RolloutBuffer
     ) -> None:
+        # The workers keep their envs' current observations between rollouts (``self._obs`` only
+        # records that the envs were reset).
         policy = NumpyPolicy.from_actor(actor, std, self.normalizer)
         parts: list[slice] = self.envs.parts
         results = self.envs.call_parts(worker_rollout, [(policy, noise[:, sl]) for sl in parts])
