@@ -77,19 +77,13 @@ def make_vector_env(
     raise ValueError(f"vector mode must be 'batched', 'async' or 'sync', got {mode!r}")
 
 
-def _batched_worker(
-    remote: Connection, parent: Connection, env_fns: Sequence[Callable[[], gym.Env]], cpu: int | None = None
-) -> None:
+def _batched_worker(remote: Connection, parent: Connection, env_fns: Sequence[Callable[[], gym.Env]]) -> None:
     """Worker loop: a SAME_STEP SyncVectorEnv answering ``reset`` / ``step`` / ``call`` / ``close``.
 
     ``call`` runs ``fn(envs, obs, *args) -> (result, obs)`` on the worker's envs, where ``obs`` is
     their current observation: a whole rollout can run here without a message per step.
     """
     parent.close()
-    if cpu is not None:
-        # Each message wakes its worker on the learner's CPU (the scheduler's wake-affine
-        # placement), so unpinned workers can queue behind each other. One CPU per worker.
-        os.sched_setaffinity(0, {cpu})
     envs = None
     obs = None
     try:
@@ -186,14 +180,9 @@ class BatchedSubprocVectorEnv(VectorEnv):
         ctx = mp.get_context("fork")
         self._remotes: list[Connection] = []
         self._processes = []
-        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-        pin = len(cpus) >= num_workers  # no oversubscription: one CPU per worker
-        for i, sl in enumerate(self._slices):
+        for sl in self._slices:
             parent, child = ctx.Pipe()
-            cpu = cpus[i] if pin else None
-            proc = ctx.Process(
-                target=_batched_worker, args=(child, parent, list(env_fns[sl]), cpu), daemon=True
-            )
+            proc = ctx.Process(target=_batched_worker, args=(child, parent, list(env_fns[sl])), daemon=True)
             proc.start()
             child.close()
             self._remotes.append(parent)
@@ -231,13 +220,7 @@ class BatchedSubprocVectorEnv(VectorEnv):
             remote.send(("step", actions[sl]))
         results = self._gather()
         obs, rewards, terminated, truncated = (np.concatenate([r[i] for r in results]) for i in range(4))
-        return (
-            obs,
-            rewards,
-            terminated,
-            truncated,
-            merge_infos([r[4] for r in results], self._sizes),
-        )
+        return obs, rewards, terminated, truncated, merge_infos([r[4] for r in results], self._sizes)
 
     @property
     def parts(self) -> list[slice]:
