@@ -497,3 +497,51 @@ def test_spare_catches_up_byte_for_byte(tmp_path: Path) -> None:
     assert publisher.copies == 1  # only the first transaction copied the file
     publisher.close()
     assert not publisher.spare.exists()
+
+
+def test_durable_publish_orders_its_syncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Durable: chunk data starts its writeback during the transaction, and the directory is synced
+    before the spare (the previously published inode) is touched again."""
+    import gail_robot.data.publish as publish
+
+    events: list[str] = []
+    real_fsync_path, real_copy = publish.fsync_path, publish.copy_ranges
+    real_writeback = publish.start_writeback
+
+    def fsync_path(path: Path, directory: bool = False) -> None:
+        events.append("dir-sync" if directory else "file-sync")
+        real_fsync_path(path, directory)
+
+    def copy_ranges(*args: Any) -> None:
+        events.append("catch-up")
+        real_copy(*args)
+
+    def start_writeback(*args: Any) -> None:
+        events.append("writeback")
+        real_writeback(*args)
+
+    monkeypatch.setattr(publish, "fsync_path", fsync_path)
+    monkeypatch.setattr(publish, "copy_ranges", copy_ranges)
+    monkeypatch.setattr(publish, "start_writeback", start_writeback)
+    path = tmp_path / "f.h5"
+    with h5py.File(path, "w") as f:
+        f.create_group("data")
+    rng = np.random.default_rng(0)
+    with ThreadPoolExecutor(1) as pool:
+        publisher = publish.SparePublisher(path, durable=True, executor=pool)
+        for i in range(3):
+            rows = rng.normal(size=(20_000, 8))  # 1.3 MB: several writeback batches
+
+            def edit(f: h5py.File, i: int = i, rows: np.ndarray = rows) -> None:
+                f["data"].create_dataset(f"x{i}", data=rows, chunks=(1024, 8))
+
+            events.clear()
+            publisher.publish(edit)
+            publisher._finish_catch_up()
+            assert events.count("writeback") >= 4, events
+            if i:  # the first transaction copies the file into the spare; later ones catch up
+                assert events[-2:] == ["dir-sync", "catch-up"], events
+            assert publisher.spare.read_bytes() == path.read_bytes()
+        publisher.close()
+    with h5py.File(path, "r") as f:
+        assert sorted(f["data"]) == ["x0", "x1", "x2"]

@@ -195,14 +195,47 @@ def publish(path: Path, edit: Edit, *, create: Edit | None = None, durable: bool
         raise
 
 
-class _RecordingFile(io.RawIOBase):
-    """A file for h5py's ``fileobj`` driver that remembers every byte range HDF5 writes."""
+_SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h
+_sync_file_range: Any = None
 
-    def __init__(self, fd: int) -> None:
+#: with writeback on, each time this many bytes were written their writeback is started
+WRITEBACK_BATCH_BYTES = 256 * 1024
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing a range of ``fd`` to disk without waiting (Linux ``sync_file_range``).
+
+    A transaction's chunk data is written first and its HDF5 metadata after; starting the data's
+    writeback right away lets the disk work while HDF5 builds the metadata, so the ``fsync`` that
+    makes the transaction durable waits for far less. A no-op where unsupported.
+    """
+    global _sync_file_range
+    if sys.platform != "linux":
+        return
+    if _sync_file_range is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        _sync_file_range = getattr(libc, "sync_file_range", False)
+        if _sync_file_range:
+            _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+            _sync_file_range.restype = ctypes.c_int
+    if _sync_file_range:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # advisory: errors are ignored
+
+
+class _RecordingFile(io.RawIOBase):
+    """A file for h5py's ``fileobj`` driver that remembers every byte range HDF5 writes.
+
+    With ``writeback``, what is written starts going to disk in batches (see :func:`start_writeback`).
+    """
+
+    def __init__(self, fd: int, writeback: bool = False) -> None:
         super().__init__()
         self.fd = fd
         self.pos = 0
         self.written: list[tuple[int, int]] = []
+        self.writeback = writeback
+        self._unsynced = 0  # bytes written since writeback was last started
+        self._span = [1 << 62, 0]  # ... and the span of file they lie in
 
     def readable(self) -> bool:
         return True
@@ -229,6 +262,13 @@ class _RecordingFile(io.RawIOBase):
     def write(self, data: Any) -> int:
         n = os.pwrite(self.fd, data, self.pos)
         self.written.append((self.pos, n))
+        if self.writeback:
+            self._unsynced += n
+            span = self._span
+            span[0], span[1] = min(span[0], self.pos), max(span[1], self.pos + n)
+            if self._unsynced >= WRITEBACK_BATCH_BYTES:
+                start_writeback(self.fd, span[0], span[1] - span[0])
+                self._unsynced, span[0], span[1] = 0, 1 << 62, 0
         self.pos += n
         return n
 
@@ -264,7 +304,7 @@ def apply_recorded(target: Path, edit: Edit, durable: bool) -> tuple[list[tuple[
     """Apply ``edit`` to ``target`` in place; returns the merged byte ranges written and the final size."""
     fd = _open_exclusive(target)
     try:
-        raw = _RecordingFile(fd)
+        raw = _RecordingFile(fd, writeback=durable)
         with h5py.File(raw, "r+", libver=LIBVER) as f:
             edit(f)
         if durable:
@@ -316,7 +356,8 @@ class SparePublisher:
 
     Args:
         path: the published file.
-        durable: fsync before each rename and the directory after it.
+        durable: fsync before each rename and the directory after it (with the catch-up, before
+            the spare is touched); chunk data starts its writeback while HDF5 writes the metadata.
         executor: runs the spare's catch-up in the background (None: in :meth:`publish`).
     """
 
@@ -382,21 +423,29 @@ class SparePublisher:
             except OSError:  # no hard links on this file system: publish without a spare
                 linked = False
             os.replace(self.spare, self.path)
-        if self.durable:
-            fsync_path(self.path.parent, directory=True)
         if linked and self.next_spare.exists():
             os.replace(self.next_spare, self.spare)
         self._spare_ok = linked
         self._pending = written if linked else None
-        if linked:
-            if self.executor is None:
-                self._catch_up_spare()
-            else:
-                self._catch_up = self.executor.submit(self._catch_up_spare)
+        if not linked:
+            if self.durable:
+                fsync_path(self.path.parent, directory=True)
+        elif self.executor is None:
+            self._catch_up_spare()
+        else:
+            self._catch_up = self.executor.submit(self._catch_up_spare)
 
     def _catch_up_spare(self) -> None:
-        """Copy the published transaction's byte ranges into the spare; on failure the next publish copies."""
+        """Copy the published transaction's byte ranges into the spare; on failure the next publish copies.
+
+        With ``durable``, the directory is synced first: the new names must be on disk before the
+        spare (the previously published inode) is modified, or a power cut could leave the published
+        name on a half-updated file. Until then the transaction is safe from a killed process but
+        not yet from a power cut; the next publish and :meth:`close` wait for it.
+        """
         try:
+            if self.durable:
+                fsync_path(self.path.parent, directory=True)
             if self._pending is not None:
                 ranges, size = self._pending
                 copy_ranges(self.path, self.spare, ranges, size, self.durable)
