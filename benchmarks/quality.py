@@ -31,7 +31,7 @@ is continued with ``--resume``), so an interrupted benchmark can simply be start
 Usage:
     python benchmarks/quality.py                               # Hopper-v5: expert, demos, GAIL-PPO, GAIL-TRPO
     python benchmarks/quality.py --expert runs/hopper-ppo --skip-trpo --steps 500000
-    python benchmarks/quality.py --demos demos.hdf5 --methods bc gail-ppo
+    python benchmarks/quality.py --demos demos.hdf5 --methods bc gail-ppo bc+gail-ppo
     python benchmarks/quality.py --tasks Hopper-v5 Walker2d-v5 --out runs/quality
     python benchmarks/quality.py --list                        # the task table
 """
@@ -52,7 +52,8 @@ from typing import Any
 
 import numpy as np
 
-METHODS = ("bc", "gail-ppo", "gail-trpo")
+#: ``bc+gail-*``: GAIL started from the BC policy (``--init-from``; the BC run is made first if needed)
+METHODS = ("bc", "gail-ppo", "gail-trpo", "bc+gail-ppo", "bc+gail-trpo")
 
 
 @dataclass(frozen=True)
@@ -375,19 +376,24 @@ def run_task(spec: TaskSpec, args: argparse.Namespace) -> dict[str, Any]:
     for method in methods:
         run_dir = out / method
         learner_set = [a for s in (*spec.learner_set, *args.set) for a in ("--set", s)]
+        bc_args = [spec.config, "--algo", "bc", "--demos", str(demos), *learner_set]
         if method == "bc":
-            train_args = [spec.config, "--algo", "bc", "--demos", str(demos), *learner_set]
+            train_args = bc_args
         else:
             train_args = [
                 spec.config,
                 "--algo",
                 "gail",
                 "--gen",
-                method.split("-")[1],
+                method.rsplit("-", 1)[1],
                 "--demos",
                 str(demos),
                 *learner_set,
             ]
+            if method.startswith("bc+"):
+                if not is_finished_run(out / "bc"):
+                    train_run(bc_args, out / "bc", gail_steps, args.nice, args.seed)
+                train_args += ["--init-from", str(out / "bc")]
         wall = train_run(train_args, run_dir, gail_steps, args.nice, args.seed)
         rows = read_metrics(run_dir)
         runs[method] = run_dir
@@ -420,7 +426,7 @@ def plot_task(env_id: str, runs: dict[str, Path], reference: float, out_dir: Pat
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for (method, run_dir), color in zip(runs.items(), ("C0", "C1", "C2", "C3"), strict=False):
+    for (method, run_dir), color in zip(runs.items(), ("C0", "C1", "C2", "C3", "C4"), strict=False):
         rows = read_metrics(run_dir)
         for ax, x in zip(axes, ("env_steps", "wall_time"), strict=True):
             tx, ty = curve(rows, "episode_return", x)
