@@ -541,3 +541,19 @@ def test_terminal_keys_parse_letters_arrows_and_editing_keys() -> None:
     np.testing.assert_array_equal(mapper.action(state.motion()), [1.0, 1.0, -1.0, 1.0])
     state.press("delete")
     assert state.take_events() == {Event.DISCARD}
+
+
+def test_min_return_keeps_only_good_episodes(tmp_path: Path) -> None:
+    """--min-return drops the episodes below the bar and says so; nothing kept fails with one line."""
+    out = tmp_path / "reach.hdf5"
+    common = ("record", "--env", "gail_robot/ArmReach-v0", "--device", "scripted", "--seed", "5")
+    result = run_cli(*common, "--out", str(out), "--episodes", "3", "--min-return", "-0.5")
+    assert result.returncode == 0, result.stderr
+    returns = [DemoDataset(out).demo_attrs(n)["return"] for n in DemoDataset(out).demo_names]
+    assert len(returns) == 3 and min(returns) >= -0.5
+    assert "dropped by --only-success / --min-return" in result.stderr  # some scripted reaches cost more
+    result = run_cli(
+        *common, "--out", str(tmp_path / "none.hdf5"), "--episodes", "2", "--min-return", "1", "--max-attempts", "3"
+    )
+    assert result.returncode == 1
+    assert "only 0 of 2 episodes were kept" in result.stderr

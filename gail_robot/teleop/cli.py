@@ -38,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", type=float, default=0.0, help="expert action noise, std in half-ranges")
     parser.add_argument("--only-success", action="store_true", help="keep successful episodes only")
     parser.add_argument(
+        "--min-return",
+        type=float,
+        metavar="R",
+        help="keep episodes whose return is at least R only (e.g. drop a walker expert's stumbles)",
+    )
+    parser.add_argument(
         "--max-steps", type=int, help="cut episodes after this many steps (stored as truncated)"
     )
     parser.add_argument(
@@ -103,6 +109,7 @@ def main(args: argparse.Namespace) -> int:
                     episodes=args.episodes,
                     seed=args.seed,
                     only_success=args.only_success,
+                    min_return=args.min_return,
                     max_steps=args.max_steps,
                     max_attempts=args.max_attempts,
                     realtime=True if args.realtime else None,
@@ -115,13 +122,13 @@ def main(args: argparse.Namespace) -> int:
     summary = (
         f"{len(stats.saved)} demos saved to {args.out} ({stats.saved_steps} steps"
         f"{f', {stats.discarded} discarded' if stats.discarded else ''}"
-        f"{f', {stats.rejected} unsuccessful dropped' if stats.rejected else ''})"
+        f"{f', {stats.rejected} dropped by --only-success / --min-return' if stats.rejected else ''})"
     )
     print(summary, file=sys.stderr)
     if len(stats.saved) < args.episodes and not stats.quit:
         print(
             f"gail-robot record: only {len(stats.saved)} of {args.episodes} episodes were kept "
-            f"(raise --max-attempts, or drop --only-success)",
+            f"(raise --max-attempts, or relax --only-success / --min-return)",
             file=sys.stderr,
         )
         return 1

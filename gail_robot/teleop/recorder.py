@@ -23,7 +23,7 @@ class RecordStats:
     Attributes:
         saved: names of the demos written.
         discarded: episodes thrown away by the user.
-        rejected: episodes dropped by ``only_success``.
+        rejected: episodes dropped by ``only_success`` or ``min_return``.
         steps: env steps taken (all episodes, kept or not).
         saved_steps: steps in the saved demos.
         quit: the user quit before the requested number of episodes.
@@ -82,6 +82,7 @@ def record(
     episodes: int,
     seed: int | None = 0,
     only_success: bool = False,
+    min_return: float | None = None,
     max_steps: int | None = None,
     max_attempts: int | None = None,
     realtime: bool | None = None,
@@ -173,6 +174,11 @@ def record(
             writer.discard_episode()
             stats.rejected += 1
             status.message(f"episode {attempts}: not successful, not kept (--only-success)")
+            continue
+        if min_return is not None and ep_return < min_return:
+            writer.discard_episode()
+            stats.rejected += 1
+            status.message(f"episode {attempts}: return {ep_return:.2f} < {min_return:g}, not kept (--min-return)")
             continue
         name = writer.end_episode(success=success, final_state=get_physics_state(env), cut=outcome == "save")
         stats.saved.append(name)
