@@ -10,13 +10,14 @@ import torch
 
 from gail_robot.algos.bc import fit_bc
 from gail_robot.algos.config import (
+    PPOConfig,
     TRPOConfig,
     apply_overrides,
     config_from_dict,
     parse_override,
 )
 from gail_robot.algos.discriminator import DiscriminatorTrainer, discriminator_loss
-from gail_robot.algos.ppo import clipped_surrogate_loss, value_loss
+from gail_robot.algos.ppo import PPO, clipped_surrogate_loss, value_loss
 from gail_robot.algos.rollout import RolloutBuffer
 from gail_robot.algos.trpo import TRPO, conjugate_gradient, gaussian_kl
 from gail_robot.errors import UserError
@@ -104,6 +105,30 @@ def test_trpo_step_respects_kl_bound_and_improves_surrogate(max_kl, anneal_kl, p
     assert metrics["surrogate_improvement"] > 0
     # The step uses most of the trust region (a quadratic model of the KL is good for small steps).
     assert kl > 0.3 * max_kl
+
+
+@pytest.mark.parametrize("algo", ["ppo", "trpo"])
+def test_critic_only_update_leaves_the_actor_unchanged(algo):
+    """run.critic_warmup_rounds: a warm-started actor stays put while the critic learns the returns."""
+    torch.manual_seed(0)
+    actor, critic = GaussianActor(3, 2, NetConfig([16])), Critic(3, NetConfig([16]))
+    buf = _trpo_buffer(3, 2, 0)
+    buf.returns[:] = 5.0
+    before = [p.detach().clone() for p in actor.parameters()]
+    gen = torch.Generator().manual_seed(0)
+    updater: PPO | TRPO
+    updater = (
+        PPO(actor, critic, PPOConfig(), gen) if algo == "ppo" else TRPO(actor, critic, TRPOConfig(), gen)
+    )
+    obs = torch.from_numpy(buf.obs.reshape(-1, 3))
+    with torch.no_grad():
+        error_before = (critic(obs) - 5.0).abs().mean().item()
+    updater.update(buf, 0.0, critic_only=True)
+    assert all(torch.equal(a, b) for a, b in zip(before, actor.parameters(), strict=True))
+    with torch.no_grad():
+        assert (critic(obs) - 5.0).abs().mean().item() < error_before - 0.2
+    updater.update(buf, 0.0)  # a normal update moves the actor
+    assert not all(torch.equal(a, b) for a, b in zip(before, actor.parameters(), strict=True))
 
 
 def test_discriminator_loss_falls_on_fixed_batch():

@@ -553,7 +553,15 @@ def test_min_return_keeps_only_good_episodes(tmp_path: Path) -> None:
     assert len(returns) == 3 and min(returns) >= -0.5
     assert "dropped by --only-success / --min-return" in result.stderr  # some scripted reaches cost more
     result = run_cli(
-        *common, "--out", str(tmp_path / "none.hdf5"), "--episodes", "2", "--min-return", "1", "--max-attempts", "3"
+        *common,
+        "--out",
+        str(tmp_path / "none.hdf5"),
+        "--episodes",
+        "2",
+        "--min-return",
+        "1",
+        "--max-attempts",
+        "3",
     )
     assert result.returncode == 1
     assert "only 0 of 2 episodes were kept" in result.stderr

@@ -271,6 +271,10 @@ class RunConfig:
     """Checkpoint every this many env steps (envs are reset there, so resume is exact)."""
     keep_checkpoints: int = 3
     """Numbered checkpoints to keep besides latest.pt and final.pt."""
+    critic_warmup_rounds: int = 0
+    """PPO/TRPO/GAIL: the first rounds of a run update only the critic (and the discriminator), so
+    that a warm-started actor (``--init-from`` a BC run) is not pushed around by an untrained
+    critic's advantages."""
     progress: bool = True
     """Show a progress bar."""
     tensorboard: bool = True
@@ -281,6 +285,7 @@ class RunConfig:
         _check(self.torch_threads >= 1, "run.torch_threads must be >= 1")
         _check(self.eval_interval >= 0 and self.eval_episodes >= 0, "bad run.eval_interval/eval_episodes")
         _check(self.checkpoint_interval >= 1 and self.keep_checkpoints >= 0, "bad run.checkpoint settings")
+        _check(self.critic_warmup_rounds >= 0, "run.critic_warmup_rounds must be >= 0")
 
 
 @dataclass

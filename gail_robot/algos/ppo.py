@@ -53,12 +53,13 @@ class PPO:
         self.params = [*actor.parameters(), *critic.parameters()]
         self.optimizer = adam(self.params, lr=config.lr, eps=1e-5)
 
-    def update(self, buffer: RolloutBuffer, progress: float) -> dict[str, float]:
+    def update(self, buffer: RolloutBuffer, progress: float, critic_only: bool = False) -> dict[str, float]:
         """Epochs x minibatches of clipped-surrogate steps on one rollout.
 
         Args:
             buffer: a rollout with advantages and returns computed.
             progress: fraction of the run done before this update, for LR annealing.
+            critic_only: fit the value function only; the actor is left unchanged.
 
         Returns:
             Metrics: policy_loss, value_loss, entropy, approx_kl, clip_fraction, lr, epochs.
@@ -90,7 +91,10 @@ class PPO:
                 v_loss = value_loss(
                     self.critic(obs), data["values"][idx], data["returns"][idx], cfg.clip_value
                 )
-                loss = policy_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
+                if critic_only:
+                    loss = cfg.vf_coef * v_loss
+                else:
+                    loss = policy_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)

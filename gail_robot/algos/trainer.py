@@ -392,7 +392,8 @@ class OnPolicyTrainer:
         if self.reward_scaler is not None:
             buffer.rewards[:] = self.reward_scaler(buffer.rewards, buffer.terminated | buffer.truncated)
         buffer.compute_advantages(cfg.rollout.gamma, cfg.rollout.gae_lambda, bootstrap_terminal)
-        row.update(self.algo.update(buffer, progress))
+        critic_only = self.updates < cfg.run.critic_warmup_rounds
+        row.update(self.algo.update(buffer, progress, critic_only=critic_only))
         self.updates += 1
         elapsed = time.perf_counter() - t0
         row.update(collector.stats.summary())

@@ -71,14 +71,18 @@ class TRPO:
         self.generator = generator
         self.value_optimizer = adam(critic.parameters(), lr=config.vf_lr)
 
-    def update(self, buffer: RolloutBuffer, progress: float) -> dict[str, float]:
+    def update(self, buffer: RolloutBuffer, progress: float, critic_only: bool = False) -> dict[str, float]:
         """One trust-region policy step and a value fit on one rollout.
 
         Args:
             buffer: the rollout, advantages and returns filled in.
             progress: fraction of the run done before this update (for ``anneal_kl``).
+            critic_only: fit the value function only; the actor is left unchanged.
         """
         cfg = self.config
+        if critic_only:
+            data = buffer.flat()
+            return {"value_loss": self._fit_value(data["obs"], data["returns"]), "approx_kl": 0.0}
         max_kl = cfg.max_kl * (1.0 - progress) if cfg.anneal_kl else cfg.max_kl
         data = buffer.flat()
         obs, actions, old_log_probs = data["obs"], data["actions"], data["log_probs"]

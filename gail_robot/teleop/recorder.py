@@ -178,7 +178,9 @@ def record(
         if min_return is not None and ep_return < min_return:
             writer.discard_episode()
             stats.rejected += 1
-            status.message(f"episode {attempts}: return {ep_return:.2f} < {min_return:g}, not kept (--min-return)")
+            status.message(
+                f"episode {attempts}: return {ep_return:.2f} < {min_return:g}, not kept (--min-return)"
+            )
             continue
         name = writer.end_episode(success=success, final_state=get_physics_state(env), cut=outcome == "save")
         stats.saved.append(name)
