@@ -184,3 +184,20 @@ def test_reward_scaler_tracks_discounted_returns():
     expected_var = np.var(tracked) * 4 / (4 + 1e-4)  # RunningMeanStd's prior count 1e-4 at var 1
     assert scaler.rms.var == pytest.approx(expected_var + 1e-4 / (4 + 1e-4) * 1.0, rel=1e-3)
     np.testing.assert_allclose(scaled, rewards / np.sqrt(scaler.rms.var + 1e-8), rtol=1e-6)
+
+
+def test_warm_start_statistics_stay_fixed_through_updates_and_resume() -> None:
+    """--init-from: BC statistics are kept, so the warm-started actor sees the inputs it was trained on."""
+    norm = ObsNormalizer(3)
+    norm.update(np.random.default_rng(0).normal(size=(100, 3)))
+    assert not norm.frozen
+    mean, var = np.array([1.0, 2.0, 3.0]), np.array([1e-6, 4.0, 9.0])  # a nearly constant first dimension
+    norm.load_frozen(mean, var)
+    norm.update(np.full((5000, 3), 50.0))
+    np.testing.assert_array_equal(norm.mean, mean)
+    np.testing.assert_array_equal(norm.var, var)
+    resumed = ObsNormalizer(3)
+    resumed.load_state_dict(norm.state_dict())
+    resumed.update(np.full((10, 3), -7.0))
+    assert resumed.frozen
+    np.testing.assert_array_equal(resumed.mean, mean)

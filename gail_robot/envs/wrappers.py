@@ -77,16 +77,28 @@ class ObsNormalizer:
         return {"mean": self.mean.copy(), "var": self.var.copy(), "clip": self.clip}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rms": self.rms.state_dict(), "clip": self.clip, "enabled": self.enabled}
+        return {
+            "rms": self.rms.state_dict(),
+            "clip": self.clip,
+            "enabled": self.enabled,
+            "frozen": self.frozen,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rms.load_state_dict({k: np.asarray(v) for k, v in state["rms"].items()})
         self.clip = float(state["clip"])
         self.enabled = bool(state["enabled"])
+        self.frozen = bool(state.get("frozen", not self.enabled))
 
     def load_frozen(self, mean: np.ndarray, var: np.ndarray, count: float = 1e4) -> None:
-        """Start from given statistics (e.g. a BC policy's) while staying updatable."""
+        """Use given statistics (e.g. a BC policy's) and keep them: :meth:`update` does nothing after.
+
+        A warm-started actor only behaves as it did if its inputs are normalised as in its own
+        training: statistics drifting towards the rollouts' (e.g. on dimensions nearly constant in
+        the demos) would change its actions before any gradient step.
+        """
         self.rms.load_state_dict({"mean": np.asarray(mean), "var": np.asarray(var), "count": float(count)})
+        self.frozen = True
 
 
 def with_absorbing_flag(x: np.ndarray, flag: float | np.ndarray = 0.0) -> np.ndarray:
