@@ -565,3 +565,5 @@ def test_min_return_keeps_only_good_episodes(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "only 0 of 2 episodes were kept" in result.stderr
+    line = one_line_error(run_cli(*common, "--out", str(tmp_path / "nan.hdf5"), "--min-return", "nan"))
+    assert "--min-return must be a finite number" in line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
@@ -81,6 +82,8 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("--device policy needs --policy FILE (a checkpoint, run directory or policy.pt)")
     if args.episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.min_return is not None and not math.isfinite(args.min_return):
+        raise UserError(f"--min-return must be a finite number, got {args.min_return}")
     try:
         env = gym.make(args.env, **env_kwargs)
     except gym.error.Error as exc:
