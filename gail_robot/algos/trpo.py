@@ -80,11 +80,10 @@ class TRPO:
             critic_only: fit the value function only; the actor is left unchanged.
         """
         cfg = self.config
+        data = buffer.flat()
         if critic_only:
-            data = buffer.flat()
             return {"value_loss": self._fit_value(data["obs"], data["returns"]), "approx_kl": 0.0}
         max_kl = cfg.max_kl * (1.0 - progress) if cfg.anneal_kl else cfg.max_kl
-        data = buffer.flat()
         obs, actions, old_log_probs = data["obs"], data["actions"], data["log_probs"]
         advantages = data["advantages"]
         if cfg.normalize_advantages and advantages.numel() > 1:

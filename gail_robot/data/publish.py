@@ -234,8 +234,8 @@ class _RecordingFile(io.RawIOBase):
         self.pos = 0
         self.written: list[tuple[int, int]] = []
         self.writeback = writeback
-        self._unsynced = 0  # bytes written since writeback was last started
-        self._span = [1 << 62, 0]  # ... and the span of file they lie in
+        # bytes written since writeback was last started, and the span of the file they lie in
+        self._unsynced, self._start, self._end = 0, 1 << 62, 0
 
     def readable(self) -> bool:
         return True
@@ -264,11 +264,10 @@ class _RecordingFile(io.RawIOBase):
         self.written.append((self.pos, n))
         if self.writeback:
             self._unsynced += n
-            span = self._span
-            span[0], span[1] = min(span[0], self.pos), max(span[1], self.pos + n)
+            self._start, self._end = min(self._start, self.pos), max(self._end, self.pos + n)
             if self._unsynced >= WRITEBACK_BATCH_BYTES:
-                start_writeback(self.fd, span[0], span[1] - span[0])
-                self._unsynced, span[0], span[1] = 0, 1 << 62, 0
+                start_writeback(self.fd, self._start, self._end - self._start)
+                self._unsynced, self._start, self._end = 0, 1 << 62, 0
         self.pos += n
         return n
 

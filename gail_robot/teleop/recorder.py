@@ -170,17 +170,15 @@ def record(
             status.message(f"discarded episode {attempts}")
             continue
         success = episode_success(info, terminated, outcome == "save" or truncated)
+        reject = ""
         if only_success and not success:
+            reject = "not successful, not kept (--only-success)"
+        elif min_return is not None and ep_return < min_return:
+            reject = f"return {ep_return:.2f} < {min_return:g}, not kept (--min-return)"
+        if reject:
             writer.discard_episode()
             stats.rejected += 1
-            status.message(f"episode {attempts}: not successful, not kept (--only-success)")
-            continue
-        if min_return is not None and ep_return < min_return:
-            writer.discard_episode()
-            stats.rejected += 1
-            status.message(
-                f"episode {attempts}: return {ep_return:.2f} < {min_return:g}, not kept (--min-return)"
-            )
+            status.message(f"episode {attempts}: {reject}")
             continue
         name = writer.end_episode(success=success, final_state=get_physics_state(env), cut=outcome == "save")
         stats.saved.append(name)
