@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import zlib
 from concurrent.futures import Executor, Future
+from dataclasses import dataclass
 from typing import Any
 
 import h5py
@@ -97,17 +98,24 @@ class ChunkCompressor:
         executor: runs the batches (None: compress in the calling thread, at once).
         batch_bytes: raw bytes collected before a batch is handed over (also what is left to
             compress when an episode ends, while the recording thread waits).
+        deferred: compress nothing here: columns finish as :class:`DeferredColumn` (raw blocks),
+            compressed by whoever writes them (the publishing process).
     """
 
-    def __init__(self, executor: Executor | None = None, batch_bytes: int = 256 * 1024) -> None:
+    def __init__(
+        self, executor: Executor | None = None, batch_bytes: int = 256 * 1024, deferred: bool = False
+    ) -> None:
         self.executor = executor
         self.batch_bytes = int(batch_bytes)
+        self.deferred = deferred
         self._batch: list[_Job] = []
         self._bytes = 0
 
     def submit(self, *args: Any) -> _Job:
         """Queue ``deflate_chunk(*args)`` (``args[0]`` is the block; it must not change afterwards)."""
         job = _Job(args)
+        if self.deferred:
+            return job
         if self.executor is None:
             job.value = deflate_chunk(*args)
             return job
@@ -202,11 +210,15 @@ class ChunkedColumn:
         self._submit(self._block[: self._fill], rows)
         self._sealed = True
 
-    def finish(self) -> StoredColumn:
-        """All rows as compressed chunks (seals the column, waits for the background work)."""
+    def finish(self) -> StoredColumn | DeferredColumn:
+        """All rows as compressed chunks (seals the column, waits for the background work), or
+        as raw blocks with a deferred compressor."""
         if self.count == 0:
             raise ValueError("empty column")
         self.seal()
+        if self.compressor.deferred:
+            jobs = [job.args for job in self._chunks]
+            return DeferredColumn(self.row_shape, self.dtype, self.count, self.rows, self.shuffle, jobs)
         self.compressor.flush()
         chunks = [self.compressor.result(job) for job in self._chunks]
         return StoredColumn(self.row_shape, self.dtype, self.count, self.rows, self.shuffle, chunks)
@@ -288,24 +300,22 @@ class ShiftedColumn(ChunkedColumn):
         super().seal()
 
 
-class StoredColumn:
+@dataclass(eq=False)
+class _FinishedColumn:
+    """Shape and chunking of a finished column: ``count`` rows stored ``rows`` per chunk."""
+
+    row_shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    count: int
+    rows: int
+    shuffle: bool
+
+
+@dataclass(eq=False)
+class StoredColumn(_FinishedColumn):
     """A finished column: compressed chunks ready to be written (any number of times)."""
 
-    def __init__(
-        self,
-        row_shape: tuple[int, ...],
-        dtype: np.dtype[Any],
-        count: int,
-        rows: int,
-        shuffle: bool,
-        chunks: list[bytes],
-    ) -> None:
-        self.row_shape = row_shape
-        self.dtype = dtype
-        self.count = count
-        self.rows = rows
-        self.shuffle = shuffle
-        self.chunks = chunks
+    chunks: list[bytes]
 
     @property
     def nbytes(self) -> int:
@@ -338,3 +348,20 @@ class StoredColumn:
                 payload = np.frombuffer(payload, np.uint8).reshape(self.dtype.itemsize, n).T.tobytes()
             parts.append(np.frombuffer(payload, self.dtype).reshape(-1, *self.row_shape))
         return np.concatenate(parts)[: self.count]
+
+
+@dataclass(eq=False)
+class DeferredColumn(_FinishedColumn):
+    """A finished column whose chunks are still raw blocks (``deflate_chunk`` arguments).
+
+    Sent to the publishing process (the blocks travel out of band, see
+    :mod:`gail_robot.data.publish_process`), which compresses them there: the recording process
+    then runs no compression at all, so no thread competes with its loop for the GIL.
+    """
+
+    jobs: list[tuple[Any, ...]]
+
+    def compress(self) -> StoredColumn:
+        """The same chunks :meth:`ChunkedColumn.finish` would have produced."""
+        chunks = [deflate_chunk(*args) for args in self.jobs]
+        return StoredColumn(self.row_shape, self.dtype, self.count, self.rows, self.shuffle, chunks)

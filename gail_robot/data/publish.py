@@ -134,6 +134,11 @@ class FileLock:
                 return
             os.close(fd)
 
+    @property
+    def fd(self) -> int | None:
+        """The locked sidecar's descriptor (None when not held)."""
+        return self._fd
+
     def release(self) -> None:
         """Drop the lock and remove the sidecar."""
         if self._fd is None:

@@ -21,8 +21,9 @@ import gymnasium as gym
 import h5py
 import numpy as np
 
-from gail_robot.data.chunks import ChunkCompressor, ChunkedColumn, ShiftedColumn, StoredColumn
+from gail_robot.data.chunks import ChunkCompressor, ChunkedColumn, DeferredColumn, ShiftedColumn, StoredColumn
 from gail_robot.data.publish import FileLock, SparePublisher, remove_leftovers
+from gail_robot.data.publish_process import PublishProcess
 from gail_robot.data.schema import (
     EnvMeta,
     dataset_options,
@@ -46,6 +47,7 @@ class _EpisodeBuffer:
         act_shape: tuple[int, ...],
         state_size: int,
         pool: ThreadPoolExecutor | None,
+        deferred: bool,
         seed: int | None,
         source: str,
         model_file: str | None,
@@ -54,7 +56,7 @@ class _EpisodeBuffer:
         self.source = source
         self.model_file = model_file
 
-        compressor = ChunkCompressor(pool)
+        compressor = ChunkCompressor(pool, deferred=deferred)
 
         def column(box: gym.spaces.Box) -> ChunkedColumn:
             return ChunkedColumn(box.shape, box.dtype, image=is_image_space(box), compressor=compressor)
@@ -99,7 +101,7 @@ def write_array(group: h5py.Group, key: str, value: Any, image: bool = False) ->
     group.create_dataset(key, data=arr, **dataset_options(arr, image=image))
 
 
-def _demo_edit(name: str, arrays: dict[str, Any], attrs: dict[str, Any], images: set[str]) -> Any:
+def demo_edit(name: str, arrays: dict[str, Any], attrs: dict[str, Any], images: set[str]) -> Any:
     """A transaction that adds one demo group (replayable: it writes the same bytes every time)."""
     n = int(attrs["num_samples"])
 
@@ -122,7 +124,7 @@ def _demo_edit(name: str, arrays: dict[str, Any], attrs: dict[str, Any], images:
 
 
 def _rows(value: Any) -> int:
-    return value.count if isinstance(value, StoredColumn) else len(value)
+    return value.count if isinstance(value, (StoredColumn, DeferredColumn)) else len(value)
 
 
 class DemoWriter:
@@ -153,6 +155,11 @@ class DemoWriter:
             is saved (never before).
         durable: fsync each published file (survives power loss, not only killed processes).
         background: compress in a background thread while recording (False: in the caller).
+        publish_process: publish episodes from a helper process
+            (:class:`~gail_robot.data.publish_process.PublishProcess`, what ``gail-robot record``
+            uses): :meth:`end_episode` returns once the helper holds the episode (it is saved even
+            if this process is killed right after) and the file shows it a few milliseconds
+            later; :meth:`flush` waits for it, :attr:`published` lists what is on disk.
     """
 
     def __init__(
@@ -164,6 +171,7 @@ class DemoWriter:
         mode: str = "a",
         durable: bool = True,
         background: bool = True,
+        publish_process: bool = False,
     ) -> None:
         if mode not in ("a", "x", "w"):
             raise ValueError(f"mode must be 'a', 'x' or 'w', got {mode!r}")
@@ -174,6 +182,7 @@ class DemoWriter:
         self.mode = mode
         self.durable = durable
         self.background = background
+        self.publish_process = publish_process
         self._obs_spaces = obs_key_spaces(self.meta.observation_space)
         self._single_key = next(iter(self._obs_spaces)) if len(self._obs_spaces) == 1 else None
         self._single_shape = self._obs_spaces[self._single_key].shape if self._single_key else None
@@ -183,12 +192,13 @@ class DemoWriter:
         self._lock = FileLock(self.path)
         self._publisher = SparePublisher(self.path, durable)
         self._pool: ThreadPoolExecutor | None = None
+        self._process: PublishProcess | None = None
         self._open = False
         self._episode: _EpisodeBuffer | None = None
         self._next_index = 0
         self._exists = False
         self._fresh = False  # the next publish creates the file (new file or mode "w")
-        self.saved: list[str] = []
+        self.saved: list[str] = []  # published, or handed to the publishing process
         #: length of the episode saved last
         self.saved_length = 0
 
@@ -220,16 +230,25 @@ class DemoWriter:
         except BaseException:
             self._lock.release()
             raise
-        if self.background:
+        if self.background and not self.publish_process:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-compress")
         self._publisher.executor = self._pool  # the spare catches up there while recording goes on
+        if self.publish_process:
+            assert self._lock.fd is not None
+            self._process = PublishProcess(self.path, self.durable, self._lock.fd)
         self._open = True
         return self
 
     def close(self) -> None:
         """Drop an unfinished episode, remove the spare and release the lock."""
         self.discard_episode()
-        if self._open:
+        if not self._open:
+            return
+        process, self._process = self._process, None
+        try:
+            if process is not None:
+                process.close()  # waits for the episodes it holds; raises if one failed
+        finally:
             self._publisher.close()
             self._publisher.executor = None
             if self._pool is not None:
@@ -246,7 +265,22 @@ class DemoWriter:
     ) -> None:
         self.close()
 
+    @property
+    def published(self) -> list[str]:
+        """Demos of this session on disk (with ``publish_process``, those it has confirmed)."""
+        if self._process is None:
+            return list(self.saved)
+        self._process.poll()
+        return self.saved[: len(self.saved) - len(self._process.pending)]
+
+    def flush(self) -> None:
+        """Wait until every saved episode is on disk (a no-op without ``publish_process``)."""
+        if self._process is not None:
+            self._process.flush()
+
     def _publish(self, edit: Any, replayable: bool = True) -> None:
+        if self._process is not None:  # the helper's spare must not go stale behind its back
+            self._process.reset_spare()
         create = (lambda f: write_header(f.create_group("data"), self.meta)) if self._fresh else None
         try:
             self._publisher.publish(edit, create=create, replayable=replayable)
@@ -291,7 +325,14 @@ class DemoWriter:
         if self.meta.state_size is None:
             raise ValueError("recording needs the physics state size (EnvMeta.state_size)")
         self._episode = _EpisodeBuffer(
-            self._obs_spaces, self._act_shape, self.meta.state_size, self._pool, seed, source, model_file
+            self._obs_spaces,
+            self._act_shape,
+            self.meta.state_size,
+            self._pool,
+            self._process is not None,  # the publishing process compresses
+            seed,
+            source,
+            model_file,
         )
 
     def _split_obs(self, obs: Any, what: str, step: int) -> dict[str, np.ndarray]:
@@ -432,7 +473,12 @@ class DemoWriter:
         if ep.model_file:
             attrs["model_file"] = ep.model_file
         name = demo_name(self._next_index)
-        self._publish(_demo_edit(name, arrays, attrs, self._images))
+        if self._process is not None:
+            self._process.submit(name, arrays, attrs, self._images, self.meta if self._fresh else None)
+            self._fresh = False
+            self._exists = True
+        else:
+            self._publish(demo_edit(name, arrays, attrs, self._images))
         self._episode = None
         self._next_index += 1
         self.saved.append(name)
@@ -460,7 +506,7 @@ class DemoWriter:
                 for key in ("actions", "rewards", "terminated", "truncated", "dones", "states"):
                     if _rows(arrays[key]) != n:
                         raise ValueError(f"{name}: {key} has {_rows(arrays[key])} rows, num_samples is {n}")
-                _demo_edit(name, arrays, attrs, self._images)(f)
+                demo_edit(name, arrays, attrs, self._images)(f)
                 written.append(name)
 
         self._publish(edit, replayable=False)  # the iterator can be consumed only once

@@ -91,7 +91,11 @@ def main(args: argparse.Namespace) -> int:
     status = StatusLine()
     try:
         with DemoWriter(
-            args.out, env, mode="w" if args.overwrite else "a", durable=not args.no_fsync
+            args.out,
+            env,
+            mode="w" if args.overwrite else "a",
+            durable=not args.no_fsync,
+            publish_process=True,  # episodes are compressed and written off the recording loop
         ) as writer:
             device = make_device(
                 args.device,
