@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from typing import Any
 
@@ -95,7 +96,8 @@ def main(args: argparse.Namespace) -> int:
             env,
             mode="w" if args.overwrite else "a",
             durable=not args.no_fsync,
-            publish_process=True,  # episodes are compressed and written off the recording loop
+            # episodes are compressed and written off the recording loop (Linux: memfd)
+            publish_process=hasattr(os, "memfd_create"),
         ) as writer:
             device = make_device(
                 args.device,
