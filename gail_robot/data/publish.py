@@ -36,6 +36,7 @@ import io
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from pathlib import Path
@@ -95,6 +96,21 @@ def exchange_names(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(a))
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
 class FileLock:
     """Exclusive, non-blocking ``flock`` on a hidden sidecar file ``.<name>.lock``.
 
@@ -106,8 +122,14 @@ class FileLock:
         self.path = target.parent / f".{target.name}.lock"
         self._fd: int | None = None
 
-    def acquire(self) -> None:
-        """Take the lock or raise a UserError naming the holder."""
+    def acquire(self, orphan_wait: float = 10.0) -> None:
+        """Take the lock or raise a UserError naming the holder.
+
+        Args:
+            orphan_wait: seconds to wait when the recorded holder is dead: a killed recorder's
+                publishing process holds the lock until it has saved the episodes it was handed.
+        """
+        deadline = time.monotonic() + orphan_wait
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -118,6 +140,9 @@ class FileLock:
                     holder = ""
                     with contextlib.suppress(OSError):
                         holder = self.path.read_text().strip()
+                    if holder.isdigit() and not _alive(int(holder)) and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                        continue
                     who = f" (pid {holder})" if holder else ""
                     raise UserError(f"{self.target}: another process is writing it{who}") from None
                 raise
