@@ -95,6 +95,23 @@ def test_end_episode_hands_over_and_flush_publishes(tmp_path: Path, walker: gym.
     assert [p.name for p in tmp_path.iterdir()] == ["demos.hdf5"]
 
 
+def test_masks_written_between_helper_episodes(tmp_path: Path, walker: gym.Env[Any, Any]) -> None:
+    path = tmp_path / "demos.hdf5"
+    with DemoWriter(path, walker, publish_process=True) as writer:
+        for seed in range(2):
+            _episode(writer, walker, seed)
+        writer.write_masks({"train": ["demo_0"], "valid": ["demo_1"]})
+        for seed in range(2, 4):
+            _episode(writer, walker, seed)
+        writer.write_masks({"train": ["demo_0", "demo_2"], "valid": ["demo_1", "demo_3"]})
+        _episode(writer, walker, 4)
+    assert validate_file(path) == []
+    with DemoDataset(path) as ds:
+        assert ds.demo_names == [f"demo_{i}" for i in range(5)]
+        assert ds.masks() == {"train": ["demo_0", "demo_2"], "valid": ["demo_1", "demo_3"]}
+    assert [p.name for p in tmp_path.iterdir()] == ["demos.hdf5"]
+
+
 # Records two episodes and kills itself the moment the second one is handed over.
 KILLED_AFTER_HANDOVER = r"""
 import os, signal, sys

@@ -279,8 +279,11 @@ class DemoWriter:
             self._process.flush()
 
     def _publish(self, edit: Any, replayable: bool = True) -> None:
-        if self._process is not None:  # the helper's spare must not go stale behind its back
+        if self._process is not None:
+            # This edit bypasses the helper: it forgets its spare, and the edit goes through a copy
+            # so that no second spare (this process's) exists for the helper's to overwrite.
             self._process.reset_spare()
+            replayable = False
         create = (lambda f: write_header(f.create_group("data"), self.meta)) if self._fresh else None
         try:
             self._publisher.publish(edit, create=create, replayable=replayable)
