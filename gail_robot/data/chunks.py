@@ -2,8 +2,9 @@
 
 Compressing a whole Humanoid episode (1000 steps, ~7 MB) when it ends costs tens of milliseconds
 of the recording loop. Instead each per-step dataset of the episode is cut into HDF5 chunks as the
-rows arrive; a full chunk is deflated by a background thread (ISA-L's deflate releases the GIL)
-and, when the episode is saved, the finished chunks are stored with ``write_direct_chunk``: the
+rows arrive; a full chunk is deflated by a background thread (ISA-L's deflate releases the GIL), or
+kept raw for the publishing process to deflate (``deferred``), and, when the episode is saved,
+the finished chunks are stored with ``write_direct_chunk``: the
 standard zlib streams that HDF5's ``gzip`` filter (after ``shuffle``, when enabled) decodes, so
 every HDF5 reader reads them. Only the last, partial chunk is compressed at save time.
 """

@@ -30,7 +30,7 @@ FLAT_OBS_KEY = "state"
 
 # Numeric datasets: gzip level 1 without shuffle (measured, see datasets/README.md: level 4-9
 # gains <= 2 % size for 1.1-10x the time; shuffle does not help MuJoCo float64 data; LZF is 2x
-# faster but only h5py can read it, gzip every HDF5 build). Compression runs in a background thread.
+# faster but only h5py can read it, gzip every HDF5 build). Compression runs off the recording loop.
 COMPRESSION = "gzip"
 COMPRESSION_LEVEL = 1
 SHUFFLE = False

@@ -1,8 +1,9 @@
 """Crash-safe demo recording: :class:`DemoWriter`.
 
-An episode is buffered while it is recorded (its large per-step datasets already compressed chunk by
-chunk in a background thread, see :mod:`gail_robot.data.chunks`) and published as one transaction
-when it ends (see :mod:`gail_robot.data.publish`): the demo file on disk is never modified in
+An episode is buffered while it is recorded (its large per-step datasets cut into chunks, compressed
+in a background thread or, with ``publish_process``, by the helper process that also publishes them;
+see :mod:`gail_robot.data.chunks` and :mod:`gail_robot.data.publish_process`) and published as one
+transaction when it ends (see :mod:`gail_robot.data.publish`): the demo file on disk is never modified in
 place, so killing the recorder at any instant loses at most the episode in progress, and the file
 opens and validates afterwards without repair tools. An exclusive lock keeps two writers apart.
 """
