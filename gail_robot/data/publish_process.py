@@ -89,7 +89,7 @@ class _Channel:
         self.sock.close()
 
 
-def _write_spool(fd: int, buffers: list[memoryview]) -> int:
+def _write_spool(fd: int, buffers: list[memoryview]) -> None:
     """Write ``buffers`` back to back from offset 0 of ``fd`` (gather writes, GIL released)."""
     offset = 0
     for start in range(0, len(buffers), 512):  # IOV_MAX is 1024 on Linux
@@ -101,7 +101,6 @@ def _write_spool(fd: int, buffers: list[memoryview]) -> int:
             while done < size:
                 done += os.pwrite(fd, flat[done:], offset + done)
         offset += size
-    return offset
 
 
 def _compress_columns(value: Any) -> Any:
@@ -142,7 +141,6 @@ class PublishProcess:
         self._conn.send(("open", str(path), durable))
         self._in_flight: list[tuple[str, int]] = []  # (demo, spool fd) sent, not yet confirmed
         self._spools: list[int] = []  # spool fds free for reuse
-        self.published: list[str] = []  # confirmed on disk
 
     @property
     def pending(self) -> list[str]:
@@ -167,19 +165,15 @@ class PublishProcess:
             self._raise_lost(self._exit_reason())
         self._in_flight.append((name, fd))
 
-    def poll(self) -> list[str]:
-        """Names confirmed since the last call (no waiting); raises UserError for a failed publish."""
-        done: list[str] = []
-        while self.pending and self._conn.poll():
-            done += self._receive()
-        return done
+    def poll(self) -> None:
+        """Collect the confirmations that arrived (no waiting); raises UserError for a failed publish."""
+        while self._in_flight and self._conn.poll():
+            self._receive()
 
-    def flush(self) -> list[str]:
-        """Wait until everything sent is published; returns the names confirmed by this call."""
-        done: list[str] = []
-        while self.pending:
-            done += self._receive()
-        return done
+    def flush(self) -> None:
+        """Wait until everything sent is published."""
+        while self._in_flight:
+            self._receive()
 
     def reset_spare(self) -> None:
         """Tell the child that the file was changed by another path (its spare is stale)."""
@@ -208,7 +202,7 @@ class PublishProcess:
             os.close(fd)
         self._spools = []
 
-    def _receive(self) -> list[str]:
+    def _receive(self) -> None:
         try:
             reply = self._conn.recv()
         except (OSError, EOFError):
@@ -220,13 +214,11 @@ class PublishProcess:
                 f"cannot write {self.path}: {reply[1]}; not saved: {', '.join(lost)}; "
                 f"{self.path} still holds every demo saved before"
             )
-        name, fd = self._in_flight.pop(0)
+        _, fd = self._in_flight.pop(0)
         if len(self._spools) < 2:
             self._spools.append(fd)
         else:
             os.close(fd)
-        self.published.append(name)
-        return [name]
 
     def _exit_reason(self) -> str:
         try:
