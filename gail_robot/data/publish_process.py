@@ -96,7 +96,7 @@ def _write_spool(fd: int, buffers: list[memoryview]) -> None:
         batch = buffers[start : start + 512]
         size = sum(b.nbytes for b in batch)
         done = os.pwritev(fd, batch, offset)
-        if done < size:  # a short write: finish it one buffer at a time
+        if done < size:  # a short write: finish the rest of the batch from a joined copy
             flat = memoryview(b"".join(batch))
             while done < size:
                 done += os.pwrite(fd, flat[done:], offset + done)
