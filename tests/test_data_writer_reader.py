@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +16,9 @@ import numpy as np
 import pytest
 
 import gail_robot.envs  # noqa: F401  (registers the project's tasks)
-from gail_robot.data import FORMAT, FORMAT_VERSION, DemoDataset, DemoWriter, Transitions
+from gail_robot.data import FORMAT, FORMAT_VERSION, DemoDataset, DemoWriter, Transitions, publish
 from gail_robot.data.chunks import ChunkCompressor, ChunkedColumn, ShiftedColumn
+from gail_robot.data.publish import FileLock
 from gail_robot.data.validate import validate_file
 from gail_robot.envs.physics import get_physics_state, model_xml
 from gail_robot.errors import UserError
@@ -360,6 +362,29 @@ def test_second_writer_is_refused_while_the_first_holds_the_file(
         with pytest.raises(UserError, match="another process is writing it"):
             DemoWriter(path, pendulum).open()
     DemoWriter(path, pendulum).open().close()  # released
+
+
+def test_lock_taken_when_the_holder_releases_between_open_and_flock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that lost the race to a releasing holder retries instead of refusing (a CI failure)."""
+    target = tmp_path / "demos.hdf5"
+    holder = FileLock(target)
+    holder.acquire()
+    real_flock = publish.fcntl.flock
+
+    def flock_while_holder_releases(fd: int, op: int) -> None:
+        try:
+            real_flock(fd, op)  # fails: the holder still has it
+        finally:
+            holder.release()  # unlinks the sidecar we opened, then closes
+
+    monkeypatch.setattr(publish.fcntl, "flock", flock_while_holder_releases)
+    contender = FileLock(target)
+    contender.acquire(orphan_wait=0.0)
+    assert contender.fd is not None and contender.path.read_text() == str(os.getpid())
+    contender.release()
+    assert not contender.path.exists()
 
 
 def test_open_readers_never_see_their_file_change(tmp_path: Path, pendulum: gym.Env[Any, Any]) -> None:

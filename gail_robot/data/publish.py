@@ -135,29 +135,36 @@ class FileLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                released = not self._is_current(fd)
                 os.close(fd)
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    holder = ""
-                    with contextlib.suppress(OSError):
-                        holder = self.path.read_text().strip()
-                    if holder.isdigit() and not _alive(int(holder)) and time.monotonic() < deadline:
-                        time.sleep(0.02)
-                        continue
-                    who = f" (pid {holder})" if holder else ""
-                    raise UserError(f"{self.target}: another process is writing it{who}") from None
-                raise
+                if released:
+                    # The holder unlinked the sidecar between our open and flock (it is releasing):
+                    # retry on the current file instead of reporting a writer that is gone.
+                    continue
+                if holder.isdigit() and not _alive(int(holder)) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+                who = f" (pid {holder})" if holder else ""
+                raise UserError(f"{self.target}: another process is writing it{who}") from None
             # The previous holder may have unlinked the sidecar between our open and flock: then
             # we locked an orphaned inode and must retry on the current file.
-            try:
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
+            if self._is_current(fd):
                 os.ftruncate(fd, 0)
                 os.write(fd, str(os.getpid()).encode())
                 self._fd = fd
                 return
             os.close(fd)
+
+    def _is_current(self, fd: int) -> bool:
+        """Whether ``fd`` is the sidecar now at ``self.path`` (not one a releasing holder unlinked)."""
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
 
     @property
     def fd(self) -> int | None:
