@@ -162,6 +162,19 @@ def test_train_trpo_and_bc_warm_start_gail_trpo(tmp_path, demos):
     assert gail_ckpt["meta"]["algo"] == "gail" and gail_ckpt["meta"]["generator"] == "trpo"
     assert bc_ckpt["actor_spec"] == gail_ckpt["actor_spec"]
 
+    # policy.warm_start_min_log_std floors the copied std (BC on deterministic demos learns a tiny one)
+    from gail_robot.algos.trainer import load_init_actor
+    from gail_robot.envs.wrappers import ObsNormalizer
+    from gail_robot.nets import GaussianActor
+
+    bc_log_std = bc_ckpt["actor"]["log_std"]
+    floor = float(bc_log_std.max()) + 0.5  # above BC's std: the floor must show
+    for min_log_std, expected in ((None, bc_log_std), (floor, bc_log_std.clamp(min=floor))):
+        actor = GaussianActor.from_spec(bc_ckpt["actor_spec"])
+        load_init_actor(str(bc), actor, ObsNormalizer(actor.obs_dim), ENV, min_log_std)
+        torch.testing.assert_close(actor.log_std.detach(), expected)
+        torch.testing.assert_close(actor.state_dict()["mean_net.0.weight"], bc_ckpt["actor"]["mean_net.0.weight"])
+
 
 def _flat_state(ckpt: dict) -> torch.Tensor:
     parts = [v.reshape(-1).float() for v in ckpt["actor"].values()]

@@ -70,6 +70,9 @@ class PolicyConfig:
     """Hidden activation: tanh, relu, elu or silu."""
     init_log_std: float = 0.0
     """Initial log standard deviation of the Gaussian policy (normalised action units)."""
+    warm_start_min_log_std: float | None = None
+    """With --init-from, raise the copied log std to at least this (null: keep it as is). BC on a
+    deterministic expert's demos learns a tiny std, which leaves PPO / TRPO almost no exploration."""
 
     def __post_init__(self) -> None:
         _check(all(int(h) > 0 for h in self.hidden_sizes), "policy.hidden_sizes must be positive ints")

@@ -96,8 +96,13 @@ class MetricsLog:
             self.writer.close()
 
 
-def load_init_actor(path: str, actor: GaussianActor, normalizer: ObsNormalizer, env_id: str) -> None:
-    """Warm start: copy a checkpoint's actor weights and observation statistics (e.g. from BC)."""
+def load_init_actor(
+    path: str, actor: GaussianActor, normalizer: ObsNormalizer, env_id: str, min_log_std: float | None = None
+) -> None:
+    """Warm start: copy a checkpoint's actor weights and observation statistics (e.g. from BC).
+
+    ``min_log_std`` (when given) floors the copied per-dimension log std.
+    """
     data = load_checkpoint(path)
     if data["env_id"] != env_id:
         raise UserError(f"--init-from {path} was trained on '{data['env_id']}', not '{env_id}'")
@@ -108,6 +113,9 @@ def load_init_actor(path: str, actor: GaussianActor, normalizer: ObsNormalizer, 
             f"differs from policy.hidden_sizes {actor.config.hidden_sizes} ({actor.config.activation})"
         )
     actor.load_state_dict(data["actor"])
+    if min_log_std is not None:
+        with torch.no_grad():
+            actor.log_std.clamp_(min=min_log_std)
     norm = to_numpy_tree(data["obs_norm"])
     if normalizer.enabled:
         normalizer.load_frozen(norm["mean"], norm["var"])
@@ -228,7 +236,9 @@ class OnPolicyTrainer:
         if resume:
             self._restore(load_checkpoint(self.run_dir / CHECKPOINT_DIR / LATEST_NAME))
         elif cfg.init_from:
-            load_init_actor(cfg.init_from, self.actor, self.normalizer, cfg.env.id)
+            load_init_actor(
+                cfg.init_from, self.actor, self.normalizer, cfg.env.id, cfg.policy.warm_start_min_log_std
+            )
 
     # ------------------------------------------------------------------------------ checkpoint
 
