@@ -173,7 +173,8 @@ def test_train_trpo_and_bc_warm_start_gail_trpo(tmp_path, demos):
         actor = GaussianActor.from_spec(bc_ckpt["actor_spec"])
         load_init_actor(str(bc), actor, ObsNormalizer(actor.obs_dim), ENV, min_log_std)
         torch.testing.assert_close(actor.log_std.detach(), expected)
-        torch.testing.assert_close(actor.state_dict()["mean_net.0.weight"], bc_ckpt["actor"]["mean_net.0.weight"])
+        weights = "mean_net.0.weight"
+        torch.testing.assert_close(actor.state_dict()[weights], bc_ckpt["actor"][weights])
 
 
 def _flat_state(ckpt: dict) -> torch.Tensor:
