@@ -44,6 +44,8 @@ def make_env(
         env = gym.make(env_id, **extra, **(env_kwargs or {}))
     except TypeError as exc:
         raise UserError(f"bad env_kwargs for {env_id}: {exc}") from exc
+    if render_mode == "rgb_array":
+        follow_robot(env)
     if isinstance(env.observation_space, gym.spaces.Dict):
         # Flattened in key order, matching DemoDataset.transitions() (contract §3).
         env = gym.wrappers.FlattenObservation(env)
@@ -52,3 +54,20 @@ def make_env(
     if normalize_actions:
         env = NormalizedActions(env)
     return env
+
+
+def follow_robot(env: gym.Env[Any, Any]) -> None:
+    """Render from the model's ``track`` camera when the env would use its free camera.
+
+    Gymnasium (1.x) renders the locomotion tasks from a free camera that stays where the robot
+    started, so a walker leaves the video within seconds; their models all have a ``track``
+    camera that follows the body. Envs given a camera (the arm tasks, or ``camera_name``) keep it.
+    """
+    import mujoco
+
+    renderer = getattr(env.unwrapped, "mujoco_renderer", None)
+    if renderer is None or getattr(renderer, "camera_id", None) != -1:
+        return
+    track = mujoco.mj_name2id(renderer.model, mujoco.mjtObj.mjOBJ_CAMERA, "track")
+    if track >= 0:
+        renderer.camera_id = track
