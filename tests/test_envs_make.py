@@ -5,6 +5,7 @@ from __future__ import annotations
 import mujoco
 import pytest
 
+from gail_robot.data.schema import EnvMeta
 from gail_robot.envs.make import make_env
 
 
@@ -14,6 +15,9 @@ def test_walker_videos_use_the_track_camera(env_id: str) -> None:
     renderer = env.unwrapped.mujoco_renderer
     assert renderer.camera_id == mujoco.mj_name2id(renderer.model, mujoco.mjtObj.mjOBJ_CAMERA, "track") >= 0
     assert make_env(env_id).unwrapped.mujoco_renderer.camera_id == -1  # no rendering asked: untouched
+    # a demo file's env (data replay --video) renders the same way
+    replay_env = EnvMeta.from_env(make_env(env_id)).make_env(render_mode="rgb_array")
+    assert replay_env.unwrapped.mujoco_renderer.camera_id == renderer.camera_id
 
 
 def test_arm_task_keeps_its_front_camera() -> None:

@@ -10,7 +10,6 @@ import mujoco
 import numpy as np
 
 from gail_robot.data.reader import Demo, DemoDataset
-from gail_robot.envs.make import follow_robot
 from gail_robot.envs.physics import STATE_SPEC, get_physics_state, mujoco_env, set_physics_state
 from gail_robot.errors import UserError
 
@@ -91,8 +90,6 @@ def replay_demo(
     if video is not None:
         extra = {"render_mode": "rgb_array", "width": width, "height": height}
     env = dataset.meta.make_env(**extra)
-    if video is not None:
-        follow_robot(env)
     writer = None
     frames = 0
     try:

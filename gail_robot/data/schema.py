@@ -265,13 +265,20 @@ class EnvMeta:
         return None
 
     def make_env(self, **extra: Any) -> gym.Env[Any, Any]:
-        """``gym.make(env_id, **env_kwargs, **extra)`` after registering the project's tasks."""
+        """``gym.make(env_id, **env_kwargs, **extra)`` after registering the project's tasks.
+
+        Rendered to arrays, walkers are seen from their ``track`` camera (see ``follow_robot``).
+        """
         import gail_robot.envs  # noqa: F401  (registers gail_robot/* ids)
+        from gail_robot.envs.make import follow_robot
 
         try:
-            return gym.make(self.env_id, **{**self.env_kwargs, **extra})
+            env = gym.make(self.env_id, **{**self.env_kwargs, **extra})
         except gym.error.Error as exc:
             raise UserError(f"cannot make env '{self.env_id}': {exc}") from None
+        if extra.get("render_mode") == "rgb_array":
+            follow_robot(env)
+        return env
 
 
 def write_header(group: h5py.Group, meta: EnvMeta) -> None:
