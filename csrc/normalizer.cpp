@@ -106,7 +106,11 @@ double update_binding(const CArray<T>& batch, CArray<double>& mean, CArray<doubl
   return n;
 }
 
-// out = clip((x - mean) / sqrt(var + 1e-8), -clip, clip) as float32, computed in float64 with the
+// The variance floor of normalisation (docs/DESIGN.md §2); exported as _core.NORM_EPSILON so that Python and
+// the exported policy use this one value.
+constexpr double kNormEpsilon = 1e-8;
+
+// out = clip((x - mean) / sqrt(var + eps), -clip, clip) as float32, computed in float64 with the
 // same correctly rounded operations as the NumPy reference (so the two agree bit for bit).
 template <typename T>
 void normalize_binding(const CArray<T>& x, const CArray<double>& mean, const CArray<double>& var, double clip,
@@ -125,7 +129,7 @@ void normalize_binding(const CArray<T>& x, const CArray<double>& mean, const CAr
   py::gil_scoped_release release;
   const std::size_t w = static_cast<std::size_t>(width);
   std::vector<double> std_dev(w);
-  for (std::size_t d = 0; d < w; ++d) std_dev[d] = std::sqrt(sigma2[d] + 1e-8);
+  for (std::size_t d = 0; d < w; ++d) std_dev[d] = std::sqrt(sigma2[d] + kNormEpsilon);
   const double* sd = std_dev.data();
   constexpr std::size_t kMinRowsPerThread = 4096;
   parallel_for(static_cast<std::size_t>(rows), 1, kMinRowsPerThread, [&](std::size_t r0, std::size_t r1) {
@@ -149,12 +153,13 @@ void def_normalizer(py::module_& m, const char* update_name, const char* normali
         "Merge a C-contiguous (B, D) batch into float64 mean/var (D,) in place; returns the new count.");
   m.def(normalize_name, &normalize_binding<T>, py::arg("x").noconvert(), py::arg("mean").noconvert(),
         py::arg("var").noconvert(), py::arg("clip"), py::arg("out").noconvert(),
-        "out = clip((x - mean) / sqrt(var + 1e-8), -clip, clip) for a (M, D) x; out is float32.");
+        "out = clip((x - mean) / sqrt(var + NORM_EPSILON), -clip, clip) for a (M, D) x; out is float32.");
 }
 
 }  // namespace
 
 void register_normalizer(py::module_& m) {
+  m.attr("NORM_EPSILON") = kNormEpsilon;
   def_normalizer<float>(m, "rms_update_f32", "rms_normalize_f32");
   def_normalizer<double>(m, "rms_update_f64", "rms_normalize_f64");
 }

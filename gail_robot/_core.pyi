@@ -12,6 +12,9 @@ _F32 = npt.NDArray[np.float32]
 _F64 = npt.NDArray[np.float64]
 _Bool = npt.NDArray[np.bool_]
 
+#: the variance floor of observation normalisation: ``sqrt(var + NORM_EPSILON)``
+NORM_EPSILON: float
+
 def gae_f32(
     rewards: _F32,
     values: _F32,

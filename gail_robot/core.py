@@ -1,7 +1,7 @@
 """Numerical core: GAE, discriminator rewards and a running mean/variance normaliser.
 
 This module is the validating Python face of the private C++ extension ``gail_robot._core``
-(DESIGN.md §2). Python infers shapes, validates and allocates every output; C++ receives raw
+(docs/DESIGN.md §2). Python infers shapes, validates and allocates every output; C++ receives raw
 buffers, re-checks sizes, releases the GIL and runs the kernel (single-threaded unless enabled with
 :func:`set_max_threads`). A pure-NumPy reference of every kernel lives here as
 well (``gae_reference``, ``disc_rewards_reference``, ``rms_update_reference``, ``normalize_reference``)
@@ -49,6 +49,7 @@ except ImportError as exc:  # no silent NumPy fallback: a missing build must be 
 
 __all__ = [
     "DISC_REWARD_KINDS",
+    "NORM_EPSILON",
     "RunningMeanStd",
     "batch_moments_reference",
     "disc_rewards",
@@ -56,10 +57,14 @@ __all__ = [
     "gae",
     "gae_reference",
     "get_max_threads",
+    "normalize",
     "normalize_reference",
     "rms_update_reference",
     "set_max_threads",
 ]
+
+#: variance floor of observation normalisation, ``sqrt(var + NORM_EPSILON)`` (defined once, in C++)
+NORM_EPSILON: float = float(_core.NORM_EPSILON)
 
 DiscRewardKind = Literal["gail", "airl", "neg"]
 DISC_REWARD_KINDS: tuple[str, ...] = ("gail", "airl", "neg")
@@ -197,8 +202,8 @@ def rms_update_reference(
 
 
 def normalize_reference(x: np.ndarray, mean: np.ndarray, var: np.ndarray, clip: float) -> np.ndarray:
-    """Reference ``clip((x - mean) / sqrt(var + 1e-8), -clip, clip)`` computed in float64, as float32."""
-    out = (np.asarray(x, dtype=np.float64) - mean) / np.sqrt(var + 1e-8)
+    """Reference ``clip((x - mean) / sqrt(var + NORM_EPSILON), -clip, clip)`` in float64, as float32."""
+    out = (np.asarray(x, dtype=np.float64) - mean) / np.sqrt(var + NORM_EPSILON)
     return np.clip(out, -clip, clip).astype(np.float32)
 
 
@@ -231,7 +236,7 @@ def gae(
     gamma: float,
     lam: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Generalised advantage estimation on time-major arrays (DESIGN.md §2)::
+    """Generalised advantage estimation on time-major arrays (docs/DESIGN.md §2)::
 
         delta[t] = rewards[t] + gamma * (1 - terminated[t]) * next_values[t] - values[t]
         adv[t]   = delta[t] + gamma * lam * (1 - (terminated[t] or truncated[t])) * adv[t+1]
@@ -303,6 +308,45 @@ def disc_rewards(logits: npt.ArrayLike, kind: DiscRewardKind | str) -> np.ndarra
         raise ValueError(f"logits must not be empty, got shape {x.shape}")
     x = _contiguous(x, x.dtype)
     return _disc_rewards_impl(x, str(kind))
+
+
+def normalize(x: npt.ArrayLike, mean: npt.ArrayLike, var: npt.ArrayLike, clip: float) -> np.ndarray:
+    """Apply frozen statistics: ``clip((x - mean) / sqrt(var + NORM_EPSILON), -clip, clip)`` as float32.
+
+    The one implementation of observation normalisation (docs/DESIGN.md §2): training, checkpoint
+    loading, :class:`~gail_robot.policy_io.PolicyBundle`, the rollout workers' NumPy policy and
+    :meth:`RunningMeanStd.normalize` all call it; the exported TorchScript module mirrors it in torch.
+    Computed in float64 (C++ kernel), equal bit for bit to :func:`normalize_reference`.
+
+    Args:
+        x: ``(..., D)`` float32/float64 (or integer) observations.
+        mean: ``(D,)`` mean.
+        var: ``(D,)`` variance (>= 0).
+        clip: positive clip bound.
+
+    Returns:
+        float32 array with the shape of ``x``.
+
+    Raises:
+        ValueError: mismatched widths, non-positive or NaN ``clip``, unsupported dtype.
+    """
+    mean_arr = np.ascontiguousarray(mean, dtype=np.float64).reshape(-1)
+    var_arr = np.ascontiguousarray(var, dtype=np.float64).reshape(-1)
+    if mean_arr.shape != var_arr.shape:
+        raise ValueError(f"mean and var must have the same shape, got {mean_arr.shape} and {var_arr.shape}")
+    arr = np.asarray(x)
+    if arr.dtype.kind in "iub":
+        arr = arr.astype(np.float64)
+    elif arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
+        raise ValueError(f"x must be a float32/float64 (or integer) array, got dtype {arr.dtype}")
+    width = mean_arr.shape[0]
+    if arr.ndim < 1 or arr.shape[-1] != width:
+        raise ValueError(f"x must have shape (..., {width}), got {arr.shape}")
+    clip_f = float(clip)
+    if not clip_f > 0.0:  # also refuses NaN
+        raise ValueError(f"clip must be > 0, got {clip}")
+    flat = _contiguous(arr, arr.dtype).reshape(-1, width)
+    return _rms_normalize_impl(flat, mean_arr, var_arr, clip_f).reshape(arr.shape)
 
 
 def set_max_threads(n: int) -> None:
@@ -399,29 +443,19 @@ class RunningMeanStd:
         self._count = _rms_update_impl(x, self._mean.reshape(-1), self._var.reshape(-1), self._count)
 
     def normalize(self, x: npt.ArrayLike, clip: float = 10.0) -> np.ndarray:
-        """``clip((x - mean) / sqrt(var + 1e-8), -clip, clip)`` as float32.
+        """:func:`normalize` with the current statistics: ``(..., *shape)`` in, float32 out.
 
         Args:
             x: ``(..., *shape)`` float32/float64 (or integer).
             clip: positive clip bound.
-
-        Returns:
-            float32 array with the shape of ``x``.
         """
         arr = self._as_batch("x", x)
         n = len(self._shape)
         if arr.ndim < n or (n and arr.shape[-n:] != self._shape):
             raise ValueError(f"x must have shape (..., *{self._shape}), got {arr.shape}")
-        clip_f = float(clip)
-        if not clip_f > 0.0:
-            raise ValueError(f"clip must be > 0, got {clip}")
-        if math.isnan(clip_f):
-            raise ValueError(f"clip must be > 0, got {clip}")
-        arr = _contiguous(arr, arr.dtype)
         width = int(np.prod(self._shape))
-        flat_x = arr.reshape(-1, width)
-        out = _rms_normalize_impl(flat_x, self._mean.reshape(-1), self._var.reshape(-1), clip_f)
-        return out.reshape(arr.shape)
+        flat = arr.reshape(*arr.shape[: arr.ndim - n], width)
+        return normalize(flat, self._mean, self._var, clip).reshape(arr.shape)
 
     def state_dict(self) -> dict[str, Any]:
         """The state as plain data: ``{"mean": ndarray, "var": ndarray, "count": float}``."""

@@ -197,3 +197,29 @@ def test_set_max_threads_rejects_zero() -> None:
     with pytest.raises(ValueError, match=r"^max_threads should be >= 1, got 0$"):
         core.set_max_threads(0)
     assert core.get_max_threads() >= 1
+
+
+def test_normalize_with_frozen_statistics_equals_reference_and_hand_case() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, 7, 4)).astype(np.float32) * 30
+    mean = rng.normal(size=4)
+    var = rng.uniform(0.0, 3.0, size=4)
+    var[0] = 0.0  # the epsilon floor keeps a constant feature finite
+    out = core.normalize(x, mean, var, 5.0)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    np.testing.assert_array_equal(out, core.normalize_reference(x, mean, var, 5.0))
+    # hand case: (3 - 1) / sqrt(4 + 1e-8) = 0.99999999875 -> float32 1.0; clipped at +-2
+    got = core.normalize(np.array([[3.0, 100.0]]), np.array([1.0, 0.0]), np.array([4.0, 1.0]), 2.0)
+    np.testing.assert_array_equal(got, np.array([[1.0, 2.0]], dtype=np.float32))
+    assert core.NORM_EPSILON == 1e-8
+
+
+@pytest.mark.parametrize("clip", [0.0, -1.0, float("nan")])
+def test_normalize_refuses_a_bad_clip(clip: float) -> None:
+    with pytest.raises(ValueError, match="clip must be > 0"):
+        core.normalize(np.zeros((2, 3)), np.zeros(3), np.ones(3), clip)
+
+
+def test_normalize_refuses_mismatched_widths() -> None:
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 3\)"):
+        core.normalize(np.zeros((2, 4)), np.zeros(3), np.ones(3), 5.0)

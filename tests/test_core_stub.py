@@ -47,7 +47,7 @@ def split_top_level(params: str) -> list[str]:
 def compiled_signatures() -> dict[str, tuple[list[tuple[str, str]], str]]:
     out = {}
     for name in dir(_core):
-        if name.startswith("_"):
+        if name.startswith("_") or not callable(getattr(_core, name)):
             continue
         first_line = getattr(_core, name).__doc__.splitlines()[0]
         match = re.fullmatch(rf"{name}\((.*)\) -> (.+)", first_line)
@@ -73,6 +73,25 @@ def stub_signatures() -> dict[str, tuple[list[tuple[str, str]], str]]:
             assert node.returns is not None
             out[node.name] = (params, ast.unparse(node.returns))
     return out
+
+
+def stub_constants() -> dict[str, str]:
+    tree = ast.parse(STUB.read_text())
+    return {
+        node.target.id: ast.unparse(node.annotation)
+        for node in tree.body
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+    }
+
+
+def test_stub_constants_match_compiled_module() -> None:
+    compiled = {
+        name: type(getattr(_core, name)).__name__
+        for name in dir(_core)
+        if not name.startswith("_") and not callable(getattr(_core, name))
+    }
+    assert compiled == stub_constants()
+    assert _core.NORM_EPSILON == 1e-8
 
 
 def test_stub_matches_compiled_module() -> None:
