@@ -1,4 +1,4 @@
-// Generalised advantage estimation over time-major (T, N) buffers (DESIGN.md §2).
+// Generalised advantage estimation over time-major (T, N) buffers (docs/DESIGN.md §2).
 //
 //   delta[t] = r[t] + gamma * (1 - term[t]) * next_v[t] - v[t]
 //   adv[t]   = delta[t] + gamma * lam * (1 - (term[t] | trunc[t])) * adv[t+1],   adv[T] = 0

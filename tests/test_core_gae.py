@@ -1,5 +1,5 @@
 """gail_robot.core.gae: the C++ kernel against the NumPy reference, a hand-computed case, the
-truncation/termination semantics of DESIGN.md §2 and the input policy (pinned error messages)."""
+truncation/termination semantics of docs/DESIGN.md §2 and the input policy (pinned error messages)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """gail_robot.core.disc_rewards: accuracy against a float64 truth for logits up to |1e6|, the sign
-conventions of DESIGN.md §2, layouts and pinned errors."""
+conventions of docs/DESIGN.md §2, layouts and pinned errors."""
 
 from __future__ import annotations
 
