@@ -102,7 +102,8 @@ def test_normalisation_unscaling_and_clipping_are_inside(tmp_path: Path) -> None
     obs = np.random.default_rng(0).normal(scale=5.0, size=(4000, obs_dim)).astype(np.float32)
     with torch.inference_mode():
         got = scripted(torch.from_numpy(obs)).numpy()
-    norm = np.clip((obs - bundle.obs_mean) / np.sqrt(bundle.obs_var + NORM_EPSILON), -2.0, 2.0).astype(np.float32)
+    std = np.sqrt(bundle.obs_var + NORM_EPSILON)
+    norm = np.clip((obs - bundle.obs_mean) / std, -2.0, 2.0).astype(np.float32)
     mean = linear(torch.from_numpy(norm)).detach().numpy()
     expected = bundle.action_low + (np.clip(mean, -1, 1) + 1) / 2 * (bundle.action_high - bundle.action_low)
     np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)
@@ -196,7 +197,7 @@ def test_meta_json_and_policy_io_round_trip(
     assert meta["task"]["family"] == "hopper" and meta["task"]["healthy_z_range"] == [0.7, None]
     assert meta["training"]["algo"] == "test" and meta["source"] == "run/final.pt"
     assert set(meta["versions"]) >= {"gail_robot", "torch", "mujoco", "gymnasium"}
-    # The exported file is itself a policy source for the rest of the project (policy_io contract).
+    # The exported file is itself a policy source for the rest of the project (docs/DESIGN.md §5).
     reloaded = load_policy(out)
     assert reloaded.env_id == "Hopper-v5"
     np.testing.assert_allclose(
@@ -414,3 +415,30 @@ def test_project_arm_task_exports_but_is_not_for_the_controller(tmp_path: Path) 
     np.testing.assert_allclose(got, bundle.act(obs), rtol=0, atol=ATOL)
     with pytest.raises(UserError, match="cannot run in the C\\+\\+ controller"):
         controller.controller_command(out)
+
+
+def test_one_rule_recognises_exported_files(tmp_path: Path, hopper_checkpoint: Path) -> None:
+    """``policy_io.exported_format`` is the only rule: export, the controller and load_policy agree."""
+    import zipfile
+
+    from gail_robot.policy_io import exported_format
+
+    script = tmp_path / "policy.pt"
+    with export.torchscript_calls():
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(script))
+    pt2 = tmp_path / "policy.pt2"
+    with zipfile.ZipFile(pt2, "w") as archive:
+        archive.writestr("policy/data/aotinductor/model/model.so", b"")
+    onnx_file = tmp_path / "policy.onnx"
+    onnx_file.write_bytes(b"\x08\x07")
+    assert exported_format(script) == "torchscript"
+    assert exported_format(pt2) == "pt2"
+    assert exported_format(onnx_file) == "onnx"
+    assert exported_format(hopper_checkpoint) is None  # a torch.save zip: data.pkl but no code/
+    assert exported_format(tmp_path / "missing.pt") is None
+    for path, fmt in ((script, "torchscript"), (pt2, "pt2"), (onnx_file, "onnx")):
+        assert export.detect_format(path) == fmt
+    with pytest.raises(UserError, match="is not an exported gail-robot policy"):
+        export.read_meta(hopper_checkpoint)
+    with pytest.raises(UserError, match=r"has no meta\.json"):
+        export.read_meta(script)

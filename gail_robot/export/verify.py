@@ -26,7 +26,7 @@ from gail_robot.errors import UserError
 from gail_robot.export.formats import load_exported
 from gail_robot.policy_io import PolicyBundle
 
-# Tolerances of --verify: open-loop batch (the contract) and closed loop (float32 round-off in the
+# Tolerances of --verify: open-loop batch (docs/DESIGN.md §5) and closed loop (float32 round-off in the
 # policy can be amplified by contact dynamics over a long rollout, so the loop is compared over its
 # first `CLOSED_LOOP_COMPARE_STEPS` steps, where that amplification is still negligible).
 VERIFY_ATOL = 1e-5
