@@ -18,25 +18,18 @@ reloads the file in a fresh Python process and compares it with the Python polic
 from gail_robot.export.cli import add_arguments, main
 from gail_robot.export.controller_spec import (
     check_layout,
-    controller_spec,
     locomotion_family,
-    observation_from_layout,
     observation_layout,
     task_spec,
 )
 from gail_robot.export.formats import (
     FORMATS,
     META_FORMAT,
-    META_FORMAT_VERSION,
     LoadedPolicy,
-    build_meta,
     detect_format,
     export_policy,
     load_exported,
     read_meta,
-    save_onnx,
-    save_pt2,
-    save_torchscript,
 )
 from gail_robot.export.module import (
     MODES,
@@ -49,31 +42,23 @@ from gail_robot.export.module import (
 )
 from gail_robot.export.verify import (
     CLOSED_LOOP_ATOL,
-    CLOSED_LOOP_COMPARE_STEPS,
     VERIFY_ATOL,
     collect_env_observations,
-    demo_observations,
-    rollout,
     verify_export,
 )
 
 __all__ = [
     "CLOSED_LOOP_ATOL",
-    "CLOSED_LOOP_COMPARE_STEPS",
     "FORMATS",
     "META_FORMAT",
-    "META_FORMAT_VERSION",
     "MODES",
     "VERIFY_ATOL",
     "ExportedPolicy",
     "LoadedPolicy",
     "add_arguments",
-    "build_meta",
     "build_module",
     "check_layout",
     "collect_env_observations",
-    "controller_spec",
-    "demo_observations",
     "detect_format",
     "export_policy",
     "load_exported",
@@ -81,13 +66,8 @@ __all__ = [
     "main",
     "normalization_std",
     "normalize_torch",
-    "observation_from_layout",
     "observation_layout",
     "read_meta",
-    "rollout",
-    "save_onnx",
-    "save_pt2",
-    "save_torchscript",
     "task_spec",
     "to_torchscript",
     "torchscript_calls",
