@@ -109,7 +109,7 @@ def main() -> int:
                 ("Python: eager module forward", time_calls(lambda: eager(obs_t), args.calls, args.warmup))
             )
             scripted = export.load_exported(ts_path)
-            with export._torchscript_calls():
+            with export.torchscript_calls():
                 module = torch.jit.load(str(ts_path))
             rows.append(
                 ("Python: TorchScript forward", time_calls(lambda: module(obs_t), args.calls, args.warmup))

@@ -155,6 +155,11 @@ def controller_command(
 
     policy = Path(policy)
     meta = read_meta(policy)
+    fmt = meta.get("module_format", "torchscript")
+    if fmt != "torchscript":
+        raise UserError(
+            f"{policy} is a {fmt} export: the C++ controller runs TorchScript files (--format torchscript)"
+        )
     if meta.get("observation_layout") is None:
         note = meta.get("controller_note") or "no observation layout in meta.json"
         raise UserError(f"{policy} cannot run in the C++ controller: {note}")

@@ -257,15 +257,27 @@ def bundle_from_checkpoint(data: dict[str, Any]) -> PolicyBundle:
     )
 
 
-def _is_torchscript(file: Path) -> bool:
-    """TorchScript archives hold ``code/`` and ``constants.pkl``; checkpoints only ``data.pkl``."""
+def exported_format(file: str | Path) -> str | None:
+    """The exported-policy format of ``file``: ``"torchscript"``, ``"pt2"``, ``"onnx"``, or None.
+
+    The one rule for recognising exported files (docs/DESIGN.md §5), used by :func:`load_policy` and
+    ``gail_robot.export``. TorchScript archives hold ``code/`` and ``constants.pkl`` (a ``torch.save``
+    checkpoint only ``data.pkl``); AOTInductor packages hold ``data/aotinductor/``; ONNX protobuf has
+    no magic number, so it is recognised by its ``.onnx`` suffix. None means anything else (e.g. a
+    training checkpoint).
+    """
     import zipfile
 
-    if not zipfile.is_zipfile(file):
-        return False
-    with zipfile.ZipFile(file) as zf:
-        names = zf.namelist()
-    return any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names)
+    file = Path(file)
+    if zipfile.is_zipfile(file):
+        with zipfile.ZipFile(file) as zf:
+            names = zf.namelist()
+        if any("/data/aotinductor/" in n for n in names):
+            return "pt2"
+        if any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names):
+            return "torchscript"
+        return None
+    return "onnx" if file.suffix == ".onnx" else None
 
 
 def _load_torchscript(file: Path) -> PolicyBundle:
@@ -328,6 +340,6 @@ def load_policy(path: str | Path) -> PolicyBundle:
         UserError: missing, corrupt or foreign file, or an unsupported checkpoint version.
     """
     file = resolve_checkpoint(path)
-    if _is_torchscript(file):
+    if exported_format(file) == "torchscript":
         return _load_torchscript(file)
     return bundle_from_checkpoint(load_checkpoint(file))

@@ -46,7 +46,7 @@ def python_rollout(bundle: PolicyBundle, steps: int, seed: int) -> dict[str, Any
     """The Python env rollout of ``bundle`` and the physics state it started from.
 
     The policy gets the observation rounded to float32, as the deployed controller does (the exported
-    module's input is float32 by contract).
+    module's input is float32, docs/DESIGN.md §5).
     """
     env = gym.make(bundle.env_id, **bundle.env_kwargs)
     obs, _ = env.reset(seed=seed)
@@ -223,3 +223,17 @@ def test_controller_refuses_bad_input(controller_build: Path, tmp_path: Path) ->
     ]
     with pytest.raises(UserError, match="not built"):
         controller.binary_path(tmp_path / "nowhere")
+
+
+def test_controller_refuses_other_formats_in_one_line(tmp_path: Path) -> None:
+    """A pt2 (or ONNX) export carries the observation layout too, but the controller runs TorchScript only."""
+    import zipfile
+
+    pt2 = tmp_path / "policy.pt2"
+    with zipfile.ZipFile(pt2, "w") as archive:  # the shape of an AOTInductor package (no compile needed)
+        archive.writestr("policy/data/aotinductor/model/model.so", b"")
+        meta = {"module_format": "pt2", "observation_layout": [{"field": "qpos"}], "model_file": "hopper.xml"}
+        archive.writestr("policy/extra/meta.json", json.dumps(meta))
+    assert export.read_meta(pt2)["module_format"] == "pt2"
+    with pytest.raises(UserError, match=r"is a pt2 export: the C\+\+ controller runs TorchScript files"):
+        controller.controller_command(pt2)

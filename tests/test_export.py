@@ -18,6 +18,7 @@ from cli_runner import run_cli
 from policy_factory import make_checkpoint
 
 from gail_robot import export
+from gail_robot.core import NORM_EPSILON, normalize
 from gail_robot.errors import UserError
 from gail_robot.policy_io import PolicyBundle, load_policy
 
@@ -101,7 +102,8 @@ def test_normalisation_unscaling_and_clipping_are_inside(tmp_path: Path) -> None
     obs = np.random.default_rng(0).normal(scale=5.0, size=(4000, obs_dim)).astype(np.float32)
     with torch.inference_mode():
         got = scripted(torch.from_numpy(obs)).numpy()
-    norm = np.clip((obs - bundle.obs_mean) / np.sqrt(bundle.obs_var + 1e-8), -2.0, 2.0).astype(np.float32)
+    std = np.sqrt(bundle.obs_var + NORM_EPSILON)
+    norm = np.clip((obs - bundle.obs_mean) / std, -2.0, 2.0).astype(np.float32)
     mean = linear(torch.from_numpy(norm)).detach().numpy()
     expected = bundle.action_low + (np.clip(mean, -1, 1) + 1) / 2 * (bundle.action_high - bundle.action_low)
     np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)
@@ -109,6 +111,71 @@ def test_normalisation_unscaling_and_clipping_are_inside(tmp_path: Path) -> None
     assert np.all(got >= bundle.action_low) and np.all(got <= bundle.action_high)
     saturated = np.isclose(got, bundle.action_low) | np.isclose(got, bundle.action_high)
     assert saturated.mean() > 0.3  # the clip was exercised, not only the linear part
+
+
+class _RecordingActor(torch.nn.Module):
+    """Keeps its (normalised) input and returns zeros: shows what the exported module feeds the actor."""
+
+    def __init__(self, obs_dim: int, act_dim: int) -> None:
+        super().__init__()
+        self.act_dim = act_dim
+        self.seen = torch.zeros(0, obs_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen = x.clone()
+        return torch.zeros(x.size(0), self.act_dim)
+
+
+def test_exported_normalisation_is_core_normalize() -> None:
+    """The torch mirror equals ``core.normalize`` bit for bit, eager and scripted (both compute in float64).
+
+    Tolerance: none (exact float32 equality) on a probe batch with large, tiny, clipped and float64 values.
+    """
+    obs_dim = 9
+    rng = np.random.default_rng(3)
+    mean = rng.normal(scale=5.0, size=obs_dim)
+    var = np.concatenate([[0.0, 1e-12, 1e-6], rng.uniform(0.01, 100.0, obs_dim - 3)])  # tiny: the epsilon
+    clip = 4.0
+    probe = np.concatenate(
+        [
+            rng.normal(scale=1.0, size=(500, obs_dim)) * np.sqrt(var) + mean,
+            rng.normal(scale=1e4, size=(500, obs_dim)),  # clipped
+            rng.uniform(-1e-3, 1e-3, size=(24, obs_dim)) + mean,
+        ]
+    ).astype(np.float32)
+    expected = normalize(probe, mean, var, clip)
+    assert np.any(np.abs(expected) == clip) and np.any(np.abs(expected) < clip)  # both branches probed
+
+    std = export.normalization_std(var)
+    with export.torchscript_calls():
+        scripted_fn = torch.jit.script(export.normalize_torch)
+    for fn in (export.normalize_torch, scripted_fn):
+        got = fn(torch.from_numpy(probe), torch.from_numpy(mean), std, clip).numpy()
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, expected)
+    # float64 input: core.normalize and the module both round to float32 only once, at the end.
+    probe64 = probe.astype(np.float64) + 1e-9
+    np.testing.assert_array_equal(
+        export.normalize_torch(torch.from_numpy(probe64), torch.from_numpy(mean), std, clip).numpy(),
+        normalize(probe64, mean, var, clip),
+    )
+
+    # What the exported module (eager and scripted) feeds its actor is exactly core.normalize.
+    bundle = PolicyBundle(
+        actor=_RecordingActor(obs_dim, 2),
+        obs_mean=mean,
+        obs_var=var,
+        obs_clip=clip,
+        action_low=-np.ones(2, np.float32),
+        action_high=np.ones(2, np.float32),
+        env_id="none",
+    )
+    eager = export.build_module(bundle)
+    scripted = export.to_torchscript(export.build_module(bundle), "script")
+    for module in (eager, scripted):
+        with torch.inference_mode():
+            module(torch.from_numpy(probe))
+        np.testing.assert_array_equal(module.actor.seen.numpy(), expected)
 
 
 def test_meta_json_and_policy_io_round_trip(
@@ -130,7 +197,7 @@ def test_meta_json_and_policy_io_round_trip(
     assert meta["task"]["family"] == "hopper" and meta["task"]["healthy_z_range"] == [0.7, None]
     assert meta["training"]["algo"] == "test" and meta["source"] == "run/final.pt"
     assert set(meta["versions"]) >= {"gail_robot", "torch", "mujoco", "gymnasium"}
-    # The exported file is itself a policy source for the rest of the project (policy_io contract).
+    # The exported file is itself a policy source for the rest of the project (docs/DESIGN.md §5).
     reloaded = load_policy(out)
     assert reloaded.env_id == "Hopper-v5"
     np.testing.assert_allclose(
@@ -348,3 +415,30 @@ def test_project_arm_task_exports_but_is_not_for_the_controller(tmp_path: Path) 
     np.testing.assert_allclose(got, bundle.act(obs), rtol=0, atol=ATOL)
     with pytest.raises(UserError, match="cannot run in the C\\+\\+ controller"):
         controller.controller_command(out)
+
+
+def test_one_rule_recognises_exported_files(tmp_path: Path, hopper_checkpoint: Path) -> None:
+    """``policy_io.exported_format`` is the only rule: export, the controller and load_policy agree."""
+    import zipfile
+
+    from gail_robot.policy_io import exported_format
+
+    script = tmp_path / "policy.pt"
+    with export.torchscript_calls():
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(script))
+    pt2 = tmp_path / "policy.pt2"
+    with zipfile.ZipFile(pt2, "w") as archive:
+        archive.writestr("policy/data/aotinductor/model/model.so", b"")
+    onnx_file = tmp_path / "policy.onnx"
+    onnx_file.write_bytes(b"\x08\x07")
+    assert exported_format(script) == "torchscript"
+    assert exported_format(pt2) == "pt2"
+    assert exported_format(onnx_file) == "onnx"
+    assert exported_format(hopper_checkpoint) is None  # a torch.save zip: data.pkl but no code/
+    assert exported_format(tmp_path / "missing.pt") is None
+    for path, fmt in ((script, "torchscript"), (pt2, "pt2"), (onnx_file, "onnx")):
+        assert export.detect_format(path) == fmt
+    with pytest.raises(UserError, match="is not an exported gail-robot policy"):
+        export.read_meta(hopper_checkpoint)
+    with pytest.raises(UserError, match=r"has no meta\.json"):
+        export.read_meta(script)
