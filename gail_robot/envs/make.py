@@ -47,7 +47,7 @@ def make_env(
     if render_mode == "rgb_array":
         follow_robot(env)
     if isinstance(env.observation_space, gym.spaces.Dict):
-        # Flattened in key order, matching DemoDataset.transitions() (contract §3).
+        # Flattened in key order, matching DemoDataset.transitions() (docs/DESIGN.md §3).
         env = gym.wrappers.FlattenObservation(env)
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         raise UserError(f"{env_id}: only flat Box (or Dict) observation spaces are supported")
