@@ -128,4 +128,11 @@ def declared_tasks() -> dict[str, TaskInfo]:
     return dict(_BY_ID)
 
 
-__all__ = ["DEFAULT_TASK", "GYMNASIUM_MUJOCO_TASKS", "TaskInfo", "declare_task", "declared_tasks", "task_info"]
+__all__ = [
+    "DEFAULT_TASK",
+    "GYMNASIUM_MUJOCO_TASKS",
+    "TaskInfo",
+    "declare_task",
+    "declared_tasks",
+    "task_info",
+]
