@@ -120,6 +120,9 @@ def concatenate(episodes: list[Transitions]) -> Transitions:
 
 
 def normalize_actions(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Env-unit actions ``(M, A)`` -> ``[-1, 1]`` units (inverse of the contract's unscaling), clipped."""
+    """Env-unit actions ``(M, A)`` -> ``[-1, 1]`` units, clipped.
+
+    The inverse of the action scaling of docs/DESIGN.md §2.
+    """
     scaled = 2.0 * (np.asarray(actions, dtype=np.float64) - low) / (high - low) - 1.0
     return np.clip(scaled, -1.0, 1.0).astype(np.float32)
