@@ -15,8 +15,9 @@ random-policy episodes recorded through gail_robot.data: throughput does not dep
 With ``--peer`` it also measures the `imitation` library's GAIL (Stable-Baselines3 PPO) at matched
 settings (rollout 8 x 512, 10 epochs, minibatch 256, 64-64 tanh actor/critic, 100-100
 discriminator, 256 + 256 samples per discriminator step, 32 discriminator steps per round) in
-its own virtual environment (imitation 1.0.1, SB3 2.2.1, Gymnasium 0.29.1; created on first use
-with ``--system-site-packages`` so it reuses the installed torch, never a dependency of ours).
+its own virtual environment (imitation 1.0.1, SB3 2.2.1, Gymnasium 0.29.1, mujoco 3.1.6, torch
+2.13.0), which it creates on first use WITHOUT the system site packages and installs with pip (see
+``PEER_REQUIREMENTS``); it is reused while its requirement set is unchanged and it still works.
 That Gymnasium has Hopper-v4, not v5, so both sides run Hopper-v4 for that comparison.
 
 Usage:
@@ -127,27 +128,83 @@ def train_rate(
     }
 
 
-PEER_PACKAGES = ["imitation==1.0.1", "stable-baselines3==2.2.1", "gymnasium==0.29.1", "numpy<2"]
+# The peer's own environment, installed by pip into a venv WITHOUT the system site packages (so a
+# fresh machine works without anything preinstalled). torch goes first, pinned, and is pinned again
+# as a constraint for the rest so no resolver step ever replaces it. Versions that work together:
+# imitation 1.0.1 wants SB3 ~2.2.1 and Gymnasium ~0.29; Gymnasium 0.29 needs NumPy < 2 (np.bool8)
+# and has Hopper-v4 on the mujoco bindings; mujoco 3.1.6 is the last release that still ships
+# NumPy 1 wheels for every Python we support.
+PEER_TORCH = "torch==2.13.0"
+PEER_REQUIREMENTS = [
+    "imitation==1.0.1",
+    "stable-baselines3==2.2.1",
+    "gymnasium[mujoco]==0.29.1",
+    "mujoco==3.1.6",
+    "numpy==1.26.4",
+]
+# What peer_imitation_gail.py imports, and one env step of the peer's Hopper-v4: the venv works.
+PEER_SMOKE = (
+    "import gymnasium as gym, imitation, mujoco, numpy, stable_baselines3, torch\n"
+    "from imitation.algorithms.adversarial.gail import GAIL\n"
+    "env = gym.make('Hopper-v4'); env.reset(seed=0); env.step(env.action_space.sample()); env.close()\n"
+)
+
+
+def _peer_venv_works(python: Path, marker: Path, requirements: str) -> bool:
+    if not (python.exists() and marker.exists() and marker.read_text() == requirements):
+        return False
+    smoke = subprocess.run([str(python), "-c", PEER_SMOKE], capture_output=True, text=True)
+    if smoke.returncode != 0:
+        last = (smoke.stderr.strip().splitlines() or ["?"])[-1]
+        print(f"# the peer venv in {python.parent.parent} is broken ({last}); rebuilding it", flush=True)
+    return smoke.returncode == 0
 
 
 def ensure_peer_venv(venv: Path) -> Path:
-    """Create the peer's virtual environment once; returns its python."""
-    python = venv / "bin" / "python"
-    marker = venv / ".gail_robot_peer_ready"
-    if marker.exists():
-        return python
-    print(f"# creating the peer venv in {venv} (imitation 1.0.1; reuses the installed torch)", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    constraints = venv / "constraints.txt"
-    import torch
+    """Create (or reuse) the peer's virtual environment; returns its python.
 
-    # Never let the peer's resolver touch torch: pin the installed version.
-    constraints.write_text(f"torch=={torch.__version__.split('+')[0]}\n")
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "-c", str(constraints), *PEER_PACKAGES], check=True
+    The venv is reused when its marker file lists exactly the current requirement set and the
+    smoke test (imports + one Hopper-v4 step) passes; otherwise it is rebuilt from scratch.
+
+    Raises:
+        SystemExit: ``venv`` is a folder that is not a virtual environment (never cleared), or an
+            install step failed (the message names the step).
+    """
+    python = venv / "bin" / "python"
+    marker = venv / ".gail_robot_peer_requirements"
+    requirements = "\n".join([PEER_TORCH, *PEER_REQUIREMENTS]) + "\n"
+    if _peer_venv_works(python, marker, requirements):
+        return python
+    if venv.exists() and any(venv.iterdir()) and not (venv / "pyvenv.cfg").exists():
+        raise SystemExit(f"--peer-venv {venv} exists and is not a virtual environment; choose another folder")
+    print(f"# creating the peer venv in {venv}: {', '.join([PEER_TORCH, *PEER_REQUIREMENTS])}", flush=True)
+    marker.unlink(missing_ok=True)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    # No --system-site-packages: the peer must not depend on what the base interpreter happens to have.
+    steps = [
+        ("create the venv", [sys.executable, "-m", "venv", "--clear", str(venv)]),
+        ("install torch", [str(python), "-m", "pip", "install", "-q", PEER_TORCH]),
+    ]
+    for what, cmd in steps:
+        _run_step(what, cmd)
+    constraints = venv / "constraints.txt"
+    constraints.write_text(PEER_TORCH + "\n")
+    _run_step(
+        "install the peer",
+        [str(python), "-m", "pip", "install", "-q", "-c", str(constraints), *PEER_REQUIREMENTS],
     )
-    marker.write_text("ok\n")
+    smoke = subprocess.run([str(python), "-c", PEER_SMOKE], capture_output=True, text=True)
+    if smoke.returncode != 0:
+        last = (smoke.stderr.strip().splitlines() or ["?"])[-1]
+        raise SystemExit(f"the peer venv in {venv} was installed but does not work: {last}")
+    marker.write_text(requirements)
     return python
+
+
+def _run_step(what: str, cmd: list[str]) -> None:
+    result = subprocess.run(cmd)
+    if result.returncode != 0:
+        raise SystemExit(f"peer venv: could not {what} (exit {result.returncode}): {' '.join(cmd)}")
 
 
 def peer_rate(python: Path, steps: int, num_envs: int, parallel: bool) -> float:

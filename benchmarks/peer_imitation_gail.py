@@ -1,7 +1,8 @@
 """Peer measurement for bench_train.py: the `imitation` library's GAIL (SB3 PPO) env steps/s.
 
-Runs INSIDE the separate virtual environment that bench_train.py creates (imitation 1.0.1,
-Stable-Baselines3 2.2.1, Gymnasium 0.29.1); never imported by gail_robot. Settings mirror
+Runs INSIDE the separate virtual environment that bench_train.py creates and installs itself
+(``PEER_REQUIREMENTS`` there: imitation 1.0.1, Stable-Baselines3 2.2.1, Gymnasium 0.29.1 with
+mujoco 3.1.6, torch 2.13.0; no system site packages); never imported by gail_robot. Settings mirror
 ours: n_envs x n_steps rollout, PPO epochs and minibatch, 64-64 tanh policy, 100-100
 discriminator with input normalisation, 256 expert + 256 policy samples per discriminator step
 and as many discriminator steps per round as ours. Prints one JSON object.

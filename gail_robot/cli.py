@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from gail_robot import __version__
+from gail_robot import __version__, mujoco_gl_problem
 from gail_robot.errors import UserError
 
 # subcommand -> (module, one-line help)
@@ -49,11 +49,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = next((a for a in argv if not a.startswith("-")), None)
     if chosen not in SUBCOMMANDS:
         chosen = None
+    if chosen is not None:
+        # Every command may import mujoco (a subcommand's module, or an env it makes): a MUJOCO_GL
+        # that would kill that import is reported once, here, as the variable to change.
+        problem = mujoco_gl_problem()
+        if problem is not None:
+            print(f"gail-robot {chosen}: error: {problem}", file=sys.stderr)
+            return 2
     try:
         parser = _build_parser(chosen)
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("gail_robot"):
             print(f"gail-robot: error: command '{chosen}' is not available in this build", file=sys.stderr)
+            return 2
+        raise
+    except Exception as exc:
+        if _gl_import_failure(exc):
+            print(f"gail-robot {chosen}: error: {_gl_import_message(exc)}", file=sys.stderr)
             return 2
         raise
     args = parser.parse_args(argv)
@@ -75,6 +87,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except Exception as exc:
+        if _gl_import_failure(exc):
+            print(f"gail-robot {args.command}: error: {_gl_import_message(exc)}", file=sys.stderr)
+            return 2
+        raise
+
+
+# Where `import mujoco` fails when its GL backend cannot load (mujoco's GL modules, PyOpenGL).
+_GL_IMPORT_PATHS = ("/mujoco/rendering/", "/mujoco/egl/", "/mujoco/osmesa/", "/mujoco/glfw/", "/OpenGL/")
+
+
+def _gl_import_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` came out of importing mujoco's GL backend (the case mujoco_gl_problem missed)."""
+    import traceback
+
+    files = [frame.filename.replace("\\", "/") for frame in traceback.extract_tb(exc.__traceback__)]
+    importing = any(f.startswith("<frozen importlib") for f in files)
+    return importing and any(part in f for f in files for part in _GL_IMPORT_PATHS)
+
+
+def _gl_import_message(exc: BaseException) -> str:
+    import os
+
+    value = os.environ.get("MUJOCO_GL", "")
+    backends = (("egl", "GPU"), ("osmesa", "software"))
+    others = [f"MUJOCO_GL={gl} ({what})" for gl, what in backends if gl != value]
+    return (
+        f"importing mujoco failed with MUJOCO_GL={value} ({type(exc).__name__}: {exc}); "
+        f"set {' or '.join(others)}, or unset it with a display"
+    )
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ def drive(env: gym.Env, waypoint: np.ndarray, grip: float, steps: int) -> np.nda
 @pytest.mark.parametrize("env_id", ARM_IDS)
 def test_registered_with_spaces_and_horizon(env_id: str) -> None:
     env = make(env_id)
-    assert env.spec is not None and env.spec.max_episode_steps == gail_robot.envs.ARM_TASKS[env_id][1]
+    assert env.spec is not None
+    assert env.spec.max_episode_steps == gail_robot.envs.ARM_TASKS[env_id].max_episode_steps
     assert env.observation_space.shape == (OBS_DIM,)
     assert isinstance(env.action_space, gym.spaces.Box)
     assert env.action_space.shape == (4,)

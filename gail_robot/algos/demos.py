@@ -7,7 +7,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from gail_robot.data import DemoDataset, Transitions
+from gail_robot.data import Demo, DemoDataset, Transitions
 from gail_robot.data.reader import flatten_obs
 from gail_robot.errors import UserError
 
@@ -35,7 +35,8 @@ def load_demo_episodes(
         One :class:`Transitions` per demo, actions in env units.
 
     Raises:
-        UserError: missing/corrupt file, another env, no demos.
+        UserError: missing/corrupt file, another env, no demos, or a non-finite observation, next
+            observation or action (one line naming the demo and the step).
     """
     from gail_robot.envs.make import ensure_registered
 
@@ -56,6 +57,7 @@ def load_demo_episodes(
         episodes = []
         for name in names:
             demo = dataset.demo(name)
+            check_finite(path, demo, keys)
             sel = slice(0, len(demo), subsample)
             episodes.append(
                 Transitions(
@@ -70,6 +72,43 @@ def load_demo_episodes(
         dataset.close()
 
 
+def check_finite(path: str, demo: Demo, keys: list[str]) -> None:
+    """Refuse a demo with a NaN or infinite observation, next observation or action.
+
+    The recorder refuses them, but files from converters and other tools may hold them, and one
+    NaN silently poisons the normaliser, BC's loss and the discriminator. Whole arrays are checked
+    at once (no per-step loop); the earliest bad step is named.
+
+    Args:
+        path: the demo file (for the message).
+        demo: one demo read in full (arrays ``(N, ...)``).
+        keys: its observation keys.
+
+    Raises:
+        UserError: ``"<path>: demo_3 step 17: action is not finite ([nan, 0.1, ...]); fix or drop
+            that demo"``.
+    """
+    named = [(f"observation {k!r}", demo.obs[k]) for k in keys]
+    named += [("action", demo.actions)]
+    named += [(f"next observation {k!r}", demo.next_obs[k]) for k in keys]
+    first: tuple[int, str, np.ndarray] | None = None
+    for what, values in named:
+        if not np.issubdtype(values.dtype, np.floating) or len(values) == 0:
+            continue  # integer images cannot hold NaN
+        rows = values.reshape(len(values), -1)
+        bad = ~np.isfinite(rows).all(axis=1)
+        if bad.any():
+            step = int(np.argmax(bad))
+            if first is None or step < first[0]:
+                first = (step, what, rows[step])
+    if first is not None:
+        step, what, row = first
+        shown = ", ".join(f"{float(v):.4g}" for v in row[:4]) + (", ..." if len(row) > 4 else "")
+        raise UserError(
+            f"{path}: {demo.name} step {step}: {what} is not finite ([{shown}]); fix or drop that demo"
+        )
+
+
 def concatenate(episodes: list[Transitions]) -> Transitions:
     """One :class:`Transitions` holding all ``episodes`` in order."""
     return Transitions(
@@ -81,6 +120,9 @@ def concatenate(episodes: list[Transitions]) -> Transitions:
 
 
 def normalize_actions(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Env-unit actions ``(M, A)`` -> ``[-1, 1]`` units (inverse of the contract's unscaling), clipped."""
+    """Env-unit actions ``(M, A)`` -> ``[-1, 1]`` units, clipped.
+
+    The inverse of the action scaling of docs/DESIGN.md §2.
+    """
     scaled = 2.0 * (np.asarray(actions, dtype=np.float64) - low) / (high - low) - 1.0
     return np.clip(scaled, -1.0, 1.0).astype(np.float32)

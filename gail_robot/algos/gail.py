@@ -3,12 +3,12 @@
 The trainer owns the generator (PPO or TRPO); this class only
 1. trains the discriminator on expert pairs vs. the latest policy samples (plus a short replay),
 2. relabels the rollout's rewards in one batch from the discriminator's logits with
-   ``gail_robot.core.disc_rewards`` (kind per task: BACKGROUND pitfall 1),
+   ``gail_robot.core.disc_rewards`` (kind declared per task: docs/DESIGN.md §6),
 3. optionally treats true terminations as transitions into an absorbing state (DAC, Kostrikov
    et al. 2019), whose value ``r_abs / (1 - gamma)`` bootstraps terminated steps.
 
 Both sides are normalised with the policy's observation statistics at update time, so expert and
-policy inputs are always on the same scale (pitfall 3).
+policy inputs are always on the same scale (docs/DESIGN.md §2).
 """
 
 from __future__ import annotations
@@ -25,15 +25,16 @@ from gail_robot.algos.demos import normalize_actions
 from gail_robot.algos.discriminator import DiscriminatorTrainer
 from gail_robot.algos.rollout import RolloutBuffer
 from gail_robot.data import Transitions
+from gail_robot.envs.tasks import task_info
 from gail_robot.envs.wrappers import ObsNormalizer, with_absorbing_flag
 from gail_robot.nets import Discriminator, NetConfig, load_optimizer_state
 
 
 def reward_kind_for(env_id: str, configured: str) -> str:
-    """``auto`` -> ``neg`` for tasks that end on success (the project's arm tasks), else ``gail``."""
+    """``auto`` -> the reward kind the task declares (docs/DESIGN.md §6), e.g. ``neg`` for the arm tasks."""
     if configured != "auto":
         return configured
-    return "neg" if env_id.startswith("gail_robot/Arm") else "gail"
+    return task_info(env_id).reward_kind
 
 
 class GAIL:

@@ -1,7 +1,8 @@
 """Environments: the project's manipulation tasks (registered on import) and env helpers.
 
 Importing this package registers three Gymnasium tasks (see :mod:`gail_robot.envs.arm` for the robot,
-observation layout, rewards and reset bounds)::
+observation layout, rewards and reset bounds) and declares their task properties
+(:mod:`gail_robot.envs.tasks`, docs/DESIGN.md §6)::
 
     import gymnasium as gym
     import gail_robot.envs  # noqa: F401
@@ -13,23 +14,48 @@ The env modules themselves load only when an env is made, so this import stays l
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import gymnasium as gym
 
-ARM_TASKS: dict[str, tuple[str, int]] = {
-    # id: (entry point, max_episode_steps at 20 Hz)
-    "gail_robot/ArmReach-v0": ("gail_robot.envs.arm:ArmReachEnv", 50),
-    "gail_robot/ArmPush-v0": ("gail_robot.envs.arm:ArmPushEnv", 100),
-    "gail_robot/ArmPickPlace-v0": ("gail_robot.envs.arm:ArmPickPlaceEnv", 100),
+from gail_robot.envs.tasks import TaskInfo, declare_task
+
+
+class ArmTask(NamedTuple):
+    """One of the project's tasks: how Gymnasium makes it, and what it is (its :class:`TaskInfo`)."""
+
+    entry_point: str
+    max_episode_steps: int  # at the 20 Hz control rate
+    info: TaskInfo
+
+
+def _arm(expert: str) -> TaskInfo:
+    # The arm tasks end on success (terminate_on_success), report info["is_success"], and take
+    # Cartesian [dx, dy, dz, grip] actions.
+    return TaskInfo(reward_kind="neg", success="info", teleop="cartesian", expert=expert)
+
+
+ARM_TASKS: dict[str, ArmTask] = {
+    "gail_robot/ArmReach-v0": ArmTask(
+        "gail_robot.envs.arm:ArmReachEnv", 50, _arm("gail_robot.envs.experts:ReachExpert")
+    ),
+    "gail_robot/ArmPush-v0": ArmTask(
+        "gail_robot.envs.arm:ArmPushEnv", 100, _arm("gail_robot.envs.experts:PushExpert")
+    ),
+    "gail_robot/ArmPickPlace-v0": ArmTask(
+        "gail_robot.envs.arm:ArmPickPlaceEnv", 100, _arm("gail_robot.envs.experts:PickPlaceExpert")
+    ),
 }
 
 
 def _register_arm_tasks() -> None:
-    for env_id, (entry_point, max_episode_steps) in ARM_TASKS.items():
+    for env_id, task in ARM_TASKS.items():
         # Re-registering warns (and warnings are errors in the tests), e.g. after importlib.reload.
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=entry_point, max_episode_steps=max_episode_steps)
+            gym.register(id=env_id, entry_point=task.entry_point, max_episode_steps=task.max_episode_steps)
+        declare_task(env_id, task.info)
 
 
 _register_arm_tasks()
 
-__all__ = ["ARM_TASKS"]
+__all__ = ["ARM_TASKS", "ArmTask"]

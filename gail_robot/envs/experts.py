@@ -2,7 +2,8 @@
 
 Contract (``gail-robot record --device scripted`` and the data tools use it):
 
-* :func:`has_scripted_expert` tells whether an env id has one;
+* :func:`has_scripted_expert` tells whether an env id has one (a task declares its expert where it is
+  registered: ``TaskInfo.expert``, docs/DESIGN.md §6);
 * :func:`make_expert` returns an object with ``reset()`` (call it at every episode start) and
   ``__call__(obs) -> action`` (``(4,) float32`` in ``[-1, 1]``, the env's own units).
 
@@ -19,28 +20,20 @@ or without termination on success (see the tests and the README for measured rat
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Protocol
 
+import gymnasium as gym
 import numpy as np
 
-from gail_robot.envs.arm import (
-    ACTION_SCALE,
-    CUBE_HALF_SIZE,
-    OBS_DIM,
-    OBS_SLICES,
-    TABLE_Z,
-    ArmPickPlaceEnv,
-    ArmPushEnv,
-    ArmReachEnv,
-)
+from gail_robot.envs.arm import ACTION_SCALE, CUBE_HALF_SIZE, OBS_DIM, OBS_SLICES, TABLE_Z
+from gail_robot.envs.tasks import declared_tasks, task_info
 from gail_robot.errors import UserError
 
 DEMO_NOISE = 0.1
 """Default action-noise standard deviation for recording demos."""
 
 OPEN, CLOSE = -1.0, 1.0
-
-EXPERT_ENV_IDS = ("gail_robot/ArmReach-v0", "gail_robot/ArmPush-v0", "gail_robot/ArmPickPlace-v0")
 
 
 class Expert(Protocol):
@@ -54,16 +47,35 @@ class Expert(Protocol):
         ...
 
 
+def expert_env_ids() -> list[str]:
+    """The env ids whose task declares a scripted expert, e.g. ``["gail_robot/ArmReach-v0", ...]``."""
+    return [env_id for env_id, info in declared_tasks().items() if info.expert is not None]
+
+
 def has_scripted_expert(env_id: str) -> bool:
     """Whether :func:`make_expert` supports ``env_id`` (e.g. ``"gail_robot/ArmPush-v0"``)."""
-    return env_id in EXPERT_ENV_IDS
+    return task_info(env_id).expert is not None
+
+
+def _env_id_of(env: Any) -> str | None:
+    """The Gymnasium id of ``env``: its spec's, else the id registered with its class as entry point."""
+    for candidate in (env, getattr(env, "unwrapped", env)):
+        spec = getattr(candidate, "spec", None)
+        if spec is not None:
+            return str(spec.id)
+    base_type = type(getattr(env, "unwrapped", env))
+    entry_point = f"{base_type.__module__}:{base_type.__qualname__}"
+    for env_id, spec in gym.registry.items():
+        if spec.entry_point == entry_point:
+            return env_id
+    return None
 
 
 def make_expert(env: Any, noise: float = 0.0, seed: int | None = None) -> Expert:
-    """The scripted expert for ``env`` (a Gymnasium env, wrapped or not).
+    """The scripted expert of ``env``'s task (a Gymnasium env, wrapped or not).
 
     Args:
-        env: an env of one of :data:`EXPERT_ENV_IDS`; only its type is used.
+        env: an env whose task declares an expert (see :func:`expert_env_ids`); only its id is used.
         noise: standard deviation of the Gaussian action noise (0 for none).
         seed: seed of the noise generator.
 
@@ -72,18 +84,17 @@ def make_expert(env: Any, noise: float = 0.0, seed: int | None = None) -> Expert
     """
     if not (np.isfinite(noise) and noise >= 0):
         raise UserError(f"expert noise must be a non-negative number, got {noise!r}")
-    base = getattr(env, "unwrapped", env)
-    # Most derived classes first, although the three tasks are siblings today.
-    for env_type, expert_type in (
-        (ArmReachEnv, ReachExpert),
-        (ArmPushEnv, PushExpert),
-        (ArmPickPlaceEnv, PickPlaceExpert),
-    ):
-        if isinstance(base, env_type):
-            return expert_type(noise=noise, seed=seed)
-    spec = getattr(env, "spec", None)
-    name = spec.id if spec is not None else type(base).__name__
-    raise UserError(f"no scripted expert for {name}; scripted experts exist for {', '.join(EXPERT_ENV_IDS)}")
+    env_id = _env_id_of(env)
+    entry_point = task_info(env_id).expert if env_id is not None else None
+    if entry_point is None:
+        name = env_id if env_id is not None else type(getattr(env, "unwrapped", env)).__name__
+        raise UserError(
+            f"no scripted expert for {name}; scripted experts exist for {', '.join(expert_env_ids())}"
+        )
+    module_name, _, class_name = entry_point.partition(":")
+    expert_type = getattr(importlib.import_module(module_name), class_name)
+    expert: Expert = expert_type(noise=noise, seed=seed)
+    return expert
 
 
 class _ScriptedExpert:

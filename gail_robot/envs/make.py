@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from gail_robot.envs.wrappers import NormalizedActions
 from gail_robot.errors import UserError
@@ -36,7 +37,7 @@ def make_env(
         normalize_actions: wrap with :class:`NormalizedActions`.
 
     Raises:
-        UserError: unknown env id or bad keyword arguments.
+        UserError: unknown env id, bad keyword arguments, or an unsupported observation or action space.
     """
     ensure_registered(env_id)
     try:
@@ -47,13 +48,29 @@ def make_env(
     if render_mode == "rgb_array":
         follow_robot(env)
     if isinstance(env.observation_space, gym.spaces.Dict):
-        # Flattened in key order, matching DemoDataset.transitions() (contract §3).
+        # Flattened in key order, matching DemoDataset.transitions() (docs/DESIGN.md §3).
         env = gym.wrappers.FlattenObservation(env)
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         raise UserError(f"{env_id}: only flat Box (or Dict) observation spaces are supported")
+    check_action_space(env_id, env.action_space)
     if normalize_actions:
         env = NormalizedActions(env)
     return env
+
+
+def check_action_space(env_id: str, space: gym.Space[Any]) -> None:
+    """Refuse action spaces the project cannot act in (only continuous Box actions, for now).
+
+    Raises:
+        UserError: one line naming the space and what is supported.
+    """
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        if np.issubdtype(space.dtype, np.floating):
+            return
+    raise UserError(
+        f"{env_id} has action space {space}; only continuous Box action spaces (a float vector) "
+        "are supported (discrete and other action spaces are not, yet)"
+    )
 
 
 def follow_robot(env: gym.Env[Any, Any]) -> None:

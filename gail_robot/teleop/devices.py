@@ -42,6 +42,7 @@ from typing import Any, ClassVar, Protocol
 import gymnasium as gym
 import numpy as np
 
+from gail_robot.envs.tasks import task_info
 from gail_robot.errors import UserError
 
 #: seconds a key press keeps its axis active (auto-repeat refreshes it while the key is held).
@@ -85,10 +86,14 @@ class Device(Protocol):
         """Release windows, terminals and hardware."""
 
 
-def is_arm_task(env: gym.Env[Any, Any]) -> bool:
-    """The project's arm tasks take Cartesian ``[dx, dy, dz, grip]`` actions."""
-    spec_id = env.spec.id if env.spec is not None else ""
-    return spec_id.startswith("gail_robot/Arm") and getattr(env.action_space, "shape", None) == (4,)
+def cartesian_teleop(env: gym.Env[Any, Any]) -> bool:
+    """Whether the task declares Cartesian ``[dx, dy, dz, grip]`` teleop (docs/DESIGN.md §6).
+
+    An env made without ``gym.make`` (no spec), or whose actions are not 4-dimensional, gets joint mode.
+    """
+    if env.spec is None:
+        return False
+    return task_info(env.spec.id).teleop == "cartesian" and getattr(env.action_space, "shape", None) == (4,)
 
 
 class CommandMapper:
@@ -349,7 +354,7 @@ class KeyboardDevice(_TeleopDevice):
     source = "teleop:keyboard"
 
     def __init__(self, env: gym.Env[Any, Any], speed: float = 1.0, use_viewer: bool | None = None) -> None:
-        self.mapper = CommandMapper(env.action_space, is_arm_task(env), speed)  # type: ignore[arg-type]
+        self.mapper = CommandMapper(env.action_space, cartesian_teleop(env), speed)  # type: ignore[arg-type]
         self.keys = KeyState(self.mapper)
         self.viewer: Any = None
         self.terminal: TerminalKeys | None = None
@@ -462,7 +467,7 @@ class GamepadDevice(_TeleopDevice):
             raise UserError("no gamepad found (connect one, or use --device keyboard)")
         self.stick = pygame.joystick.Joystick(0)
         self.stick.init()
-        self.mapper = CommandMapper(env.action_space, is_arm_task(env), speed)  # type: ignore[arg-type]
+        self.mapper = CommandMapper(env.action_space, cartesian_teleop(env), speed)  # type: ignore[arg-type]
         self.keys = KeyState(self.mapper)
         self.extra = _OptionalTerminal(self.keys)
         self.viewer: Any = None
@@ -538,7 +543,7 @@ class SpaceMouseDevice(_TeleopDevice):
             raise UserError(f"cannot open the SpaceMouse ({exc})") from None
         if not opened:
             raise UserError("no SpaceMouse found (connect one, or use --device keyboard)")
-        self.mapper = CommandMapper(env.action_space, is_arm_task(env), speed)  # type: ignore[arg-type]
+        self.mapper = CommandMapper(env.action_space, cartesian_teleop(env), speed)  # type: ignore[arg-type]
         self.keys = KeyState(self.mapper)
         self.extra = _OptionalTerminal(self.keys)
         self._buttons: list[int] = [0, 0]
