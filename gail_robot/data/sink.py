@@ -43,6 +43,8 @@ from gail_robot.data.transaction import Publisher, release_inherited_lock
 
 _CHILD = "import sys; from gail_robot.data.sink import main; sys.exit(main(sys.argv[1:]))"
 _HEADER = struct.Struct("<Q")
+#: episodes handed over and not yet confirmed, at most (what a failed write can take with it)
+MAX_PENDING = 2
 
 
 class PublishError(Exception):
@@ -165,12 +167,17 @@ class PublishProcess:
         return [name for name, _ in self._in_flight]
 
     def submit(self, name: str, episode: Episode, header: dict[str, Any] | None = None) -> None:
-        """Hand one episode to the child (returns at once); ``header``: ``/data`` attributes of a new file.
+        """Hand one episode to the child; ``header``: ``/data`` attributes of a new file.
+
+        Returns at once unless :data:`MAX_PENDING` episodes are unconfirmed: then it waits for the
+        oldest (a recorder faster than the disk stalls instead of piling up unsaved episodes).
 
         Raises:
             PublishError: an earlier transaction failed, or the child is gone.
         """
         self.poll()
+        while len(self._in_flight) >= MAX_PENDING:
+            self._receive()
         buffers: list[pickle.PickleBuffer] = []
         payload = pickle.dumps((name, episode, header), 5, buffer_callback=buffers.append)
         views = [b.raw() for b in buffers]

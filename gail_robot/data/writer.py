@@ -149,6 +149,7 @@ class DemoWriter:
         try:
             self._stop_sink()
         finally:
+            remove_leftovers(self.path)  # a publishing process that died leaves its spare
             self._lock.release()
             self._open = False
 
