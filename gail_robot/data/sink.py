@@ -269,7 +269,8 @@ def _publish(publisher: Publisher, message: tuple[Any, ...], spool_fd: int) -> s
     def create(f: Any) -> None:
         f.create_group("data").attrs.update(header)
 
-    publisher.publish(lambda f: write_episode(f["data"], name, episode), create if header else None)
+    cache: dict[str, list[bytes]] = {}  # compressed once, written twice (published file, then spare)
+    publisher.publish(lambda f: write_episode(f["data"], name, episode, cache), create if header else None)
     return str(name)
 
 

@@ -96,7 +96,8 @@ class DemoWriter:
         self._obs_spaces = obs_key_spaces(self.meta.observation_space)
         self._lock = FileLock(self.path)
         self._sink: PublishProcess | None = None
-        self._buffer: EpisodeBuffer | None = None
+        self._buffer: EpisodeBuffer | None = None  # the episode in progress
+        self._spare_buffer: EpisodeBuffer | None = None  # reused for the next one
         self._open = False
         self._failed = False
         self._next_index = 0
@@ -268,10 +269,12 @@ class DemoWriter:
             assert self._lock.fd is not None
             self._sink = PublishProcess(self.path, self.durable, self._lock.fd)
             self._sink_base = len(self.saved)
-        shapes = {k: (box.shape, box.dtype) for k, box in self._obs_spaces.items()}
-        self._buffer = EpisodeBuffer(
-            shapes, tuple(self.meta.action_space.shape), self.meta.state_size, seed, source, model_file
-        )
+        if self._spare_buffer is None:
+            shapes = {k: (box.shape, box.dtype) for k, box in self._obs_spaces.items()}
+            act_shape = tuple(self.meta.action_space.shape)
+            self._spare_buffer = EpisodeBuffer(shapes, act_shape, self.meta.state_size)
+        self._buffer, self._spare_buffer = self._spare_buffer, None
+        self._buffer.reset(seed, source, model_file)
 
     def add_step(
         self,
@@ -304,7 +307,8 @@ class DemoWriter:
 
     def discard_episode(self) -> None:
         """Forget the episode in progress."""
-        self._buffer = None
+        if self._buffer is not None:
+            self._buffer, self._spare_buffer = None, self._buffer
 
     def end_episode(self, success: bool, final_state: np.ndarray, cut: bool = False) -> str:
         """Hand the buffered episode to the sink and return its name (``demo_<i>``) at once.
@@ -328,7 +332,7 @@ class DemoWriter:
         name = demo_name(self._next_index)
         header = header_attrs(self.meta) if self._fresh else None
         self._sync(lambda: self._sink.submit(name, episode, header))  # type: ignore[union-attr]
-        self._buffer = None
+        self._buffer, self._spare_buffer = None, self._buffer  # the episode was copied out of it
         self._fresh = False
         self._next_index += 1
         return name
