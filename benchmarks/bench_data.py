@@ -74,33 +74,45 @@ def _children_cpu() -> float:
 def run_loop(
     env: gym.Env, episodes: int, steps: int, writer: DemoWriter | InlineWriter | None
 ) -> dict[str, float]:
-    """Seconds: ``wall``, ``main`` (CPU of this thread), ``cpu`` (all threads), ``publish`` (wall)."""
+    """Seconds: ``wall``, ``main`` (CPU of this thread), ``cpu`` (all threads), ``publish`` (wall of
+    ``end_episode``), ``calls`` (wall of every recorder call on this thread: state capture,
+    ``start_episode``, ``add_step``, ``end_episode``; little disturbed by other processes)."""
     rng = np.random.default_rng(0)
     low, high = env.action_space.low, env.action_space.high
     actions = rng.uniform(low, high, size=(episodes, steps, len(low))).astype(np.float32)
-    publish = 0.0
-    start, main0, cpu0 = time.perf_counter(), time.thread_time(), time.process_time()
+    publish = calls = 0.0
+    clock = time.perf_counter
+    start, main0, cpu0 = clock(), time.thread_time(), time.process_time()
     for ep in range(episodes):
         obs, _ = env.reset(seed=ep)
         if writer is not None:
+            t0 = clock()
             writer.start_episode(seed=ep, source="bench")
+            calls += clock() - t0
         for t in range(steps):
-            state = get_physics_state(env) if writer is not None else None
+            if writer is not None:
+                t0 = clock()
+                state = get_physics_state(env)
+                calls += clock() - t0
             next_obs, reward, terminated, truncated, _ = env.step(actions[ep, t])
             if writer is not None:
+                t0 = clock()
                 writer.add_step(obs, actions[ep, t], reward, next_obs, terminated, truncated, state)
+                calls += clock() - t0
             obs = next_obs
             if terminated or truncated:
                 break
         if writer is not None:
-            t0 = time.perf_counter()
+            t0 = clock()
             writer.end_episode(success=False, final_state=get_physics_state(env), cut=True)
-            publish += time.perf_counter() - t0
+            publish += clock() - t0
+            calls += clock() - t0
     return {
-        "wall": time.perf_counter() - start,
+        "wall": clock() - start,
         "main": time.thread_time() - main0,
         "cpu": time.process_time() - cpu0,
         "publish": publish,
+        "calls": calls,
     }
 
 
@@ -145,6 +157,10 @@ def bench_recorder(episodes: int, steps: int, durable: bool, tmp: Path, repeats:
                 f"recording {rec[key] / n * 1e6:7.1f} us/step: +{extra:5.1f} %"
             )
         print(f"    publishing {rec['publish'] / n * 1e6:.1f} us/step (wall, included above)")
+        print(
+            f"    recorder calls on the stepping thread {rec['calls'] / n * 1e6:.1f} us/step: "
+            f"{100 * rec['calls'] / plain['main']:.1f} % of the plain loop's main-thread CPU"
+        )
         if "close" in rec:
             print(f"    waiting for the last episode to be saved: {rec['close'] * 1e3:.0f} ms (not included)")
         if rec["helper"] > 0:

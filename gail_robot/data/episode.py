@@ -194,6 +194,9 @@ def write_episode(
     data.attrs["total"] = int(data.attrs["total"]) + len(episode)
 
 
+_sum = np.add.reduce  # without ndarray.sum's Python wrapper
+
+
 class EpisodeBuffer:
     """The episode being recorded: every step checked, then copied into preallocated growing arrays.
 
@@ -233,6 +236,16 @@ class EpisodeBuffer:
         self._rewards: list[float] = []
         self._terminated: list[bool] = []
         self._truncated: list[bool] = []
+        # Within an episode the caller usually passes the previous next_obs (the same object) as
+        # obs: while it does, obs rows are not copied (they are next_obs shifted by one step).
+        self._shifted = True
+        self._last_next: Any = None
+
+    def _unshift(self, step: int) -> None:
+        """Copy the obs rows so far out of next_obs (the caller passed an obs of its own)."""
+        for k in self._obs:
+            self._obs[k][1:step] = self._next[k][: step - 1]
+        self._shifted = False
 
     def __len__(self) -> int:
         return len(self._rewards)
@@ -281,19 +294,34 @@ class EpisodeBuffer:
             raise ValueError(f"action at step {step} has shape {act.shape}, expected {self._act_shape}")
         # a sum is NaN/inf when any element is (cheaper than isfinite().all()); huge finite
         # values that overflow it get the exact check
-        if not math.isfinite(act.sum()) and not np.isfinite(act).all():
+        if not math.isfinite(_sum(act)) and not np.isfinite(act).all():
             raise ValueError(f"action at step {step} is not finite: {act.tolist()}")
         st = np.asarray(state, dtype=np.float64)
         if st.shape != self._state_shape:
-            raise ValueError(f"physics state at step {step} has shape {st.shape}, expected {self._state_shape}")
-        obs_parts = self._parts(obs, "obs", step)
-        next_parts = self._parts(next_obs, "next_obs", step)
+            raise ValueError(
+                f"physics state at step {step} has shape {st.shape}, expected {self._state_shape}"
+            )
+        key = self._single
+        if (  # the common case, one array per observation: no dicts
+            key is not None
+            and type(obs) is np.ndarray
+            and type(next_obs) is np.ndarray
+            and obs.shape == next_obs.shape == self._shapes[key]
+        ):
+            obs_parts, next_parts = ((key, obs),), ((key, next_obs),)
+        else:
+            obs_parts = tuple(self._parts(obs, "obs", step).items())
+            next_parts = tuple(self._parts(next_obs, "next_obs", step).items())
         if step == len(self._actions):
             self._grow()
-        for key, value in obs_parts.items():
-            self._obs[key][step] = value
-        for key, value in next_parts.items():
-            self._next[key][step] = value
+        if self._shifted and step and obs is not self._last_next:
+            self._unshift(step)
+        if not (self._shifted and step):  # while shifted, obs[t] is next_obs[t - 1]: not copied
+            for k, value in obs_parts:
+                self._obs[k][step] = value
+        self._last_next = next_obs
+        for k, value in next_parts:
+            self._next[k][step] = value
         self._actions[step] = act
         self._states[step] = st
         self._rewards.append(float(reward))
@@ -331,6 +359,8 @@ class EpisodeBuffer:
         terminated = np.array(self._terminated, dtype=bool)
         if cut and not (terminated[-1] or truncated[-1]):
             truncated[-1] = True
+        if self._shifted:
+            self._unshift(n)
         return Episode(
             obs={k: v[:n] for k, v in self._obs.items()},
             next_obs={k: v[:n] for k, v in self._next.items()},
