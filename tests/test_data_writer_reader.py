@@ -1,4 +1,7 @@
-"""DemoWriter and DemoDataset: schema v1 on disk, transitions, appends, locks, bad input (docs/DESIGN.md §3)."""
+"""DemoWriter and DemoDataset: schema v1 on disk, transitions, appends, locks, bad input.
+
+See docs/DESIGN.md §3.
+"""
 
 from __future__ import annotations
 
@@ -519,7 +522,8 @@ def in_publishing_process(monkeypatch: pytest.MonkeyPatch, where: Path, code: st
     """Run ``code`` at the start of every new Python process (the writer's publishing process)."""
     where.mkdir()
     (where / "sitecustomize.py").write_text(code)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(where), os.environ.get("PYTHONPATH")) if p))
+    paths = (str(where), os.environ.get("PYTHONPATH"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
 
 
 NO_EXCHANGE_NO_LINKS = """
@@ -568,7 +572,8 @@ def test_write_failure_is_one_line_and_keeps_the_file(
     in_publishing_process(monkeypatch, tmp_path / "hook", DISK_FULL_ON_COPY)
     with pytest.raises(
         UserError,
-        match=r"^cannot write .*demos\.hdf5: No space left on device; demo_0\.\.demo_1 are saved, demo_2 was not$",
+        match=r"^cannot write .*demos\.hdf5: No space left on device; "
+        r"demo_0\.\.demo_1 are saved, demo_2 was not$",
     ):
         record_random(path, pendulum, episodes=1)
     monkeypatch.undo()

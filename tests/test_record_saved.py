@@ -38,7 +38,9 @@ def _record(out: Path, episodes: int = 1000) -> subprocess.CompletedProcess[str]
     )
 
 
-def _check_stopped_cleanly(result: subprocess.CompletedProcess[str], out: Path) -> tuple[re.Match[str], list[str]]:
+def _check_stopped_cleanly(
+    result: subprocess.CompletedProcess[str], out: Path
+) -> tuple[re.Match[str], list[str]]:
     """The failure is the last line, nothing reported saved is missing, the file validates."""
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -87,7 +89,8 @@ def _in_publishing_process(monkeypatch: pytest.MonkeyPatch, where: Path, code: s
     """Run ``code`` at the start of every new Python process (the recorder and its publishing process)."""
     where.mkdir()
     (where / "sitecustomize.py").write_text(code)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(where), os.environ.get("PYTHONPATH")) if p))
+    paths = (str(where), os.environ.get("PYTHONPATH"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
 
 
 # The third transaction fails as on a full disk, deep inside HDF5 (h5py's message buries errno 28).
@@ -105,7 +108,9 @@ transaction.Publisher._apply = apply
 """
 
 
-def test_failed_write_is_one_line_naming_what_is_safe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_write_is_one_line_naming_what_is_safe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # edits applied: demo_0 (1) and the spare's catch-up (2), demo_1 (3, 4), demo_2 (5) fails
     _in_publishing_process(monkeypatch, tmp_path / "hook", FAIL_THIRD_WRITE.replace("{n}", "5"))
     out = tmp_path / "demos.hdf5"

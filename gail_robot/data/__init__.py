@@ -29,7 +29,16 @@ _WHERE = {
     "DemoWriter": "writer",
 }
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Demo", "DemoDataset", "DemoWriter", "EnvMeta", "Episode", "Transitions"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Demo",
+    "DemoDataset",
+    "DemoWriter",
+    "EnvMeta",
+    "Episode",
+    "Transitions",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -136,7 +136,9 @@ def _robomimic_meta(f: h5py.File, path: Path, names: list[str]) -> EnvMeta:
     )
 
 
-def _robomimic_demos(f: h5py.File, path: Path, names: list[str], meta: EnvMeta) -> Iterator[tuple[str, Episode]]:
+def _robomimic_demos(
+    f: h5py.File, path: Path, names: list[str], meta: EnvMeta
+) -> Iterator[tuple[str, Episode]]:
     from gail_robot.data.schema import obs_keys
 
     keys = obs_keys(meta.observation_space)

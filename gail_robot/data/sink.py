@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from gail_robot.data.episode import Episode, write_episode
 from gail_robot.data.transaction import Publisher, release_inherited_lock
@@ -249,7 +249,7 @@ class PublishProcess:
             return "the publishing process stopped answering"
         return f"the publishing process exited with status {code}"
 
-    def _fail(self, reason: str) -> Any:
+    def _fail(self, reason: str) -> NoReturn:
         self._error = PublishError(reason, self.pending)
         raise self._error
 

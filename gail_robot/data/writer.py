@@ -174,7 +174,9 @@ class DemoWriter:
         """One line: what failed, what is saved, what is not."""
         self._failed = True
         saved = self._before + self.saved
-        safe = f"{describe_names(saved)} {'is' if len(saved) == 1 else 'are'} saved" if saved else "no demo is saved"
+        safe = "no demo is saved"
+        if saved:
+            safe = f"{describe_names(saved)} {'is' if len(saved) == 1 else 'are'} saved"
         lost = ", ".join(err.lost)
         if lost and self._buffer is not None:
             lost += " (and the episode in progress) were not"
@@ -331,7 +333,8 @@ class DemoWriter:
         assert self._sink is not None
         name = demo_name(self._next_index)
         header = header_attrs(self.meta) if self._fresh else None
-        self._sync(lambda: self._sink.submit(name, episode, header))  # type: ignore[union-attr]
+        sink = self._sink
+        self._sync(lambda: sink.submit(name, episode, header))
         self._buffer, self._spare_buffer = None, self._buffer  # the episode was copied out of it
         self._fresh = False
         self._next_index += 1
@@ -347,14 +350,17 @@ class DemoWriter:
             raise UserError(f"{self.path}: {name} has observations {got}, the observation space {shapes}")
         act = tuple(self.meta.action_space.shape)
         if episode.actions.shape[1:] != act:
-            raise UserError(f"{self.path}: {name} has actions of shape {episode.actions.shape[1:]}, expected {act}")
+            raise UserError(
+                f"{self.path}: {name} has actions of shape {episode.actions.shape[1:]}, expected {act}"
+            )
 
     def _publish_once(self, edit: Any) -> None:
         """One transaction in this process (the sink, if running, is stopped first: one spare at a time)."""
         if not self._open:
             self.open()
         self._stop_sink()
-        create = (lambda f: f.create_group("data").attrs.update(header_attrs(self.meta))) if self._fresh else None
+        header = header_attrs(self.meta) if self._fresh else None
+        create = (lambda f: f.create_group("data").attrs.update(header)) if header is not None else None
         try:
             publish_once(self.path, edit, create, self.durable)
         except OSError as exc:  # disk full, permissions, ...: the published file is untouched

@@ -91,7 +91,8 @@ def main(args: argparse.Namespace) -> int:
     status = StatusLine()
     try:
         # episodes are compressed and written by the writer's helper process, off the recording loop
-        with DemoWriter(args.out, env, mode="w" if args.overwrite else "a", durable=not args.no_fsync) as writer:
+        mode = "w" if args.overwrite else "a"
+        with DemoWriter(args.out, env, mode=mode, durable=not args.no_fsync) as writer:
             device = make_device(
                 args.device,
                 env,

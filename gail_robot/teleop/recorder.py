@@ -232,4 +232,5 @@ def _loop(
         name = writer.end_episode(success=success, final_state=get_physics_state(env), cut=outcome == "save")
         queued += 1
         # reported as saved only once the writer's sink confirms it is on disk
-        waiting[name] = (steps, f"{steps} steps, return {ep_return:.2f}, success {'yes' if success else 'no'}")
+        line = f"{steps} steps, return {ep_return:.2f}, success {'yes' if success else 'no'}"
+        waiting[name] = (steps, line)
