@@ -97,7 +97,7 @@ class DemoWriter:
         self._lock = FileLock(self.path)
         self._sink: PublishProcess | None = None
         self._buffer: EpisodeBuffer | None = None  # the episode in progress
-        self._spare_buffer: EpisodeBuffer | None = None  # reused for the next one
+        self._idle_buffer: EpisodeBuffer | None = None  # reused for the next one
         self._open = False
         self._failed = False
         self._next_index = 0
@@ -271,11 +271,11 @@ class DemoWriter:
             assert self._lock.fd is not None
             self._sink = PublishProcess(self.path, self.durable, self._lock.fd)
             self._sink_base = len(self.saved)
-        if self._spare_buffer is None:
+        if self._idle_buffer is None:
             shapes = {k: (box.shape, box.dtype) for k, box in self._obs_spaces.items()}
             act_shape = tuple(self.meta.action_space.shape)
-            self._spare_buffer = EpisodeBuffer(shapes, act_shape, self.meta.state_size)
-        self._buffer, self._spare_buffer = self._spare_buffer, None
+            self._idle_buffer = EpisodeBuffer(shapes, act_shape, self.meta.state_size)
+        self._buffer, self._idle_buffer = self._idle_buffer, None
         self._buffer.reset(seed, source, model_file)
 
     def add_step(
@@ -310,7 +310,7 @@ class DemoWriter:
     def discard_episode(self) -> None:
         """Forget the episode in progress."""
         if self._buffer is not None:
-            self._buffer, self._spare_buffer = None, self._buffer
+            self._buffer, self._idle_buffer = None, self._buffer
 
     def end_episode(self, success: bool, final_state: np.ndarray, cut: bool = False) -> str:
         """Hand the buffered episode to the sink and return its name (``demo_<i>``) at once.
@@ -335,7 +335,7 @@ class DemoWriter:
         header = header_attrs(self.meta) if self._fresh else None
         sink = self._sink
         self._sync(lambda: sink.submit(name, episode, header))
-        self._buffer, self._spare_buffer = None, self._buffer  # the episode was copied out of it
+        self._buffer, self._idle_buffer = None, self._buffer  # the episode was copied out of it
         self._fresh = False
         self._next_index += 1
         return name
