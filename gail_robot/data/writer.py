@@ -186,19 +186,17 @@ class DemoWriter:
             lost = "the episode in progress was not"
         return UserError(f"cannot write {self.path}: {err.reason}; {safe}{', ' + lost if lost else ''}")
 
-    def _sync(self, call: Any) -> list[str]:
-        """Run a sink call and move its confirmations into :attr:`saved`; returns the new ones."""
+    def _sync(self, call: Any) -> None:
+        """Run a sink call and move its confirmations into :attr:`saved`."""
         sink = self._sink
         if sink is None:
-            return []
-        seen = len(self.saved)
+            return
         try:
             call()
         except PublishError as err:
             self.saved.extend(sink.saved[len(self.saved) - self._sink_base :])
             raise self._failure(err) from None
         self.saved.extend(sink.saved[len(self.saved) - self._sink_base :])
-        return self.saved[seen:]
 
     def _stop_sink(self) -> None:
         sink = self._sink
@@ -218,21 +216,23 @@ class DemoWriter:
         """Episodes handed to the sink and not yet saved, in order."""
         return [] if self._sink is None else self._sink.pending
 
-    def poll(self) -> list[str]:
-        """Collect the sink's confirmations without waiting; returns the demos saved since the last call.
+    def poll(self) -> None:
+        """Collect the sink's confirmations into :attr:`saved` without waiting.
 
         Raises:
             UserError: an episode could not be saved. Nothing more is saved after it.
         """
-        return self._sync(self._sink.poll) if self._sink is not None else []
+        if self._sink is not None:
+            self._sync(self._sink.poll)
 
-    def flush(self) -> list[str]:
-        """Wait until every finished episode is saved; returns the demos saved since the last call.
+    def flush(self) -> None:
+        """Wait until every finished episode is saved (in :attr:`saved`).
 
         Raises:
             UserError: as :meth:`poll`.
         """
-        return self._sync(self._sink.flush) if self._sink is not None else []
+        if self._sink is not None:
+            self._sync(self._sink.flush)
 
     # -- episodes ----------------------------------------------------------------------------
 

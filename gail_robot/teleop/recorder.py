@@ -107,21 +107,27 @@ def record(
     # demos handed to the writer and not yet reported: name -> (steps, the line to print when saved)
     waiting: dict[str, tuple[int, str]] = {}
 
-    def report(saved: list[str]) -> None:
-        for name in saved:
+    reported = len(writer.saved)
+
+    def report() -> None:
+        """Print the demos the writer has saved since the last call (saved = confirmed on disk)."""
+        nonlocal reported
+        for name in writer.saved[reported:]:
             if name in waiting:
                 steps, line = waiting.pop(name)
                 stats.saved.append(name)
                 stats.saved_steps += steps
                 status.message(f"saved {name}: {line}")
+        reported = len(writer.saved)
 
     try:
         _loop(env, device, writer, stats, status, report, waiting, episodes=episodes, seed=seed,
               only_success=only_success, min_return=min_return, max_steps=max_steps,
               max_attempts=max_attempts, realtime=realtime)
-        report(writer.flush())
+        writer.flush()
+        report()
     except UserError:
-        report(list(writer.saved))  # what was saved before the failure
+        report()  # what was saved before the failure
         raise
     return stats
 
@@ -132,7 +138,7 @@ def _loop(
     writer: DemoWriter,
     stats: RecordStats,
     status: StatusLine,
-    report: Callable[[list[str]], None],
+    report: Callable[[], None],
     waiting: dict[str, tuple[int, str]],
     *,
     episodes: int,
@@ -163,7 +169,8 @@ def _loop(
             now = time.monotonic()
             if now >= next_poll:  # confirmations of earlier episodes; stops at a failed write
                 next_poll = now + 0.05
-                report(writer.poll())
+                writer.poll()
+                report()
             events = device.poll_events()
             if Event.QUIT in events:
                 writer.discard_episode()
@@ -180,7 +187,8 @@ def _loop(
             if not np.all(np.isfinite(action)):
                 step = writer.episode_length
                 writer.discard_episode()
-                report(writer.flush())
+                writer.flush()
+                report()
                 raise UserError(
                     f"the {device.source} device produced a non-finite action "
                     f"{np.asarray(action).tolist()} at step {step} of episode {attempts}; "
