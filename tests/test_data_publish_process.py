@@ -1,4 +1,5 @@
-"""DemoWriter(publish_process=True): episodes written by a helper process, as `gail-robot record` does."""
+"""The sink: DemoWriter's episodes are written by a helper process (gail_robot.data.sink), and an
+episode counts as saved only once that process confirms it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 import gail_robot.envs  # noqa: F401  (registers the project's tasks)
 from gail_robot.data import DemoDataset, DemoWriter
+from gail_robot.data.episode import write_episode
 from gail_robot.data.validate import validate_file
 from gail_robot.envs.physics import get_physics_state
 from gail_robot.errors import UserError
@@ -62,13 +64,17 @@ def walker() -> gym.Env[Any, Any]:
     env.close()
 
 
-def test_publishing_process_writes_the_bytes_the_inline_writer_writes(
+def test_publishing_process_writes_the_bytes_write_episode_writes(
     tmp_path: Path, walker: gym.Env[Any, Any]
 ) -> None:
-    for name, process in (("inline.hdf5", False), ("process.hdf5", True)):
-        with DemoWriter(tmp_path / name, walker, durable=False, publish_process=process) as writer:
-            for seed in range(3):
-                _episode(writer, walker, seed, steps=1000)
+    """The helper's file holds exactly what write_episode writes in this process (chunks byte for byte)."""
+    with DemoWriter(tmp_path / "process.hdf5", walker, durable=False) as writer:
+        for seed in range(3):
+            _episode(writer, walker, seed, steps=1000)
+    with DemoDataset(tmp_path / "process.hdf5") as ds, h5py.File(tmp_path / "inline.hdf5", "w") as f:
+        f.create_group("data").attrs["total"] = 0
+        for demo in ds:
+            write_episode(f["data"], demo.name, demo.episode())
     inline, process = _stored(tmp_path / "inline.hdf5"), _stored(tmp_path / "process.hdf5")
     assert inline.keys() == process.keys()
     assert any(len(v[2]) > 1 for k, v in inline.items() if isinstance(v, tuple) and isinstance(v[2], list))
@@ -79,17 +85,17 @@ def test_publishing_process_writes_the_bytes_the_inline_writer_writes(
 
 def test_end_episode_hands_over_and_flush_publishes(tmp_path: Path, walker: gym.Env[Any, Any]) -> None:
     path = tmp_path / "demos.hdf5"
-    with DemoWriter(path, walker, publish_process=True) as writer:
+    with DemoWriter(path, walker) as writer:
         assert _episode(writer, walker, 0) == "demo_0"
-        assert writer.saved == ["demo_0"]
+        assert writer.saved + writer.pending == ["demo_0"]  # handed over; saved once confirmed
         writer.flush()
-        assert writer.published == ["demo_0"]
+        assert writer.saved == ["demo_0"] and writer.pending == []
         with DemoDataset(path) as ds:  # a reader while the writer goes on
             assert ds.demo_names == ["demo_0"]
             assert _episode(writer, walker, 1) == "demo_1"
             writer.flush()
             assert ds.demo_names == ["demo_0"]  # its open file never changes
-        assert writer.published == ["demo_0", "demo_1"]
+        assert writer.saved == ["demo_0", "demo_1"]
     with DemoDataset(path) as ds:
         assert ds.demo_names == ["demo_0", "demo_1"]
     assert [p.name for p in tmp_path.iterdir()] == ["demos.hdf5"]
@@ -97,7 +103,7 @@ def test_end_episode_hands_over_and_flush_publishes(tmp_path: Path, walker: gym.
 
 def test_masks_written_between_helper_episodes(tmp_path: Path, walker: gym.Env[Any, Any]) -> None:
     path = tmp_path / "demos.hdf5"
-    with DemoWriter(path, walker, publish_process=True) as writer:
+    with DemoWriter(path, walker) as writer:
         for seed in range(2):
             _episode(writer, walker, seed)
         writer.write_masks({"train": ["demo_0"], "valid": ["demo_1"]})
@@ -120,7 +126,7 @@ sys.path.insert(0, sys.argv[2])
 from test_data_publish_process import _episode
 from gail_robot.data import DemoWriter
 env = gym.make("Walker2d-v5")
-writer = DemoWriter(sys.argv[1], env, publish_process=True).open()
+writer = DemoWriter(sys.argv[1], env).open()
 _episode(writer, env, 0, steps=300)
 _episode(writer, env, 1, steps=300)
 os.kill(os.getpid(), signal.SIGKILL)
@@ -140,7 +146,7 @@ def test_episode_handed_over_is_saved_when_the_recorder_is_killed(tmp_path: Path
         )
     assert proc.returncode == -9, log.read_text()
     # a new writer at once: it waits for the dead recorder's helper, then appends after both demos
-    with DemoWriter(path, gym.make("Walker2d-v5"), publish_process=True) as writer:
+    with DemoWriter(path, gym.make("Walker2d-v5")) as writer:
         assert writer.next_demo_name() == "demo_2"
     assert validate_file(path) == []
     with DemoDataset(path) as ds:
@@ -152,15 +158,15 @@ def test_failed_publish_names_the_lost_demos_and_keeps_the_file(
     tmp_path: Path, walker: gym.Env[Any, Any]
 ) -> None:
     path = tmp_path / "demos.hdf5"
-    writer = DemoWriter(path, walker, publish_process=True).open()
+    writer = DemoWriter(path, walker).open()
     _episode(writer, walker, 0)
     writer.flush()
     writer._next_index = 0  # the next demo collides with demo_0: the helper's transaction fails
     _episode(writer, walker, 1)
-    lost = r"demo_0 exists already; not saved: demo_0; .* still holds every demo"
+    lost = r"demo_0 exists already; demo_0 is saved, demo_0 was not$"
     with pytest.raises(UserError, match=lost):
         writer.flush()
-    writer.close()
+    writer.close()  # the failure was reported: not raised again
     assert validate_file(path) == []
     with DemoDataset(path) as ds:
         assert ds.demo_names == ["demo_0"] and ds.lengths == [60]

@@ -1,4 +1,7 @@
-"""DemoWriter and DemoDataset: schema v1 on disk, transitions, appends, locks, bad input (contract §3)."""
+"""DemoWriter and DemoDataset: schema v1 on disk, transitions, appends, locks, bad input.
+
+See docs/DESIGN.md §3.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import multiprocessing
 import os
 import pickle
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,9 @@ import numpy as np
 import pytest
 
 import gail_robot.envs  # noqa: F401  (registers the project's tasks)
-from gail_robot.data import FORMAT, FORMAT_VERSION, DemoDataset, DemoWriter, Transitions, publish
-from gail_robot.data.chunks import ChunkCompressor, ChunkedColumn, ShiftedColumn
-from gail_robot.data.publish import FileLock
+from gail_robot.data import FORMAT, FORMAT_VERSION, DemoDataset, DemoWriter, Transitions, transaction
+from gail_robot.data.episode import Episode, EpisodeBuffer, write_episode
+from gail_robot.data.transaction import FileLock, Publisher
 from gail_robot.data.validate import validate_file
 from gail_robot.envs.physics import get_physics_state, model_xml
 from gail_robot.errors import UserError
@@ -106,66 +108,117 @@ def test_schema_v1_layout_and_attributes(tmp_path: Path, pendulum: gym.Env[Any, 
     assert validate_file(path) == []
 
 
-@pytest.mark.parametrize("shuffle", [False, True])
+def _write(path: Path, episode: Episode) -> None:
+    with h5py.File(path, "w") as f:
+        f.create_group("data").attrs["total"] = 0
+        write_episode(f["data"], "demo_0", episode)
+
+
+def _buffer(row_shape: tuple[int, ...], dtype: Any, capacity: int = 1024) -> EpisodeBuffer:
+    return EpisodeBuffer({"x": (row_shape, dtype)}, (1,), 2, capacity=capacity)
+
+
 @pytest.mark.parametrize("count", [1, 5, 21, 42, 100])
-def test_chunked_column_matches_hdf5_filters(tmp_path: Path, count: int, shuffle: bool) -> None:
-    """Direct-written chunks decode with HDF5's own gzip (+ shuffle) filters, partial and full chunks."""
+def test_write_episode_chunks_by_rows_with_hdf5_filters(tmp_path: Path, count: int) -> None:
+    """Datasets decode with HDF5's own gzip filter, in partial and full chunks (~64 KiB, no shuffle)."""
     rng = np.random.default_rng(count)
-    rows = rng.normal(size=(count, 390)).astype(np.float64)  # 3120 B/row -> 21 rows per 64 KiB chunk
-    col = ChunkedColumn((390,), np.float64, shuffle=shuffle)
-    for row in rows:
-        col.append(row)
-    stored = col.finish()
-    np.testing.assert_array_equal(stored.read(), rows)
-    with h5py.File(tmp_path / "c.h5", "w") as f:
-        stored.write(f, "x")
+    rows = rng.normal(size=(count + 1, 390)).astype(np.float64)  # 3120 B/row -> 21 rows per 64 KiB chunk
+    buffer = _buffer((390,), np.float64)
+    for t in range(count):
+        buffer.add_step(rows[t], np.zeros(1), 0.0, rows[t + 1], False, False, np.zeros(2))
+    _write(tmp_path / "c.h5", buffer.finish(False, np.zeros(2)))
     with h5py.File(tmp_path / "c.h5", "r") as f:
-        assert f["x"].chunks[0] == min(count, 21) and f["x"].shuffle == shuffle
-        np.testing.assert_array_equal(f["x"][()], rows)
+        for part, expected in (("obs", rows[:-1]), ("next_obs", rows[1:])):
+            ds = f[f"data/demo_0/{part}/x"]
+            assert ds.chunks[0] == min(count, 21) and not ds.shuffle
+            assert ds.compression == "gzip" and ds.compression_opts == 1
+            np.testing.assert_array_equal(ds[()], expected)
 
 
-@pytest.mark.parametrize("pool", [False, True])
+@pytest.mark.parametrize("capacity", [16, 1024])
 @pytest.mark.parametrize("count", [1, 20, 21, 22, 63, 100])
 @pytest.mark.parametrize("detach_at", [None, 1, 20, 21, 40, 62])
-def test_shifted_obs_column_equals_explicit_rows(count: int, detach_at: int | None, pool: bool) -> None:
-    """obs built from next_obs blocks (no copy per step) stores exactly the rows an explicit column
-    would, also when a caller's obs stops matching the previous next_obs at any step."""
+def test_buffer_stores_obs_as_given_also_when_they_differ_from_next_obs(
+    count: int, detach_at: int | None, capacity: int
+) -> None:
+    """obs are stored exactly as given, also when a caller's obs stop matching the previous next_obs
+    at any step, and across the buffer's growth (capacity 16)."""
     rng = np.random.default_rng(count)
-    next_rows = rng.normal(size=(count, 390))  # 21 rows per chunk
+    next_rows = rng.normal(size=(count, 390))
     obs_rows = np.concatenate([rng.normal(size=(1, 390)), next_rows[:-1]])
     if detach_at is not None and detach_at < count:
         obs_rows[detach_at:] += 1.0  # from here on the caller's obs differ from next_obs[t - 1]
-    executor = ThreadPoolExecutor(1) if pool else None
-    source = ChunkedColumn((390,), np.float64, compressor=ChunkCompressor(executor, batch_bytes=100_000))
-    shifted = ShiftedColumn(source, obs_rows[0])
-    shifted.append_previous()
-    source.append(next_rows[0])
-    for t in range(1, count):
+    buffer = _buffer((390,), np.float64, capacity)
+    for t in range(count):
         # identical objects, equal copies and different rows all occur
-        row = next_rows[t - 1] if t % 3 else obs_rows[t].copy()
+        row = next_rows[t - 1] if t % 3 and t else obs_rows[t].copy()
         if detach_at is not None and t >= detach_at:
             row = obs_rows[t]
-        shifted.add(row, next_rows[t - 1])
-        source.append(next_rows[t])
-    assert shifted.derived == (detach_at is None or detach_at >= count)
-    shifted.seal()
-    np.testing.assert_array_equal(shifted.finish().read(), obs_rows)
-    np.testing.assert_array_equal(source.finish().read(), next_rows)
-    if executor is not None:
-        executor.shutdown()
+        buffer.add_step(row, np.zeros(1), 0.0, next_rows[t], False, False, np.zeros(2))
+    episode = buffer.finish(False, np.zeros(2))
+    np.testing.assert_array_equal(episode.obs["x"], obs_rows)
+    np.testing.assert_array_equal(episode.next_obs["x"], next_rows)
 
 
-def test_shifted_image_column_one_frame_per_chunk() -> None:
+def test_image_observations_one_frame_per_chunk(tmp_path: Path) -> None:
     frames = np.random.default_rng(0).integers(0, 255, size=(6, 8, 8, 3), dtype=np.uint8)
-    source = ChunkedColumn((8, 8, 3), np.uint8, image=True)
-    shifted = ShiftedColumn(source, frames[0])
-    shifted.append_previous()
-    for t in range(1, 6):
-        source.append(frames[t])
-        shifted.add(frames[t], frames[t])
-    source.append(frames[0])  # the last next_obs
-    assert shifted.rows == source.rows == 1 and shifted.derived
-    np.testing.assert_array_equal(shifted.finish().read(), frames)
+    buffer = _buffer((8, 8, 3), np.uint8)
+    for t in range(5):
+        buffer.add_step(frames[t], np.zeros(1), 0.0, frames[t + 1], False, False, np.zeros(2))
+    _write(tmp_path / "i.h5", buffer.finish(False, np.zeros(2)))
+    with h5py.File(tmp_path / "i.h5", "r") as f:
+        assert f["data/demo_0/obs/x"].chunks == f["data/demo_0/next_obs/x"].chunks == (1, 8, 8, 3)
+        np.testing.assert_array_equal(f["data/demo_0/obs/x"][()], frames[:5])
+        np.testing.assert_array_equal(f["data/demo_0/next_obs/x"][()], frames[1:])
+
+
+def test_rejected_step_leaves_the_buffer_unchanged() -> None:
+    buffer = _buffer((3,), np.float64)
+    buffer.add_step(np.zeros(3), np.ones(1), 1.0, np.ones(3), False, False, np.zeros(2))
+    bad_steps: list[tuple[Any, ...]] = [
+        (np.zeros(3), np.array([np.inf]), 0.0, np.ones(3), False, False, np.zeros(2)),
+        (np.zeros(3), np.zeros(2), 0.0, np.ones(3), False, False, np.zeros(2)),
+        (np.zeros(4), np.zeros(1), 0.0, np.ones(3), False, False, np.zeros(2)),
+        (np.zeros(3), np.zeros(1), 0.0, np.ones(2), False, False, np.zeros(2)),
+        (np.zeros(3), np.zeros(1), 0.0, np.ones(3), False, False, np.zeros(3)),
+        ({"y": np.zeros(3)}, np.zeros(1), 0.0, np.ones(3), False, False, np.zeros(2)),
+    ]
+    for step in bad_steps:
+        with pytest.raises(ValueError):
+            buffer.add_step(*step)
+        assert len(buffer) == 1
+    buffer.add_step(np.ones(3), np.full(1, 2.0), 2.0, np.full(3, 2.0), True, False, np.ones(2))
+    with pytest.raises(ValueError, match="step 2 follows a terminal step"):
+        buffer.add_step(np.ones(3), np.zeros(1), 0.0, np.ones(3), False, False, np.zeros(2))
+    episode = buffer.finish(True, np.ones(2))
+    assert len(episode) == 2 and episode.episode_return == 3.0
+    np.testing.assert_array_equal(episode.actions, [[1.0], [2.0]])
+    np.testing.assert_array_equal(episode.terminated, [False, True])
+
+
+def test_episode_checks_its_arrays() -> None:
+    good: dict[str, Any] = {
+        "obs": {"x": np.zeros((3, 2))},
+        "next_obs": {"x": np.zeros((3, 2))},
+        "actions": np.zeros((3, 1)),
+        "rewards": np.zeros(3),
+        "terminated": np.array([False, False, True]),
+        "truncated": np.zeros(3, bool),
+        "states": np.zeros((3, 4)),
+        "final_state": np.zeros(4),
+    }
+    episode = Episode(**good)
+    assert episode.actions.dtype == np.float32 and episode.rewards.dtype == np.float32
+    for change, message in (
+        ({"rewards": np.zeros(2)}, "rewards has 2 rows, actions have 3"),
+        ({"next_obs": {"y": np.zeros((3, 2))}}, "obs keys"),
+        ({"next_obs": {"x": np.zeros((3, 3))}}, r"next_obs\['x'\] \(3, 3\)"),
+        ({"final_state": np.zeros(5)}, "final_state has shape"),
+        ({"terminated": np.array([True, False, True])}, "before its last step, at step 0"),
+        ({"actions": np.zeros((0, 1))}, "empty episode"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Episode(**{**good, **change})
 
 
 def test_writer_stores_obs_that_are_not_the_previous_next_obs(
@@ -312,7 +365,9 @@ def test_append_checks_env_and_continues_numbering(tmp_path: Path, pendulum: gym
             next_obs, reward, term, trunc, _ = pendulum.step(np.zeros(1, np.float32))
             writer.add_step(obs, np.zeros(1, np.float32), reward, next_obs, term, trunc, state)
             writer.end_episode(False, get_physics_state(pendulum), cut=True)
-        assert writer._publisher.copies == 1  # one copy per session, then O(episode) through the spare
+        writer.flush()
+        assert writer._sink is not None
+        assert writer._sink.copies == 1  # one copy per session, then O(episode) through the spare
     ds = DemoDataset(path)
     assert ds.demo_names == [f"demo_{i}" for i in range(7)]
     np.testing.assert_array_equal(ds.demo(1).actions, before.actions)  # never overwritten
@@ -371,7 +426,7 @@ def test_lock_taken_when_the_holder_releases_between_open_and_flock(
     target = tmp_path / "demos.hdf5"
     holder = FileLock(target)
     holder.acquire()
-    real_flock = publish.fcntl.flock
+    real_flock = transaction.fcntl.flock
 
     def flock_while_holder_releases(fd: int, op: int) -> None:
         try:
@@ -379,7 +434,7 @@ def test_lock_taken_when_the_holder_releases_between_open_and_flock(
         finally:
             holder.release()  # unlinks the sidecar we opened, then closes
 
-    monkeypatch.setattr(publish.fcntl, "flock", flock_while_holder_releases)
+    monkeypatch.setattr(transaction.fcntl, "flock", flock_while_holder_releases)
     contender = FileLock(target)
     contender.acquire(orphan_wait=0.0)
     assert contender.fd is not None and contender.path.read_text() == str(os.getpid())
@@ -401,11 +456,12 @@ def test_open_readers_never_see_their_file_change(tmp_path: Path, pendulum: gym.
             next_obs, reward, term, trunc, _ = pendulum.step(np.zeros(1, np.float32))
             writer.add_step(obs, np.zeros(1, np.float32), reward, next_obs, term, trunc, state)
             writer.end_episode(False, get_physics_state(pendulum), cut=True)
+        writer.flush()  # all four published while the reader is open
         assert sorted(reader["data"].keys()) == ["demo_0"]
         np.testing.assert_array_equal(reader["data/demo_0/actions"][()], snapshot)
         reader.close()
         # the locked spare was rebuilt by copying instead of being edited under the reader
-        assert writer._publisher.copies == 2
+        assert writer._sink is not None and writer._sink.copies == 2
     assert len(DemoDataset(path)) == 5 and validate_file(path) == []
     assert not list(tmp_path.glob(".*"))  # no spare, lock or temporary left behind
 
@@ -462,59 +518,88 @@ def test_bad_files_give_one_line_errors(tmp_path: Path, pendulum: gym.Env[Any, A
         DemoDataset(future)
 
 
+def in_publishing_process(monkeypatch: pytest.MonkeyPatch, where: Path, code: str) -> None:
+    """Run ``code`` at the start of every new Python process (the writer's publishing process)."""
+    where.mkdir()
+    (where / "sitecustomize.py").write_text(code)
+    paths = (str(where), os.environ.get("PYTHONPATH"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+
+
+NO_EXCHANGE_NO_LINKS = """
+import os
+from gail_robot.data import transaction
+
+def no_links(src, dst):
+    open(os.environ["NO_LINKS_MARKER"], "a").write("link refused\\n")
+    raise OSError(1, "Operation not permitted")
+
+transaction.exchange_names = lambda a, b: False
+transaction.os.link = no_links
+"""
+
+
 def test_without_hard_links_every_episode_is_published_through_a_copy(
     tmp_path: Path, pendulum: gym.Env[Any, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import gail_robot.data.publish as publish
-
-    def no_links(src: Any, dst: Any) -> None:
-        raise OSError(1, "Operation not permitted")
-
-    monkeypatch.setattr(publish.os, "link", no_links)
+    in_publishing_process(monkeypatch, tmp_path / "hook", NO_EXCHANGE_NO_LINKS)
+    monkeypatch.setenv("NO_LINKS_MARKER", str(tmp_path / "marker"))
     path = tmp_path / "demos.hdf5"
     fed = record_random(path, pendulum, episodes=4)
+    assert (tmp_path / "marker").read_text().count("link refused") == 3  # every publish but the first
     ds = DemoDataset(path)
     assert len(ds) == 4 and validate_file(path) == []
     np.testing.assert_array_equal(ds.demo(3).actions, np.array(fed[3]["actions"]))
 
 
+DISK_FULL_ON_COPY = """
+from gail_robot.data import transaction
+
+def disk_full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+transaction.shutil.copyfile = disk_full
+"""
+
+
 def test_write_failure_is_one_line_and_keeps_the_file(
     tmp_path: Path, pendulum: gym.Env[Any, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import gail_robot.data.publish as publish
-
-    path = tmp_path / "demos.hdf5"
+    data = tmp_path / "data"
+    data.mkdir()
+    path = data / "demos.hdf5"
     record_random(path, pendulum, episodes=2)
-
-    def disk_full(*args: Any, **kwargs: Any) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(publish.shutil, "copyfile", disk_full)
-    with pytest.raises(UserError, match=r"No space left on device; .* still holds every demo saved before"):
+    in_publishing_process(monkeypatch, tmp_path / "hook", DISK_FULL_ON_COPY)
+    with pytest.raises(
+        UserError,
+        match=r"^cannot write .*demos\.hdf5: No space left on device; "
+        r"demo_0\.\.demo_1 are saved, demo_2 was not$",
+    ):
         record_random(path, pendulum, episodes=1)
     monkeypatch.undo()
     assert len(DemoDataset(path)) == 2 and validate_file(path) == []
-    assert [p.name for p in tmp_path.iterdir()] == ["demos.hdf5"]
+    assert [p.name for p in data.iterdir()] == ["demos.hdf5"]
+
+
+def _add(i: int, rows: np.ndarray) -> Any:
+    def edit(f: h5py.File) -> None:
+        f["data"].create_dataset(f"x{i}", data=rows, chunks=(16, 7), compression="gzip")
+        f["data"].attrs["n"] = i
+
+    return edit
 
 
 def test_spare_catches_up_byte_for_byte(tmp_path: Path) -> None:
-    """After each transaction the spare, caught up by copying the written byte ranges, equals the file."""
-    from gail_robot.data.publish import SparePublisher, merge_ranges
-
-    assert merge_ranges([(10, 5), (0, 4), (4, 2), (12, 10), (40, 0)]) == [(0, 6), (10, 12)]
+    """After each transaction the spare, caught up by applying the transaction again, equals the file."""
     path = tmp_path / "f.h5"
     with h5py.File(path, "w") as f:
         f.create_group("data")
-    publisher = SparePublisher(path, durable=False)
+    publisher = Publisher(path, durable=False)
     rng = np.random.default_rng(0)
     for i in range(5):
         rows = rng.normal(size=(50 + 30 * i, 7))
-
-        def edit(f: h5py.File, i: int = i, rows: np.ndarray = rows) -> None:
-            f["data"].create_dataset(f"x{i}", data=rows, chunks=(16, 7), compression="gzip")
-            f["data"].attrs["n"] = i
-
-        publisher.publish(edit)
+        publisher.publish(_add(i, rows))
+        publisher.catch_up()
         assert publisher.spare.read_bytes() == path.read_bytes()
         with h5py.File(path, "r") as f:
             assert sorted(f["data"]) == [f"x{j}" for j in range(i + 1)] and f["data"].attrs["n"] == i
@@ -525,48 +610,38 @@ def test_spare_catches_up_byte_for_byte(tmp_path: Path) -> None:
 
 
 def test_durable_publish_orders_its_syncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Durable: chunk data starts its writeback during the transaction, and the directory is synced
+    """Durable: the new file is synced before it takes the name, and the directory is synced
     before the spare (the previously published inode) is touched again."""
-    import gail_robot.data.publish as publish
-
     events: list[str] = []
-    real_fsync_path, real_copy = publish.fsync_path, publish.copy_ranges
-    real_writeback = publish.start_writeback
+    real_fsync_path, real_exchange = transaction.fsync_path, transaction.exchange_names
+    real_apply = Publisher._apply
 
     def fsync_path(path: Path, directory: bool = False) -> None:
         events.append("dir-sync" if directory else "file-sync")
         real_fsync_path(path, directory)
 
-    def copy_ranges(*args: Any) -> None:
-        events.append("catch-up")
-        real_copy(*args)
+    def exchange_names(a: Path, b: Path) -> bool:
+        events.append("swap")
+        return real_exchange(a, b)
 
-    def start_writeback(*args: Any) -> None:
-        events.append("writeback")
-        real_writeback(*args)
+    def apply(self: Publisher, fresh: bool, edits: list[Any]) -> None:
+        events.append("apply")
+        real_apply(self, fresh, edits)
 
-    monkeypatch.setattr(publish, "fsync_path", fsync_path)
-    monkeypatch.setattr(publish, "copy_ranges", copy_ranges)
-    monkeypatch.setattr(publish, "start_writeback", start_writeback)
+    monkeypatch.setattr(transaction, "fsync_path", fsync_path)
+    monkeypatch.setattr(transaction, "exchange_names", exchange_names)
+    monkeypatch.setattr(Publisher, "_apply", apply)
     path = tmp_path / "f.h5"
     with h5py.File(path, "w") as f:
         f.create_group("data")
+    publisher = Publisher(path, durable=True)
     rng = np.random.default_rng(0)
-    with ThreadPoolExecutor(1) as pool:
-        publisher = publish.SparePublisher(path, durable=True, executor=pool)
-        for i in range(3):
-            rows = rng.normal(size=(20_000, 8))  # 1.3 MB: several writeback batches
-
-            def edit(f: h5py.File, i: int = i, rows: np.ndarray = rows) -> None:
-                f["data"].create_dataset(f"x{i}", data=rows, chunks=(1024, 8))
-
-            events.clear()
-            publisher.publish(edit)
-            publisher._finish_catch_up()
-            assert events.count("writeback") >= 4, events
-            if i:  # the first transaction copies the file into the spare; later ones catch up
-                assert events[-2:] == ["dir-sync", "catch-up"], events
-            assert publisher.spare.read_bytes() == path.read_bytes()
-        publisher.close()
+    for i in range(3):
+        events.clear()
+        publisher.publish(_add(i, rng.normal(size=(2000, 7))))
+        assert events == ["apply", "file-sync", "swap", "dir-sync"], events
+        publisher.catch_up()  # the publishing process does this while the next episode is recorded
+        assert events[-1] == "apply" and publisher.spare.read_bytes() == path.read_bytes()
+    publisher.close()
     with h5py.File(path, "r") as f:
         assert sorted(f["data"]) == ["x0", "x1", "x2"]

@@ -28,13 +28,13 @@ from gail_robot.data.validate import validate_file
 # publisher announces its transactions on stdout, which both processes share with the test.
 HOOK = r"""
 import sys
-from gail_robot.data import publish as pub
-original = pub.SparePublisher.publish
+from gail_robot.data import transaction
+original = transaction.Publisher.publish
 def announced(self, edit, create=None, replayable=True):
     print("BEGIN", flush=True)
     original(self, edit, create, replayable)
     print("END", flush=True)
-pub.SparePublisher.publish = announced
+transaction.Publisher.publish = announced
 """
 
 KILLS = 24

@@ -17,8 +17,8 @@ import gymnasium as gym
 import h5py
 import numpy as np
 
-from gail_robot.data.publish import publish
-from gail_robot.data.reader import Demo, DemoDataset
+from gail_robot.data.episode import Episode
+from gail_robot.data.reader import DemoDataset
 from gail_robot.data.schema import (
     FORMAT,
     FORMAT_VERSION,
@@ -29,6 +29,7 @@ from gail_robot.data.schema import (
     space_from_json,
     space_to_json,
 )
+from gail_robot.data.transaction import publish_once
 from gail_robot.data.writer import DemoWriter
 from gail_robot.errors import UserError
 
@@ -37,22 +38,12 @@ FORMATS = ("gail_robot", "robomimic", "npz", "minari")
 MINARI_STATE_INFO = "physics_state"
 
 
-def demo_arrays(demo: Demo) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(arrays, attrs)`` of a demo in the form :meth:`DemoWriter.write_demos` takes."""
-    term = demo.terminated.astype(bool)
-    trunc = demo.truncated.astype(bool)
-    arrays = {
-        "obs": dict(demo.obs),
-        "next_obs": dict(demo.next_obs),
-        "actions": demo.actions.astype(np.float32, copy=False),
-        "rewards": demo.rewards.astype(np.float32, copy=False),
-        "terminated": term,
-        "truncated": trunc,
-        "dones": (term | trunc).astype(np.uint8),
-        "states": demo.states.astype(np.float64, copy=False),
-        "final_state": demo.final_state.astype(np.float64, copy=False),
-    }
-    return arrays, dict(demo.attrs)
+def _episode(src: object, name: str, **fields: Any) -> Episode:
+    """An :class:`Episode` of an imported demo; a malformed one is a one-line UserError."""
+    try:
+        return Episode(**fields)
+    except ValueError as exc:
+        raise UserError(f"{src}: {name}: {exc}") from None
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
@@ -103,7 +94,7 @@ def to_robomimic(src: DemoDataset, out: Path) -> int:
         for attr in ("format", "format_version"):
             del f["data"].attrs[attr]
 
-    publish(out, edit, create=lambda f: None)
+    publish_once(out, edit, create=lambda f: None)
     return len(src)
 
 
@@ -146,8 +137,8 @@ def _robomimic_meta(f: h5py.File, path: Path, names: list[str]) -> EnvMeta:
 
 
 def _robomimic_demos(
-    f: h5py.File, names: list[str], meta: EnvMeta
-) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    f: h5py.File, path: Path, names: list[str], meta: EnvMeta
+) -> Iterator[tuple[str, Episode]]:
     from gail_robot.data.schema import obs_keys
 
     keys = obs_keys(meta.observation_space)
@@ -164,27 +155,24 @@ def _robomimic_demos(
             term, trunc = g["terminated"][()].astype(bool), g["truncated"][()].astype(bool)
         else:
             term, trunc = _ends(dones, ~dones)
-        states = g["states"][()].astype(np.float64) if "states" in g else np.zeros((n, 0))
-        final = g["final_state"][()] if "final_state" in g else states[-1]
-        rewards = g["rewards"][()].astype(np.float32) if "rewards" in g else np.zeros(n, np.float32)
-        arrays = {
-            "obs": obs,
-            "next_obs": next_obs,
-            "actions": g["actions"][()].astype(np.float32),
-            "rewards": rewards,
-            "terminated": term,
-            "truncated": trunc,
-            "dones": (term | trunc).astype(np.uint8),
-            "states": states,
-            "final_state": np.asarray(final, dtype=np.float64),
-        }
-        attrs: dict[str, Any] = {k: v for k, v in g.attrs.items()}
-        attrs["num_samples"] = n
-        attrs.setdefault("seed", -1)
-        attrs.setdefault("source", "robomimic")
-        attrs.setdefault("success", bool(dones[-1]))
-        attrs.setdefault("return", float(np.sum(rewards, dtype=np.float64)))
-        yield arrays, attrs
+        states = g["states"][()] if "states" in g else np.zeros((n, 0))
+        attrs = g.attrs
+        yield name, _episode(
+            path,
+            name,
+            obs=obs,
+            next_obs=next_obs,
+            actions=g["actions"][()],
+            rewards=g["rewards"][()] if "rewards" in g else np.zeros(n),
+            terminated=term,
+            truncated=trunc,
+            states=states,
+            final_state=g["final_state"][()] if "final_state" in g else states[-1],
+            seed=int(attrs.get("seed", -1)),
+            source=str(attrs.get("source", "robomimic")),
+            success=bool(attrs.get("success", dones[-1])),
+            model_file=attrs.get("model_file"),
+        )
 
 
 def from_robomimic(src: Path, out: Path, overwrite: bool = False) -> int:
@@ -201,9 +189,7 @@ def from_robomimic(src: Path, out: Path, overwrite: bool = False) -> int:
         meta = _robomimic_meta(f, src, names)
         masks = {m: [v.decode() for v in f["mask"][m][()]] for m in f["mask"]} if "mask" in f else {}
         with DemoWriter(out, meta=meta, mode="w" if overwrite else "x") as writer:
-            writer.write_demos((n, *a) for n, a in zip(names, _robomimic_demos(f, names, meta), strict=True))
-            if masks:
-                writer.write_masks(masks)
+            writer.write_demos(_robomimic_demos(f, src, names, meta), masks)
     return len(names)
 
 
@@ -293,35 +279,28 @@ def from_npz(src: Path, out: Path, overwrite: bool = False) -> int:
     lengths = data["demo_lengths"]
     offsets = np.concatenate([[0], np.cumsum(lengths)])
 
-    def demos() -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    def demos() -> Iterator[tuple[str, Episode]]:
         for i, name in enumerate(data["demo_names"]):
             s = slice(int(offsets[i]), int(offsets[i + 1]))
-            term, trunc = data["terminated"][s].astype(bool), data["truncated"][s].astype(bool)
-            arrays = {
-                "obs": {k: data[f"obs.{k}"][s] for k in keys},
-                "next_obs": {k: data[f"next_obs.{k}"][s] for k in keys},
-                "actions": data["actions"][s],
-                "rewards": data["rewards"][s],
-                "terminated": term,
-                "truncated": trunc,
-                "dones": (term | trunc).astype(np.uint8),
-                "states": data["states"][s],
-                "final_state": data["final_states"][i],
-            }
-            attrs = {
-                "num_samples": int(lengths[i]),
-                "seed": int(data["demo_seeds"][i]),
-                "source": str(data["demo_sources"][i]),
-                "success": bool(data["demo_success"][i]),
-                "return": float(np.sum(arrays["rewards"], dtype=np.float64)),
-            }
-            yield str(name), arrays, attrs
+            yield str(name), _episode(
+                src,
+                str(name),
+                obs={k: data[f"obs.{k}"][s] for k in keys},
+                next_obs={k: data[f"next_obs.{k}"][s] for k in keys},
+                actions=data["actions"][s],
+                rewards=data["rewards"][s],
+                terminated=data["terminated"][s],
+                truncated=data["truncated"][s],
+                states=data["states"][s],
+                final_state=data["final_states"][i],
+                seed=int(data["demo_seeds"][i]),
+                source=str(data["demo_sources"][i]),
+                success=bool(data["demo_success"][i]),
+            )
 
     masks = {k[len("mask.") :]: [str(v) for v in data[k]] for k in data if k.startswith("mask.")}
     with DemoWriter(out, meta=meta, mode="w" if overwrite else "x") as writer:
-        writer.write_demos(demos())
-        if masks:
-            writer.write_masks(masks)
+        writer.write_demos(demos(), masks)
     return len(lengths)
 
 
@@ -441,36 +420,30 @@ def from_minari(
         pass
     keys = list(obs_space.spaces) if isinstance(obs_space, gym.spaces.Dict) else ["state"]
 
-    def demos() -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    def demos() -> Iterator[tuple[str, Episode]]:
         for i, ep in enumerate(episodes):
             rows = ep.observations if isinstance(ep.observations, dict) else {keys[0]: ep.observations}
             n = len(ep.rewards)
-            term, trunc = np.asarray(ep.terminations, bool), np.asarray(ep.truncations, bool)
             if MINARI_STATE_INFO in ep.infos:
                 all_states = np.asarray(ep.infos[MINARI_STATE_INFO], dtype=np.float64)
                 states, final = all_states[:n], all_states[n]
             else:
                 states, final = np.zeros((n, 0)), np.zeros(0)
-            success = bool(np.asarray(ep.infos.get("is_success", [False]))[-1])
-            arrays = {
-                "obs": {k: np.asarray(rows[k][:n]) for k in keys},
-                "next_obs": {k: np.asarray(rows[k][1 : n + 1]) for k in keys},
-                "actions": np.asarray(ep.actions, dtype=np.float32),
-                "rewards": np.asarray(ep.rewards, dtype=np.float32),
-                "terminated": term,
-                "truncated": trunc,
-                "dones": (term | trunc).astype(np.uint8),
-                "states": states,
-                "final_state": final,
-            }
-            attrs = {
-                "num_samples": n,
-                "seed": seeds.get(int(ep.id), -1),
-                "source": f"minari:{dataset_id}",
-                "success": success,
-                "return": float(np.sum(arrays["rewards"], dtype=np.float64)),
-            }
-            yield demo_name(i), arrays, attrs
+            yield demo_name(i), _episode(
+                dataset_id,
+                demo_name(i),
+                obs={k: np.asarray(rows[k][:n]) for k in keys},
+                next_obs={k: np.asarray(rows[k][1 : n + 1]) for k in keys},
+                actions=ep.actions,
+                rewards=ep.rewards,
+                terminated=ep.terminations,
+                truncated=ep.truncations,
+                states=states,
+                final_state=final,
+                seed=seeds.get(int(ep.id), -1),
+                source=f"minari:{dataset_id}",
+                success=bool(np.asarray(ep.infos.get("is_success", [False]))[-1]),
+            )
 
     with DemoWriter(out, meta=meta, mode="w" if overwrite else "x") as writer:
         writer.write_demos(demos())

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from gail_robot.data.publish import publish
+from gail_robot.data.episode import Episode
 from gail_robot.data.reader import DemoDataset
-from gail_robot.data.schema import demo_name, open_h5, read_header
+from gail_robot.data.schema import demo_name
 from gail_robot.data.writer import DemoWriter
 from gail_robot.errors import UserError
 
@@ -18,8 +19,8 @@ def merge(sources: list[str | os.PathLike[str]], out: str | os.PathLike[str], ov
     """Concatenate demo files of the same env and spaces into ``out``; returns the number of demos.
 
     Demos are renumbered ``demo_0 ..`` in source order (numeric order within each source); masks
-    are carried over under the new names (masks of the same name are joined). Groups are copied
-    with HDF5's own copy, so chunking and compression stay as they were.
+    are carried over under the new names (masks of the same name are joined). One transaction:
+    ``out`` appears complete or not at all.
     """
     if len(sources) < 2:
         raise UserError("merge needs at least two files")
@@ -34,40 +35,23 @@ def merge(sources: list[str | os.PathLike[str]], out: str | os.PathLike[str], ov
         problem = first.meta.mismatch(ds.meta)
         if problem is not None:
             raise UserError(f"cannot merge {ds.path} into {first.path}: {problem}")
-    for ds in datasets:
-        ds.close()
-    count = 0
     masks: dict[str, list[str]] = {}
 
-    def edit(f: object) -> None:
-        nonlocal count
-        import h5py
-
-        assert isinstance(f, h5py.File)
-        data = f["data"]
+    def demos() -> Iterator[tuple[str, Episode]]:
+        count = 0
         for ds in datasets:
             renamed: dict[str, str] = {}
-            with open_h5(ds.path) as g:
-                read_header(g, ds.path)
-                for name in ds.demo_names:
-                    new = demo_name(count)
-                    g.copy(g["data"][name], data, name=new)
-                    data.attrs["total"] = int(data.attrs["total"]) + int(g["data"][name].attrs["num_samples"])
-                    renamed[name] = new
-                    count += 1
+            for name in ds.demo_names:
+                renamed[name] = demo_name(count)
+                count += 1
+                yield renamed[name], ds.demo(name).episode()
             for mask, names in ds.masks().items():
                 masks.setdefault(mask, []).extend(renamed[n] for n in names)
             ds.close()
-        if masks:
-            group = f.create_group("mask")
-            for mask, names in masks.items():
-                group.create_dataset(mask, data=np.array([n.encode() for n in names], dtype="S"))
-
-    from gail_robot.data.schema import write_header
 
     with DemoWriter(out_path, meta=first.meta, mode="w") as writer:  # holds the lock; replaced atomically
-        publish(writer.path, edit, create=lambda f: write_header(f.create_group("data"), first.meta))
-    return count
+        written = writer.write_demos(demos(), masks)
+    return len(written)
 
 
 def split(path: str | os.PathLike[str], valid: float, seed: int = 0) -> tuple[list[str], list[str]]:

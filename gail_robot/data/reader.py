@@ -17,6 +17,7 @@ import gymnasium as gym
 import h5py
 import numpy as np
 
+from gail_robot.data.episode import Episode
 from gail_robot.data.schema import (
     EnvMeta,
     describe_space,
@@ -118,6 +119,23 @@ class Demo:
     def success(self) -> bool:
         """The recorded success flag."""
         return bool(self.attrs.get("success", False))
+
+    def episode(self) -> Episode:
+        """This demo as an :class:`~gail_robot.data.episode.Episode` (to write it elsewhere)."""
+        return Episode(
+            obs=self.obs,
+            next_obs=self.next_obs,
+            actions=self.actions,
+            rewards=self.rewards,
+            terminated=self.terminated,
+            truncated=self.truncated,
+            states=self.states,
+            final_state=self.final_state,
+            seed=int(self.attrs.get("seed", -1)),
+            source=str(self.attrs.get("source", "unknown")),
+            success=self.success,
+            model_file=self.attrs.get("model_file"),
+        )
 
 
 def _attrs_dict(attrs: h5py.AttributeManager) -> dict[str, Any]:
@@ -321,7 +339,7 @@ class DemoDataset:
     # -- transitions -------------------------------------------------------------------------
 
     def transitions(
-        self, subsample: int = 1, mask: str | None = None, *, seed: int | None = None, flatten: bool = True
+        self, subsample: int = 1, mask: str | None = None, *, seed: int | None = None
     ) -> Transitions:
         """All transition pairs, read once and cached in memory.
 
@@ -331,13 +349,11 @@ class DemoDataset:
             mask: restrict to the demos of ``/mask/<mask>`` (e.g. ``"train"``).
             seed: with ``subsample > 1``, draw each demo's start offset in ``[0, k)`` from this seed
                 (default: offset 0).
-            flatten: must be True; per-key arrays are available through :meth:`demo`.
 
         Returns:
-            :class:`Transitions` with float32 ``obs``/``next_obs`` flattened in key order.
+            :class:`Transitions` with float32 ``obs``/``next_obs`` flattened in key order (per-key
+            arrays: :meth:`demo`).
         """
-        if not flatten:
-            raise ValueError("transitions are always flattened; read per-key arrays with demo()")
         if subsample < 1:
             raise ValueError(f"subsample must be >= 1, got {subsample}")
         key = (subsample, mask, seed)

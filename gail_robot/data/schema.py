@@ -28,15 +28,6 @@ ROBOMIMIC_GYM_TYPE = 2
 #: observation key used when the env's observation space is a flat Box.
 FLAT_OBS_KEY = "state"
 
-# Numeric datasets: gzip level 1 without shuffle (measured, see datasets/README.md: level 4-9
-# gains <= 2 % size for 1.1-10x the time; shuffle does not help MuJoCo float64 data; LZF is 2x
-# faster but only h5py can read it, gzip every HDF5 build). Compression runs off the recording loop.
-COMPRESSION = "gzip"
-COMPRESSION_LEVEL = 1
-SHUFFLE = False
-#: target bytes per chunk of numeric data (rows per chunk = this / bytes per row).
-CHUNK_BYTES = 64 * 1024
-
 _DEMO_RE = re.compile(r"^demo_(\d+)$")
 
 
@@ -141,16 +132,6 @@ def obs_key_spaces(space: gym.Space[Any]) -> dict[str, gym.spaces.Box]:
     if isinstance(space, gym.spaces.Box):
         return {FLAT_OBS_KEY: space}
     raise UserError(f"{type(space).__name__} observation spaces are not supported")
-
-
-def is_image_space(box: gym.spaces.Box) -> bool:
-    """uint8 (H, W, C) observations are camera frames: stored one frame per chunk."""
-    return np.dtype(box.dtype) == np.uint8 and len(box.shape) == 3
-
-
-def flat_obs_dim(space: gym.Space[Any]) -> int:
-    """Length of the observation flattened in key order."""
-    return int(sum(int(np.prod(b.shape)) for b in obs_key_spaces(space).values()))
 
 
 def same_space(a: gym.Space[Any], b: gym.Space[Any]) -> bool:
@@ -281,25 +262,28 @@ class EnvMeta:
         return env
 
 
-def write_header(group: h5py.Group, meta: EnvMeta) -> None:
-    """The ``/data`` attributes of schema v1 (``total`` starts at 0)."""
+def header_attrs(meta: EnvMeta) -> dict[str, Any]:
+    """The ``/data`` attributes of a new schema v1 file (``total`` starts at 0)."""
     import datetime
 
     import mujoco
 
     from gail_robot import __version__
 
-    group.attrs["format"] = FORMAT
-    group.attrs["format_version"] = FORMAT_VERSION
-    group.attrs["total"] = 0
-    group.attrs["env_args"] = meta.env_args_json()
-    group.attrs["observation_space"] = json.dumps(space_to_json(meta.observation_space))
-    group.attrs["action_space"] = json.dumps(space_to_json(meta.action_space))
-    group.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    group.attrs["gail_robot_version"] = __version__
-    group.attrs["mujoco_version"] = mujoco.__version__
+    attrs: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "total": 0,
+        "env_args": meta.env_args_json(),
+        "observation_space": json.dumps(space_to_json(meta.observation_space)),
+        "action_space": json.dumps(space_to_json(meta.action_space)),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "gail_robot_version": __version__,
+        "mujoco_version": mujoco.__version__,
+    }
     if meta.state_size is not None:
-        group.attrs["state_size"] = meta.state_size
+        attrs["state_size"] = meta.state_size
+    return attrs
 
 
 def _attr_str(attrs: h5py.AttributeManager, name: str) -> str:
@@ -364,28 +348,3 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r") -> h5py.File:
         if "lock" in text.lower():
             raise UserError(f"{p}: locked by another process ({text.splitlines()[0]})") from None
         raise UserError(f"{p}: cannot open HDF5 file ({text.splitlines()[0]})") from None
-
-
-def chunk_rows(row_bytes: int, length: int) -> int:
-    """Rows per chunk so a chunk holds about :data:`CHUNK_BYTES`."""
-    return int(max(1, min(length, CHUNK_BYTES // max(1, row_bytes))))
-
-
-def dataset_options(array: np.ndarray, image: bool = False) -> dict[str, Any]:
-    """``create_dataset`` keyword arguments: chunked + compressed, images one frame per chunk."""
-    if array.ndim == 0 or array.size == 0:
-        return {}
-    if image:
-        return {
-            "chunks": (1, *array.shape[1:]),
-            "compression": COMPRESSION,
-            "compression_opts": COMPRESSION_LEVEL,
-        }
-    row_bytes = int(array[0].nbytes) if array.ndim > 1 else array.dtype.itemsize
-    rows = chunk_rows(row_bytes, array.shape[0])
-    return {
-        "chunks": (rows, *array.shape[1:]),
-        "compression": COMPRESSION,
-        "compression_opts": COMPRESSION_LEVEL,
-        "shuffle": SHUFFLE and array.dtype.itemsize > 1,
-    }

@@ -16,7 +16,6 @@ from gail_robot.data.schema import (
     read_header,
     sorted_demo_names,
 )
-from gail_robot.errors import UserError
 
 _PER_STEP = {
     "actions": np.float32,
@@ -164,11 +163,3 @@ def validate_file(path: str | os.PathLike[str]) -> list[str]:
         if len(set(indices)) != len(indices):
             problems.append("/data: duplicate demo indices")
     return problems
-
-
-def check_valid(path: str | os.PathLike[str]) -> None:
-    """Raise a UserError summarising the problems of an invalid file."""
-    problems = validate_file(path)
-    if problems:
-        more = f" (and {len(problems) - 1} more; run 'gail-robot data validate')" if len(problems) > 1 else ""
-        raise UserError(f"{os.fspath(path)}: {problems[0]}{more}")

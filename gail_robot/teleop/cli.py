@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from typing import Any
 
@@ -91,14 +90,9 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"cannot make env '{args.env}': {exc}") from None
     status = StatusLine()
     try:
-        with DemoWriter(
-            args.out,
-            env,
-            mode="w" if args.overwrite else "a",
-            durable=not args.no_fsync,
-            # episodes are compressed and written off the recording loop (Linux: memfd)
-            publish_process=hasattr(os, "memfd_create"),
-        ) as writer:
+        # episodes are compressed and written by the writer's helper process, off the recording loop
+        mode = "w" if args.overwrite else "a"
+        with DemoWriter(args.out, env, mode=mode, durable=not args.no_fsync) as writer:
             device = make_device(
                 args.device,
                 env,

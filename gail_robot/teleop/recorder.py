@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -21,7 +22,7 @@ class RecordStats:
     """What a recording session did.
 
     Attributes:
-        saved: names of the demos written.
+        saved: names of the demos saved (on disk, confirmed by the writer's sink).
         discarded: episodes thrown away by the user.
         rejected: episodes dropped by ``only_success`` or ``min_return``.
         steps: env steps taken (all episodes, kept or not).
@@ -95,20 +96,68 @@ def record(
     discards them. Episode ``i`` resets with seed ``seed + i`` (counting every attempt).
 
     Raises:
-        UserError: the device produced a non-finite action. The episode in progress is dropped;
-            every episode saved before stays in the file.
+        UserError: the device produced a non-finite action (the episode in progress is dropped),
+            or an episode could not be saved (recording stops at once; the message names what is
+            saved and what is not). Every episode saved before stays in the file.
     """
     if episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {episodes}")
     status = status if status is not None else StatusLine()
     stats = RecordStats()
+    # demos handed to the writer and not yet reported: name -> (steps, the line to print when saved)
+    waiting: dict[str, tuple[int, str]] = {}
+
+    reported = len(writer.saved)
+
+    def report() -> None:
+        """Print the demos the writer has saved since the last call (saved = confirmed on disk)."""
+        nonlocal reported
+        for name in writer.saved[reported:]:
+            if name in waiting:
+                steps, line = waiting.pop(name)
+                stats.saved.append(name)
+                stats.saved_steps += steps
+                status.message(f"saved {name}: {line}")
+        reported = len(writer.saved)
+
+    try:
+        _loop(env, device, writer, stats, status, report, waiting, episodes=episodes, seed=seed,
+              only_success=only_success, min_return=min_return, max_steps=max_steps,
+              max_attempts=max_attempts, realtime=realtime)
+        writer.flush()
+        report()
+    except UserError:
+        report()  # what was saved before the failure
+        raise
+    return stats
+
+
+def _loop(
+    env: gym.Env[Any, Any],
+    device: Device,
+    writer: DemoWriter,
+    stats: RecordStats,
+    status: StatusLine,
+    report: Callable[[], None],
+    waiting: dict[str, tuple[int, str]],
+    *,
+    episodes: int,
+    seed: int | None,
+    only_success: bool,
+    min_return: float | None,
+    max_steps: int | None,
+    max_attempts: int | None,
+    realtime: bool | None,
+) -> None:
+    """The episodes of :func:`record` (same arguments); finished ones go into ``waiting``."""
     pace = device.interactive if realtime is None else realtime
     dt = float(getattr(env.unwrapped, "dt", 0.0))
     xml = model_xml(env)
-    attempts = 0
+    attempts = queued = 0
     limit = max_attempts if max_attempts is not None else 10 * episodes + 10
     describe = getattr(device, "describe", lambda: "")
-    while len(stats.saved) < episodes and attempts < limit:
+    next_poll = 0.0
+    while queued < episodes and attempts < limit:
         ep_seed = None if seed is None else seed + attempts
         attempts += 1
         obs, info = env.reset(seed=ep_seed)
@@ -117,11 +166,16 @@ def record(
         ep_return, terminated, truncated, outcome = 0.0, False, False, ""
         next_tick = time.monotonic()
         while True:
+            now = time.monotonic()
+            if now >= next_poll:  # confirmations of earlier episodes; stops at a failed write
+                next_poll = now + 0.05
+                writer.poll()
+                report()
             events = device.poll_events()
             if Event.QUIT in events:
                 writer.discard_episode()
                 stats.quit = True
-                return stats
+                return
             if Event.DISCARD in events:
                 outcome = "discard"
                 break
@@ -133,6 +187,8 @@ def record(
             if not np.all(np.isfinite(action)):
                 step = writer.episode_length
                 writer.discard_episode()
+                writer.flush()
+                report()
                 raise UserError(
                     f"the {device.source} device produced a non-finite action "
                     f"{np.asarray(action).tolist()} at step {step} of episode {attempts}; "
@@ -146,7 +202,7 @@ def record(
             stats.steps += 1
             device.sync(env)
             status.update(
-                f"episode {len(stats.saved) + 1}/{episodes}  step {writer.episode_length}  "
+                f"episode {queued + 1}/{episodes}  step {writer.episode_length}  "
                 f"return {ep_return:8.2f}  "
                 f"success {'yes' if episode_success(info, terminated, truncated) else 'no'}"
                 f"  {describe()}"
@@ -180,11 +236,9 @@ def record(
             stats.rejected += 1
             status.message(f"episode {attempts}: {reject}")
             continue
+        steps = writer.episode_length
         name = writer.end_episode(success=success, final_state=get_physics_state(env), cut=outcome == "save")
-        stats.saved.append(name)
-        stats.saved_steps += writer.saved_length
-        status.message(
-            f"saved {name}: {writer.saved_length} steps, return {ep_return:.2f}, "
-            f"success {'yes' if success else 'no'}"
-        )
-    return stats
+        queued += 1
+        # reported as saved only once the writer's sink confirms it is on disk
+        line = f"{steps} steps, return {ep_return:.2f}, success {'yes' if success else 'no'}"
+        waiting[name] = (steps, line)
