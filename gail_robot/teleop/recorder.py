@@ -13,6 +13,7 @@ import numpy as np
 
 from gail_robot.data.writer import DemoWriter
 from gail_robot.envs.physics import get_physics_state, model_xml
+from gail_robot.envs.tasks import task_info
 from gail_robot.errors import UserError
 from gail_robot.teleop.devices import Device, Event
 
@@ -36,17 +37,6 @@ class RecordStats:
     steps: int = 0
     saved_steps: int = 0
     quit: bool = False
-
-
-def episode_success(info: dict[str, Any], terminated: bool, truncated: bool) -> bool:
-    """``info["is_success"]`` when the env reports it; otherwise reaching the time limit alive.
-
-    Locomotion tasks (Hopper, Humanoid, ...) terminate on failure (a fall), so surviving to the
-    truncation is their success.
-    """
-    if "is_success" in info:
-        return bool(info["is_success"])
-    return bool(truncated and not terminated)
 
 
 class StatusLine:
@@ -156,6 +146,8 @@ def _loop(
     attempts = queued = 0
     limit = max_attempts if max_attempts is not None else 10 * episodes + 10
     describe = getattr(device, "describe", lambda: "")
+    # what success means is the task's declaration (docs/DESIGN.md §6)
+    task = task_info(env.spec.id if env.spec is not None else "")
     next_poll = 0.0
     while queued < episodes and attempts < limit:
         ep_seed = None if seed is None else seed + attempts
@@ -204,7 +196,7 @@ def _loop(
             status.update(
                 f"episode {queued + 1}/{episodes}  step {writer.episode_length}  "
                 f"return {ep_return:8.2f}  "
-                f"success {'yes' if episode_success(info, terminated, truncated) else 'no'}"
+                f"success {'yes' if task.success_from(info, terminated, truncated) else 'no'}"
                 f"  {describe()}"
             )
             if terminated or truncated:
@@ -225,7 +217,7 @@ def _loop(
             stats.discarded += 1
             status.message(f"discarded episode {attempts}")
             continue
-        success = episode_success(info, terminated, outcome == "save" or truncated)
+        success = task.success_from(info, terminated, outcome == "save" or truncated)
         reject = ""
         if only_success and not success:
             reject = "not successful, not kept (--only-success)"
