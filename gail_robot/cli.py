@@ -22,7 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("gail_robot.algos.cli", "train a policy: bc, gail (ppo/trpo generator), ppo, trpo"),
     "eval": ("gail_robot.evaluate", "evaluate a run directory or checkpoint"),
     "plot": ("gail_robot.plot", "plot learning curves of run directories"),
-    "export": ("gail_robot.export", "export a policy to TorchScript (or ONNX / pt2)"),
+    "export": ("gail_robot.export.cli", "export a policy to TorchScript (or ONNX / pt2)"),
     "controller": ("gail_robot.controller", "build or run the C++ deployment controller"),
     "quickstart": ("gail_robot.quickstart", "record, train, eval and export on a built-in task"),
 }

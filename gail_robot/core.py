@@ -126,7 +126,7 @@ def gae_reference(
     gamma: float,
     lam: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Reference GAE, the DESIGN.md §2 formulas written out, accumulated in float64.
+    """Reference GAE, the docs/DESIGN.md §2 formulas written out, accumulated in float64.
 
     No validation: callers pass already-validated arrays.
 
@@ -159,7 +159,7 @@ def gae_reference(
 
 
 def disc_rewards_reference(logits: np.ndarray, kind: str) -> np.ndarray:
-    """Reference discriminator rewards computed in float64 (see DESIGN.md §2 for the table).
+    """Reference discriminator rewards computed in float64 (see docs/DESIGN.md §2 for the table).
 
     Args:
         logits: float array of any shape, ``logit = log D - log(1 - D)``.

@@ -1,20 +1,31 @@
-"""Networks: Gaussian MLP actor, value critic and GAIL discriminator.
+"""Networks: the actor classes and their spec registry, value critics, the GAIL discriminator.
 
-Every network works on *normalised* observations (see ``gail_robot.policy_io`` for the
-convention) and, for the actor, in normalised action units: the env side maps ``[-1, 1]``
-to the action bounds. Keeping the networks free of normalisation state makes the
-deterministic actor (``forward`` returns the mean) directly exportable to TorchScript.
+Every network works on *normalised* observations (``gail_robot.core.normalize``; in torch,
+:func:`normalize_torch`) and, for the actors, in normalised action units: the env side maps
+``[-1, 1]`` to the action bounds (docs/DESIGN.md §2). Keeping the networks free of normalisation
+state makes every deterministic actor (``forward``) directly exportable to TorchScript.
+
+An actor describes itself as plain data (``spec()``, stored in checkpoints as ``actor_spec``);
+:func:`actor_from_spec` rebuilds any registered actor from it, so loading a policy never imports a
+training module (docs/DESIGN.md §5).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+from gail_robot.core import NORM_EPSILON
+from gail_robot.errors import UserError
+
+_LOG_2PI = math.log(2.0 * math.pi)
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU}
 
@@ -84,12 +95,80 @@ def mlp(in_dim: int, out_dim: int, config: NetConfig, out_gain: float = 1.0) -> 
     return nn.Sequential(*layers)
 
 
+def normalization_std(var: Any) -> torch.Tensor:
+    """``sqrt(var + core.NORM_EPSILON)`` as a float64 tensor: computed once per set of statistics.
+
+    The C++ kernel of :func:`gail_robot.core.normalize` computes the same correctly rounded float64
+    square root once per call; holding it saves two ops per call of :func:`normalize_torch`
+    (about 4 us at batch 1, per control step of an exported policy).
+    """
+    var64 = torch.as_tensor(var).to(torch.float64)
+    return torch.sqrt(var64 + NORM_EPSILON)
+
+
+def normalize_torch(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, clip: float) -> torch.Tensor:
+    """Torch mirror of :func:`gail_robot.core.normalize` (docs/DESIGN.md §2), scriptable, bit for bit.
+
+    ``clip((x - mean) / std, -clip, clip)`` computed in float64 and rounded to float32 once, with
+    ``std = normalization_std(var)``: the operations and order of the C++ kernel, so the result
+    equals ``core.normalize(x, mean, var, clip)`` exactly, on any device.
+
+    Args:
+        x: ``(..., D)`` observations of any float dtype.
+        mean: ``(D,)`` mean (float64 keeps it exact).
+        std: ``(D,) float64`` from :func:`normalization_std`.
+        clip: positive clip bound.
+
+    Returns:
+        float32 tensor with the shape of ``x``.
+    """
+    z = (x.to(torch.float64) - mean.to(torch.float64)) / std
+    return torch.clamp(z, -clip, clip).to(torch.float32)
+
+
+#: ``actor_spec["kind"] -> class``. Each class has a ``KIND`` string, ``spec() -> dict`` and
+#: ``from_spec(dict)``; a spec without ``kind`` is a :class:`GaussianActor` (the checkpoints
+#: written before there were other actors).
+ACTOR_CLASSES: dict[str, type[nn.Module]] = {}
+
+_DEFAULT_KIND = "gaussian"
+
+_A = TypeVar("_A", bound=type[nn.Module])
+
+
+def register_actor(cls: _A) -> _A:
+    """Class decorator: make ``cls`` buildable from its spec by :func:`actor_from_spec`."""
+    kind = str(cls.KIND)  # type: ignore[attr-defined]
+    if kind in ACTOR_CLASSES:
+        raise ValueError(f"actor kind {kind!r} is registered twice")
+    ACTOR_CLASSES[kind] = cls
+    return cls
+
+
+def actor_from_spec(spec: dict[str, Any]) -> nn.Module:
+    """Build the actor a checkpoint's ``actor_spec`` describes (weights still to be loaded).
+
+    Raises:
+        UserError: the spec names an actor kind this version does not know.
+    """
+    kind = str(spec.get("kind", _DEFAULT_KIND))
+    cls = ACTOR_CLASSES.get(kind)
+    if cls is None:
+        known = ", ".join(sorted(ACTOR_CLASSES))
+        raise UserError(f"unknown actor kind {kind!r} in the checkpoint (this version knows: {known})")
+    return cls.from_spec(spec)  # type: ignore[attr-defined]
+
+
+@register_actor
 class GaussianActor(nn.Module):
-    """Diagonal Gaussian policy with a state-independent log-std.
+    """Diagonal Gaussian policy with a state-independent log-std (PPO, TRPO, GAIL, BC).
 
     ``forward(obs_n)`` returns the mean action ``(B, act_dim)`` (the deterministic policy, in
-    normalised units, before clipping) so the module itself is the exportable actor.
+    normalised units, before clipping) so the module itself is the exportable actor. Its spec has
+    no ``kind`` key (the registry's default), as in every checkpoint written before SAC.
     """
+
+    KIND: ClassVar[str] = _DEFAULT_KIND
 
     def __init__(
         self, obs_dim: int, act_dim: int, config: NetConfig | None = None, init_log_std: float = 0.0
@@ -135,6 +214,117 @@ class GaussianActor(nn.Module):
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> GaussianActor:
         return cls(int(spec["obs_dim"]), int(spec["act_dim"]), NetConfig(**spec["net"]))
+
+
+@register_actor
+class TanhGaussianActor(nn.Module):
+    """Tanh-squashed diagonal Gaussian policy with a state-dependent log-std (SAC).
+
+    One MLP outputs ``(mu, raw_log_std)`` side by side; ``log_std`` is squashed smoothly into
+    ``[log_std_min, log_std_max]``. ``forward(obs_n)`` returns ``tanh(mu)`` ``(B, act_dim)``, the
+    deterministic action in normalised units (the ``PolicyBundle`` convention), and is
+    TorchScript-compatible.
+    """
+
+    KIND: ClassVar[str] = "tanh_gaussian"
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        config: NetConfig | None = None,
+        log_std_min: float = -5.0,
+        log_std_max: float = 2.0,
+    ):
+        super().__init__()
+        self.config = config or NetConfig(hidden_sizes=[256, 256], activation="relu")
+        self.obs_dim = int(obs_dim)
+        self.act_dim = int(act_dim)
+        self.log_std_min = float(log_std_min)
+        self.log_std_max = float(log_std_max)
+        self.net = mlp(self.obs_dim, 2 * self.act_dim, self.config, out_gain=0.01)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Deterministic action ``tanh(mu)`` ``(B, act_dim)`` for normalised ``obs (B, obs_dim) float32``."""
+        return torch.tanh(self.net(obs)[..., : self.act_dim])
+
+    def mean_and_log_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-tanh mean and bounded log-std, each ``(B, act_dim)``."""
+        out = self.net(obs)
+        mu, raw = out[..., : self.act_dim], out[..., self.act_dim :]
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(raw) + 1.0)
+        return mu, log_std
+
+    def sample(
+        self, obs: torch.Tensor, torch_rng: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised sample ``a (B, act_dim)`` in ``(-1, 1)`` and its log-density ``(B,)``.
+
+        ``log pi(a|s) = log N(u; mu, std) - sum log(1 - tanh(u)^2)`` with the stable form
+        ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))`` (Haarnoja et al. 2018, appendix C).
+
+        Args:
+            obs: ``(B, obs_dim)`` normalised observations.
+            torch_rng: RNG of the noise (on ``obs``'s device); None: torch's global RNG.
+        """
+        mu, log_std = self.mean_and_log_std(obs)
+        eps = torch.randn(mu.shape, generator=torch_rng, dtype=mu.dtype, device=mu.device)
+        u = mu + log_std.exp() * eps
+        log_prob = (-0.5 * eps * eps - log_std).sum(-1) - 0.5 * _LOG_2PI * self.act_dim
+        log_prob = log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+        return torch.tanh(u), log_prob
+
+    def spec(self) -> dict[str, Any]:
+        """Plain-data description used to rebuild the module from a checkpoint."""
+        return {
+            "kind": self.KIND,
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "net": self.config.to_dict(),
+            "log_std_min": self.log_std_min,
+            "log_std_max": self.log_std_max,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> TanhGaussianActor:
+        return cls(
+            int(spec["obs_dim"]),
+            int(spec["act_dim"]),
+            NetConfig(**spec["net"]),
+            float(spec.get("log_std_min", -5.0)),
+            float(spec.get("log_std_max", 2.0)),
+        )
+
+
+class TwinQ(nn.Module):
+    """``n`` independent Q networks ``Q_i(obs_n, a)`` evaluated as one batched MLP (SAC's critics).
+
+    Layer ``l`` holds weights ``(n, in, out)`` and biases ``(n, 1, out)``; the forward pass is one
+    ``baddbmm`` per layer for all members. Each member is initialised like ``nn.Linear``
+    (uniform in ``±1/sqrt(fan_in)``), as the reference SAC implementations do.
+    """
+
+    def __init__(self, in_dim: int, config: NetConfig, n: int = 2):
+        super().__init__()
+        sizes = [int(in_dim), *config.hidden_sizes, 1]
+        self.n = int(n)
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            bound = 1.0 / math.sqrt(fan_in)
+            self.weights.append(nn.Parameter(torch.empty(self.n, fan_in, fan_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(self.n, 1, fan_out).uniform_(-bound, bound)))
+        self.activation = ACTIVATIONS[config.activation]()
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Q values ``(n, B)`` of ``inputs (B, obs_dim + act_dim)``."""
+        h = inputs.unsqueeze(0).expand(self.n, -1, -1)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = torch.baddbmm(b, h, w)
+            if i < last:
+                h = self.activation(h)
+        return h.squeeze(-1)
 
 
 class Critic(nn.Module):

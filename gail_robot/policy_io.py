@@ -3,7 +3,8 @@
 Checkpoint format (``format = "gail_robot.checkpoint"``, ``format_version = 1``): one dict of
 tensors and plain data (``torch.load(path, weights_only=True)`` loads it) with at least
 
-- ``actor_spec`` (obs/act dims and MLP shape), ``actor`` (state dict),
+- ``actor_spec`` (actor kind, obs/act dims and MLP shape; ``gail_robot.nets.actor_from_spec``),
+  ``actor`` (state dict),
 - ``obs_norm``: ``{"mean": (obs_dim,) float64, "var": (obs_dim,) float64, "clip": float}``,
 - ``action_low`` / ``action_high``: ``(act_dim,) float32``,
 - ``env_id``, ``env_kwargs``, ``meta`` (algo, run dir, env steps, versions),
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from gail_robot import core
 from gail_robot.errors import UserError
 
 CHECKPOINT_FORMAT = "gail_robot.checkpoint"
@@ -85,9 +88,8 @@ class PolicyBundle:
         return int(self.action_low.shape[0])
 
     def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
-        """``clip((obs - mean) / sqrt(var + 1e-8), -clip, clip)`` as float32, same shape as ``obs``."""
-        scaled = (np.asarray(obs, dtype=np.float64) - self.obs_mean) / np.sqrt(self.obs_var + 1e-8)
-        return np.clip(scaled, -self.obs_clip, self.obs_clip).astype(np.float32)
+        """``core.normalize`` with the frozen statistics: float32, the shape of ``obs (..., obs_dim)``."""
+        return core.normalize(obs, self.obs_mean, self.obs_var, self.obs_clip)
 
     def unscale_action(self, action: np.ndarray) -> np.ndarray:
         """Normalised action ``(..., act_dim)`` -> env units, clipped to the bounds (float32)."""
@@ -229,16 +231,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def bundle_from_checkpoint(data: dict[str, Any]) -> PolicyBundle:
-    """Build the deterministic :class:`PolicyBundle` from a loaded checkpoint dict."""
-    from gail_robot.nets import GaussianActor
+    """Build the deterministic :class:`PolicyBundle` from a loaded checkpoint dict.
 
-    actor: Any
-    if data["actor_spec"].get("kind") == "tanh_gaussian":  # SAC: deterministic action tanh(mu)
-        from gail_robot.algos.sac import TanhGaussianActor
+    Raises:
+        UserError: an actor kind this version does not know.
+    """
+    from gail_robot.nets import actor_from_spec  # torch: imported only when a policy is loaded
 
-        actor = TanhGaussianActor.from_spec(data["actor_spec"])
-    else:
-        actor = GaussianActor.from_spec(data["actor_spec"])
+    actor = actor_from_spec(data["actor_spec"])
     actor.load_state_dict(data["actor"])
     actor.eval()
     norm = data["obs_norm"]
@@ -292,7 +292,7 @@ def _load_torchscript(file: Path) -> PolicyBundle:
 
     extra = {"meta.json": ""}
     with warnings.catch_warnings():
-        # TorchScript is deprecated in torch 2.13 but remains the deployment format (DESIGN §5);
+        # TorchScript is deprecated in torch 2.13 but remains the deployment format (docs/DESIGN.md §5);
         # loading it is expected here, so the deprecation notice is not news to the user.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
@@ -340,6 +340,13 @@ def load_policy(path: str | Path) -> PolicyBundle:
         UserError: missing, corrupt or foreign file, or an unsupported checkpoint version.
     """
     file = resolve_checkpoint(path)
-    if exported_format(file) == "torchscript":
-        return _load_torchscript(file)
-    return bundle_from_checkpoint(load_checkpoint(file))
+    try:
+        if exported_format(file) == "torchscript":
+            return _load_torchscript(file)
+        return bundle_from_checkpoint(load_checkpoint(file))
+    except UserError:
+        raise
+    except (RuntimeError, ValueError, KeyError, TypeError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        # a file that loads but does not hold a policy (a bad state dict, missing keys): one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot load a policy from {path}: {first}") from exc

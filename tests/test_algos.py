@@ -140,7 +140,7 @@ def test_discriminator_loss_falls_on_fixed_batch():
     first = discriminator_loss(trainer.disc, expert, policy)
     assert first.bce.item() == pytest.approx(math.log(2), abs=0.15)  # near chance at init
     for _ in range(200):
-        last = trainer.step(expert, policy, grad_penalty=1.0, ent_coef=1e-3, generator=gen)
+        last = trainer.step(expert, policy, grad_penalty=1.0, ent_coef=1e-3, torch_rng=gen)
     final = discriminator_loss(trainer.disc, expert, policy)
     assert final.bce.item() < 0.3 * first.bce.item()
     assert last.expert_accuracy > 0.9 and last.policy_accuracy > 0.9

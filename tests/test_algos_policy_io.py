@@ -1,4 +1,4 @@
-"""Checkpoint format and load_policy (contract §4)."""
+"""Checkpoint format, load_policy and the actor registry (docs/DESIGN.md §4, §5)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,17 @@ import pytest
 import torch
 
 from gail_robot.errors import UserError
-from gail_robot.nets import Critic, Discriminator, GaussianActor, NetConfig, flat_params, set_flat_params
+from gail_robot.nets import (
+    ACTOR_CLASSES,
+    Critic,
+    Discriminator,
+    GaussianActor,
+    NetConfig,
+    TanhGaussianActor,
+    actor_from_spec,
+    flat_params,
+    set_flat_params,
+)
 from gail_robot.policy_io import (
     CHECKPOINT_FORMAT,
     load_checkpoint,
@@ -72,6 +82,15 @@ def test_bad_files_raise_user_error(tmp_path):
         load_policy(tmp_path / "empty_run")
 
 
+def test_a_checkpoint_that_holds_no_policy_is_one_user_error(tmp_path):
+    actor = GaussianActor(4, 2, NetConfig(hidden_sizes=(8,)))
+    payload = _payload(actor)
+    payload["actor"] = {"bogus": torch.zeros(1)}  # loads with weights_only, but is no GaussianActor
+    path = save_checkpoint(tmp_path / "bad.pt", payload)
+    with pytest.raises(UserError, match=r"^cannot load a policy from .*bad\.pt: Error\(s\) in loading state_dict"):
+        load_policy(path)
+
+
 def test_nets_shapes_and_flat_params():
     actor = GaussianActor(5, 3)
     obs = torch.randn(7, 5)
@@ -132,3 +151,43 @@ def test_closed_form_log_prob_and_entropy_match_torch_distribution():
     dist = actor.distribution(obs)
     torch.testing.assert_close(log_prob, dist.log_prob(actions).sum(-1))
     torch.testing.assert_close(entropy, dist.entropy().sum(-1).mean())
+
+
+@pytest.mark.parametrize(
+    "actor",
+    [GaussianActor(5, 3, NetConfig([8], "relu")), TanhGaussianActor(5, 3, NetConfig([8, 4]), -4.0, 1.0)],
+    ids=["gaussian", "tanh_gaussian"],
+)
+def test_actor_registry_rebuilds_every_actor_from_its_spec(actor, tmp_path):
+    rebuilt = actor_from_spec(actor.spec())
+    assert type(rebuilt) is type(actor) and rebuilt.spec() == actor.spec()
+    rebuilt.load_state_dict(actor.state_dict())
+    obs = torch.randn(4, 5)
+    torch.testing.assert_close(rebuilt(obs), actor(obs))
+    payload = {**_payload(GaussianActor(5, 3)), "actor_spec": actor.spec(), "actor": actor.state_dict()}
+    payload["obs_norm"] = {"mean": np.zeros(5), "var": np.ones(5), "clip": 5.0}
+    payload["action_low"], payload["action_high"] = -np.ones(3, np.float32), np.ones(3, np.float32)
+    bundle = load_policy(save_checkpoint(tmp_path / "final.pt", payload))
+    assert type(bundle.actor) is type(actor)
+    torch.testing.assert_close(bundle.actor(obs), actor(obs))
+
+
+def test_actor_registry_knows_the_shipped_kinds_and_refuses_others():
+    assert set(ACTOR_CLASSES) == {"gaussian", "tanh_gaussian"}
+    assert "kind" not in GaussianActor(2, 1).spec()  # as in every checkpoint written before SAC
+    with pytest.raises(UserError, match="unknown actor kind 'mixture'"):
+        actor_from_spec({"kind": "mixture", "obs_dim": 2, "act_dim": 1, "net": {}})
+
+
+def test_loading_a_policy_imports_no_training_module():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import gail_robot.policy_io, gail_robot.nets\n"
+        "gail_robot.nets.actor_from_spec({'kind': 'tanh_gaussian', 'obs_dim': 2, 'act_dim': 1,"
+        " 'net': {'hidden_sizes': [4], 'activation': 'relu'}})\n"
+        "print(sorted(m for m in sys.modules if m.startswith('gail_robot.algos')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

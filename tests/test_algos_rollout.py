@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from gail_robot.algos.rollout import RolloutBuffer, RolloutCollector
+from gail_robot.algos.rollout import NumpyPolicy, RolloutBuffer, RolloutCollector
 from gail_robot.envs.vector import make_vector_env, merge_infos
 from gail_robot.envs.wrappers import NormalizedActions, ObsNormalizer
-from gail_robot.nets import GaussianActor
+from gail_robot.nets import GaussianActor, NetConfig
 
 
 class CounterEnv(gym.Env):
@@ -201,3 +201,60 @@ def test_warm_start_statistics_stay_fixed_through_updates_and_resume() -> None:
     resumed.update(np.full((10, 3), -7.0))
     assert resumed.frozen
     np.testing.assert_array_equal(resumed.mean, mean)
+
+
+# ------------------------------------------------------------------------------ NumpyPolicy
+
+
+def _trained_looking(actor: GaussianActor) -> GaussianActor:
+    """Actions that span the range, as a trained actor's do (training starts the head at gain 0.01)."""
+    torch.nn.init.orthogonal_(actor.mean_net[-1].weight, gain=1.0)
+    with torch.no_grad():
+        for layer in actor.mean_net[::2]:
+            layer.bias.uniform_(-0.5, 0.5)
+    return actor
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "elu", "silu"])
+@pytest.mark.parametrize("hidden", [[64, 64], [256, 256], [32]])
+def test_numpy_policy_reproduces_the_shipped_actors(activation, hidden):
+    actor = _trained_looking(GaussianActor(11, 3, NetConfig(hidden, activation)))
+    policy = NumpyPolicy.from_actor(actor, torch.ones(3), ObsNormalizer(11))
+    probe = np.random.default_rng(1).uniform(-10.0, 10.0, (128, 11)).astype(np.float32)
+    with torch.no_grad():
+        expected = actor(torch.from_numpy(probe)).numpy()
+    got = policy.mean(probe)
+    assert got.dtype == np.float32 and np.abs(expected).max() > 1.0
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    assert policy.activations == [activation] * len(hidden)
+
+
+def test_numpy_policy_refuses_a_layer_norm():
+    actor = GaussianActor(5, 2, NetConfig([16]))
+    first, act, head = actor.mean_net
+    actor.mean_net = torch.nn.Sequential(first, torch.nn.LayerNorm(16), act, head)
+    with pytest.raises(ValueError, match=r"LayerNorm at position 1.*vectorization=sync"):
+        NumpyPolicy.from_actor(actor, torch.ones(2), ObsNormalizer(5))
+
+
+def test_numpy_policy_refuses_an_unknown_activation_and_a_missing_head():
+    actor = GaussianActor(5, 2, NetConfig([16]))
+    actor.mean_net[1] = torch.nn.GELU()
+    with pytest.raises(ValueError, match="GELU at position 1"):
+        NumpyPolicy.from_actor(actor, torch.ones(2), ObsNormalizer(5))
+    actor = GaussianActor(5, 2, NetConfig([16]))
+    actor.mean_net = actor.mean_net[:2]  # ends in an activation
+    with pytest.raises(ValueError, match="ending in a Linear layer"):
+        NumpyPolicy.from_actor(actor, torch.ones(2), ObsNormalizer(5))
+
+
+def test_numpy_policy_refuses_an_actor_whose_forward_it_does_not_know():
+    class ScaledHead(GaussianActor):
+        """Same layers, a different head: only the probe batch can tell."""
+
+        def forward(self, obs: torch.Tensor) -> torch.Tensor:
+            return 2.0 * self.mean_net(obs)
+
+    actor = _trained_looking(ScaledHead(5, 2, NetConfig([16])))
+    with pytest.raises(ValueError, match="does not reproduce ScaledHead"):
+        NumpyPolicy.from_actor(actor, torch.ones(2), ObsNormalizer(5))

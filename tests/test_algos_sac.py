@@ -12,19 +12,10 @@ import pytest
 import torch
 from cli_runner import run_cli
 
-from gail_robot.algos.config import TrainConfig, config_from_dict
-from gail_robot.algos.sac import (
-    SAC,
-    ReplayBuffer,
-    SACTrainer,
-    TanhGaussianActor,
-    TwinQ,
-    soft_td_target,
-    temperature_loss,
-)
-from gail_robot.algos.sac_config import SACConfig
+from gail_robot.algos.config import SACConfig, TrainConfig, config_from_dict
+from gail_robot.algos.sac import SAC, ReplayBuffer, SACTrainer, soft_td_target, temperature_loss
 from gail_robot.errors import UserError
-from gail_robot.nets import NetConfig
+from gail_robot.nets import NetConfig, TanhGaussianActor, TwinQ
 
 ENV = "InvertedPendulum-v5"
 
@@ -81,7 +72,7 @@ def test_actor_log_prob_matches_tanh_transformed_normal():
     actions, log_prob = actor.sample(obs, torch.Generator().manual_seed(1))
     mu, log_std = actor.mean_and_log_std(obs)
     assert torch.all(log_std >= -5.0) and torch.all(log_std <= 2.0)
-    # Reference in float64 from the same pre-tanh sample u (the same generator draws the same eps).
+    # Reference in float64 from the same pre-tanh sample u (the same RNG draws the same eps).
     eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(1)).double()
     u = mu.double() + log_std.double().exp() * eps
     torch.testing.assert_close(actions.double(), torch.tanh(u), atol=1e-6, rtol=0)
@@ -214,7 +205,7 @@ def test_replay_keeps_final_obs_and_terminated_only_on_true_termination(tmp_path
         start = end + 1
     assert truncations > 0
     # Normalised with statistics of everything collected; they are what the checkpoint froze.
-    assert trainer.normalizer.inner.rms.count == pytest.approx(300, abs=1)
+    assert trainer.normalizer.rms.count == pytest.approx(300, abs=1)
 
 
 def test_cli_train_eval_export_resume(tmp_path):
@@ -267,7 +258,7 @@ def test_cli_train_eval_export_resume(tmp_path):
     data = load_yaml(run / "config.yaml")
     data["run"]["total_steps"] = 400
     trainer = SACTrainer(config_from_dict(data), run, resume=True)
-    assert (trainer.env_steps, len(trainer.replay)) == (300, 300)
+    assert (trainer.run.env_steps, len(trainer.replay)) == (300, 300)
     trainer.train()
     assert load_policy(run).meta["env_steps"] == 400 and len(trainer.replay) == 400
 

@@ -20,6 +20,8 @@ from policy_factory import make_checkpoint
 from gail_robot import export
 from gail_robot.core import NORM_EPSILON, normalize
 from gail_robot.errors import UserError
+from gail_robot.export import cli as export_cli
+from gail_robot.nets import normalization_std, normalize_torch
 from gail_robot.policy_io import PolicyBundle, load_policy
 
 ATOL = 1e-5
@@ -146,17 +148,17 @@ def test_exported_normalisation_is_core_normalize() -> None:
     expected = normalize(probe, mean, var, clip)
     assert np.any(np.abs(expected) == clip) and np.any(np.abs(expected) < clip)  # both branches probed
 
-    std = export.normalization_std(var)
+    std = normalization_std(var)
     with export.torchscript_calls():
-        scripted_fn = torch.jit.script(export.normalize_torch)
-    for fn in (export.normalize_torch, scripted_fn):
+        scripted_fn = torch.jit.script(normalize_torch)
+    for fn in (normalize_torch, scripted_fn):
         got = fn(torch.from_numpy(probe), torch.from_numpy(mean), std, clip).numpy()
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, expected)
     # float64 input: core.normalize and the module both round to float32 only once, at the end.
     probe64 = probe.astype(np.float64) + 1e-9
     np.testing.assert_array_equal(
-        export.normalize_torch(torch.from_numpy(probe64), torch.from_numpy(mean), std, clip).numpy(),
+        normalize_torch(torch.from_numpy(probe64), torch.from_numpy(mean), std, clip).numpy(),
         normalize(probe64, mean, var, clip),
     )
 
@@ -337,7 +339,7 @@ def test_missing_onnx_extra_is_a_user_error(
         seed=0,
     )
     with pytest.raises(UserError, match=r"pip install 'gail-robot\[onnx\]'"):
-        export.main(args)
+        export_cli.main(args)
 
 
 def test_non_scriptable_actor_suggests_trace(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ evaluated, exported, or used to warm-start GAIL / PPO / TRPO with ``--init-from`
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,13 @@ import torch
 
 from gail_robot.algos.config import TrainConfig
 from gail_robot.algos.demos import concatenate, load_demo_episodes, normalize_actions
+from gail_robot.algos.run import Run
 from gail_robot.data import Transitions
 from gail_robot.envs.make import make_env
 from gail_robot.envs.wrappers import NormalizedActions, ObsNormalizer
+from gail_robot.errors import UserError
 from gail_robot.nets import GaussianActor, NetConfig, adam
-from gail_robot.policy_io import FINAL_NAME, PolicyBundle, save_checkpoint
+from gail_robot.policy_io import PolicyBundle
 
 
 def split_episodes(
@@ -77,7 +78,7 @@ def fit_bc(
     Returns:
         Metrics of the best epoch: ``epoch``, ``train_nll``, ``valid_nll``, ``valid_mse``.
     """
-    gen = torch.Generator().manual_seed(seed)
+    torch_rng = torch.Generator().manual_seed(seed)
     optimizer = adam(actor.parameters(), lr=lr, weight_decay=weight_decay)
     x, y = torch.from_numpy(obs), torch.from_numpy(actions)
     vx = torch.from_numpy(valid_obs) if valid_obs is not None else None
@@ -85,7 +86,7 @@ def fit_bc(
     best: dict[str, float] = {}
     best_score, best_state, stale = float("inf"), copy.deepcopy(actor.state_dict()), 0
     for epoch in range(1, max_epochs + 1):
-        order = torch.randperm(len(x), generator=gen)
+        order = torch.randperm(len(x), generator=torch_rng)
         losses = []
         for start in range(0, len(x), batch_size):
             idx = order[start : start + batch_size]
@@ -113,18 +114,14 @@ def fit_bc(
 
 
 def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
-    """Train BC as configured, write the run directory and return the final checkpoint's path."""
-    from tqdm import tqdm
+    """Train BC as configured, write the run directory and return the final checkpoint's path.
 
-    from gail_robot.algos.trainer import MetricsLog, versions
-    from gail_robot.errors import UserError
-
+    The run cannot be resumed (it is short): it writes ``final.pt`` only, no ``latest.pt``.
+    """
     cfg = config
-    run_dir = Path(run_dir)
     if not cfg.bc.demos:
         raise UserError("--algo bc needs demos: --demos FILE (or bc.demos in the config)")
-    torch.set_num_threads(cfg.run.torch_threads)
-    torch.manual_seed(cfg.run.seed)
+    run = Run(cfg, run_dir)
     episodes = load_demo_episodes(
         cfg.bc.demos, cfg.env.id, cfg.env.kwargs, mask=cfg.bc.demo_mask, max_demos=cfg.bc.max_demos
     )
@@ -132,25 +129,18 @@ def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
     assert isinstance(probe, NormalizedActions)
     low, high = probe.low.copy(), probe.high.copy()
     probe.close()
-    train, valid = split_episodes(episodes, cfg.bc.valid_fraction, np.random.default_rng(cfg.run.seed))
+    train, valid = split_episodes(episodes, cfg.bc.valid_fraction, run.np_rng)
     obs_dim, act_dim = train.obs.shape[1], train.actions.shape[1]
     normalizer = ObsNormalizer(obs_dim, cfg.env.obs_clip, cfg.env.normalize_obs)
     normalizer.update(train.obs)
     net = NetConfig(list(cfg.policy.hidden_sizes), cfg.policy.activation)
     actor = GaussianActor(obs_dim, act_dim, net, cfg.policy.init_log_std)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    log = MetricsLog(run_dir, cfg.run.tensorboard, None)
-    start = time.perf_counter()
-    bar = tqdm(total=cfg.bc.max_epochs, unit="epoch", disable=not cfg.run.progress, desc=f"bc {cfg.env.id}")
-
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k != "epoch"}, refresh=False)
-        log.write({"env_steps": 0, "epoch": epoch, "wall_time": time.perf_counter() - start, **metrics})
+        run.progress(epoch, {k: f"{v:.3f}" for k, v in metrics.items() if k != "epoch"})
+        run.write({"env_steps": 0, "epoch": epoch, "wall_time": run.wall_time(), **metrics})
 
-    try:
+    with run.session(f"bc {cfg.env.id}", total=cfg.bc.max_epochs, unit="epoch"):
         best = fit_bc(
             actor,
             normalizer(train.obs),
@@ -166,40 +156,20 @@ def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
             on_epoch=on_epoch,
         )
         norm = normalizer.export()
-        eval_metrics: dict[str, float] = {}
-        if cfg.run.eval_episodes > 0:
-            from gail_robot.evaluate import evaluate_policy
 
-            bundle = PolicyBundle(
+        def bundle() -> PolicyBundle:
+            return PolicyBundle(
                 actor, norm["mean"], norm["var"], norm["clip"], low, high, cfg.env.id, dict(cfg.env.kwargs)
             )
-            result = evaluate_policy(bundle, cfg.run.eval_episodes, seed=10_000 + cfg.run.seed)
-            eval_metrics = {"eval_return": result.mean_return, "eval_length": result.mean_length}
-            if not np.isnan(result.success_rate):
-                eval_metrics["eval_success_rate"] = result.success_rate
-            log.write({"env_steps": 0, "wall_time": time.perf_counter() - start, **eval_metrics})
-    finally:
-        bar.close()
-        log.close()
-    payload = {
-        "actor_spec": actor.spec(),
-        "actor": actor.state_dict(),
-        "obs_norm": norm,
-        "action_low": low,
-        "action_high": high,
-        "env_id": cfg.env.id,
-        "env_kwargs": dict(cfg.env.kwargs),
-        "meta": {
-            "algo": "bc",
-            "run_dir": str(run_dir.resolve()),
-            "env_steps": 0,
-            "num_demos": len(episodes),
-            "train_pairs": len(train),
-            "best": best,
-            "eval": eval_metrics,
-            "versions": versions(),
-        },
-        "config": cfg.to_dict(),
-        "normalizer": normalizer.state_dict(),
-    }
-    return save_checkpoint(run_dir / FINAL_NAME, payload)
+
+        def payload() -> dict[str, Any]:
+            return run.payload(
+                actor=actor,
+                obs_norm=norm,
+                action_low=low,
+                action_high=high,
+                meta={"algo": "bc", "num_demos": len(episodes), "train_pairs": len(train), "best": best},
+                normalizer=normalizer.state_dict(),
+            )
+
+        return run.finish(bundle, payload, resumable=False)

@@ -29,7 +29,7 @@ def discriminator_loss(
     policy_weights: torch.Tensor | None = None,
     grad_penalty: float = 0.0,
     ent_coef: float = 0.0,
-    generator: torch.Generator | None = None,
+    torch_rng: torch.Generator | None = None,
 ) -> DiscriminatorLoss:
     """Binary cross-entropy with logits (expert label 1, policy label 0), plus regularisers.
 
@@ -41,7 +41,7 @@ def discriminator_loss(
         policy_weights: optional ``(B_p,)`` sample weights.
         grad_penalty: weight of ``(||grad_x D(x_hat)|| - 1)^2`` on interpolates (Gulrajani et al. 2017).
         ent_coef: weight of the (negated) mean Bernoulli entropy of D's output.
-        generator: RNG for the interpolation coefficients.
+        torch_rng: RNG of the interpolation coefficients.
     """
     expert_logits = disc(expert)
     policy_logits = disc(policy)
@@ -62,7 +62,7 @@ def discriminator_loss(
         total = total - ent_coef * entropy
     if grad_penalty > 0:
         n = min(expert.shape[0], policy.shape[0])
-        alpha = torch.rand((n, 1), generator=generator)
+        alpha = torch.rand((n, 1), generator=torch_rng)
         mixed = (alpha * expert[:n] + (1 - alpha) * policy[:n]).requires_grad_(True)
         grads = torch.autograd.grad(disc(mixed).sum(), mixed, create_graph=True)[0]
         total = total + grad_penalty * ((grads.norm(dim=1) - 1.0) ** 2).mean()

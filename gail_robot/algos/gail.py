@@ -8,7 +8,7 @@ The trainer owns the generator (PPO or TRPO); this class only
    et al. 2019), whose value ``r_abs / (1 - gamma)`` bootstraps terminated steps.
 
 Both sides are normalised with the policy's observation statistics at update time, so expert and
-policy inputs are always on the same scale (docs/DESIGN.md §2).
+policy inputs are always on the same scale (docs/DESIGN.md §8.3).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class GAIL:
         action_high: ``(act_dim,)``.
         reward_kind: ``gail``, ``airl`` or ``neg``.
         gamma: discount (absorbing-state value).
-        generator: torch RNG for minibatches and interpolation.
+        torch_rng: torch RNG of minibatches and interpolation.
     """
 
     def __init__(
@@ -60,13 +60,13 @@ class GAIL:
         action_high: np.ndarray,
         reward_kind: str,
         gamma: float,
-        generator: torch.Generator,
+        torch_rng: torch.Generator,
     ):
         self.config = config
         self.normalizer = normalizer
         self.reward_kind = reward_kind
         self.gamma = gamma
-        self.generator = generator
+        self.torch_rng = torch_rng
         self.obs_dim = expert.obs.shape[1]
         self.act_dim = expert.actions.shape[1]
         self.expert = Transitions(
@@ -116,7 +116,7 @@ class GAIL:
         x, w = self.inputs(self.expert)
         if self.config.absorbing and self.config.demo_subsample > 1:
             # Each kept pair stands for `demo_subsample` pairs, each absorbing sample for one
-            # episode end: down-weight the latter accordingly (BACKGROUND pitfall 5).
+            # episode end: down-weight the latter accordingly (docs/DESIGN.md §8.5).
             w[len(self.expert) :] = 1.0 / self.config.demo_subsample
         return x, w
 
@@ -146,13 +146,13 @@ class GAIL:
         n_policy = policy_inputs.shape[0]
         losses, expert_acc, policy_acc = [], [], []
         for _ in range(cfg.updates_per_round):
-            order = torch.randperm(n_policy, generator=self.generator)
+            order = torch.randperm(n_policy, generator=self.torch_rng)
             for start in range(0, n_policy, half):
                 p_idx = order[start : start + half]
-                e_idx = torch.randint(0, expert_inputs.shape[0], (half,), generator=self.generator)
+                e_idx = torch.randint(0, expert_inputs.shape[0], (half,), generator=self.torch_rng)
                 expert_batch = expert_inputs[e_idx]
                 if cfg.expert_noise > 0:
-                    noise = torch.randn(expert_batch.shape, generator=self.generator) * cfg.expert_noise
+                    noise = torch.randn(expert_batch.shape, generator=self.torch_rng) * cfg.expert_noise
                     if cfg.absorbing:
                         noise[:, -1] = 0.0
                     expert_batch = expert_batch + noise
@@ -163,7 +163,7 @@ class GAIL:
                     policy_weights=policy_weights[p_idx],
                     grad_penalty=cfg.grad_penalty,
                     ent_coef=cfg.ent_coef,
-                    generator=self.generator,
+                    torch_rng=self.torch_rng,
                 )
                 losses.append(loss.bce.item())
                 expert_acc.append(loss.expert_accuracy)

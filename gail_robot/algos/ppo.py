@@ -45,11 +45,11 @@ def value_loss(
 class PPO:
     """Clipped PPO on actor + critic with one Adam optimiser."""
 
-    def __init__(self, actor: GaussianActor, critic: Critic, config: PPOConfig, generator: torch.Generator):
+    def __init__(self, actor: GaussianActor, critic: Critic, config: PPOConfig, torch_rng: torch.Generator):
         self.actor = actor
         self.critic = critic
         self.config = config
-        self.generator = generator
+        self.torch_rng = torch_rng
         self.params = [*actor.parameters(), *critic.parameters()]
         self.optimizer = adam(self.params, lr=config.lr, eps=1e-5)
 
@@ -75,13 +75,14 @@ class PPO:
         log: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "kl", "clip")}
         epochs_done = 0
         for _epoch in range(cfg.epochs):
-            order = torch.randperm(size, generator=self.generator)
+            order = torch.randperm(size, generator=self.torch_rng)
             epoch_kl = []
             for start in range(0, size - minibatch + 1, minibatch):
                 idx = order[start : start + minibatch]
                 obs, actions = data["obs"][idx], data["actions"][idx]
                 advantages = data["advantages"][idx]
                 if cfg.normalize_advantages and advantages.numel() > 1:
+                    # 1e-8: the advantage normalisation's floor (not the observation normaliser's).
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
                 new_log_probs, entropy = self.actor.log_prob_and_entropy(obs, actions)
                 log_ratio = new_log_probs - data["log_probs"][idx]

@@ -5,7 +5,7 @@ every step (``final_obs`` on episode ends, from SAME_STEP autoreset). Values are
 the rollout in two batched passes, ``V(obs)`` and ``V(next_obs)``, with the observation statistics
 frozen for the whole rollout, so ``next_values`` of a truncated step is V(final observation) and
 never V(reset observation). Rewards are a separate array that GAIL may overwrite before
-:meth:`RolloutBuffer.compute_advantages`; nothing is folded into them (BACKGROUND pitfall 2).
+:meth:`RolloutBuffer.compute_advantages`; nothing is folded into them (docs/DESIGN.md §8.2).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class RolloutBuffer:
     def compute_advantages(
         self, gamma: float, lam: float, bootstrap_terminal: np.ndarray | None = None
     ) -> None:
-        """GAE over the rollout via ``gail_robot.core.gae`` (DESIGN §2 semantics).
+        """GAE over the rollout via ``gail_robot.core.gae`` (docs/DESIGN.md §2 semantics).
 
         Args:
             gamma: discount.
@@ -176,13 +176,13 @@ class RolloutCollector:
     Args:
         envs: Gymnasium vector env whose sub-envs take ``[-1, 1]`` actions.
         normalizer: observation normaliser; frozen during a rollout, updated after it.
-        generator: a torch.Generator for action sampling (saved with checkpoints).
+        torch_rng: the torch RNG of the action noise (saved with checkpoints).
     """
 
-    def __init__(self, envs: Any, normalizer: ObsNormalizer, generator: torch.Generator):
+    def __init__(self, envs: Any, normalizer: ObsNormalizer, torch_rng: torch.Generator):
         self.envs = envs
         self.normalizer = normalizer
-        self.generator = generator
+        self.torch_rng = torch_rng
         self.num_envs = int(envs.num_envs)
         self.stats = EpisodeStats()
         self._obs: np.ndarray | None = None
@@ -216,7 +216,7 @@ class RolloutCollector:
             # log N(mean + std * z | mean, std) = -z^2 / 2 - log std - log(2 pi) / 2, summed over dims:
             # closed form, so sampling costs no distribution object per step.
             log_prob_const = -(log_std.sum() + 0.5 * math.log(2 * math.pi) * log_std.numel())
-            noise = torch.randn((t_steps, n, act_dim), generator=self.generator)
+            noise = torch.randn((t_steps, n, act_dim), generator=self.torch_rng)
             buffer.log_probs[:] = (log_prob_const - 0.5 * (noise * noise).sum(-1)).numpy()
         if hasattr(self.envs, "call_parts"):
             self._collect_in_workers(actor, std, noise.numpy(), buffer)
@@ -300,24 +300,88 @@ class RolloutCollector:
             ep_velocity[i] = 0.0
 
 
+#: NumPy versions of the hidden activations NumpyPolicy can reproduce, by torch module type.
+_NUMPY_ACTIVATIONS: dict[type[torch.nn.Module], tuple[str, Any]] = {
+    torch.nn.Tanh: ("tanh", np.tanh),
+    torch.nn.ReLU: ("relu", lambda h: np.maximum(h, 0.0)),
+    torch.nn.ELU: ("elu", lambda h: np.where(h > 0.0, h, np.expm1(np.minimum(h, 0.0)))),
+    torch.nn.SiLU: ("silu", lambda h: h / (1.0 + np.exp(-h))),
+}
+_NUMPY_BY_NAME = dict(_NUMPY_ACTIVATIONS.values())
+
+#: how far NumpyPolicy's mean action may be from the torch actor's (float32 round-off only)
+NUMPY_POLICY_ATOL = 1e-5
+
+
 @dataclass
 class NumpyPolicy:
     """The rollout policy as plain arrays for worker processes: ``mlp(normalise(obs)) + std * noise``.
 
-    The same numbers as the torch actor up to float32 rounding. NumPy costs a few microseconds per
-    step for a 64-64 MLP, and the workers never use torch (or fork its thread pools).
+    Rebuilt from a :class:`~gail_robot.nets.GaussianActor` whose ``mean_net`` is Linear layers with
+    the hidden activations above between them; :meth:`from_actor` refuses anything else and checks
+    the copy against the torch actor on a probe batch, so a network it cannot reproduce (a
+    LayerNorm, a new head) fails loudly instead of silently changing batched-mode actions.
+    NumPy costs a few microseconds per step for a 64-64 MLP, and the workers never use torch (or
+    fork its thread pools).
+
+    Attributes:
+        weights: per Linear layer ``(W (in, out), b (out,))`` float32.
+        activations: the activation name after each hidden layer (``len(weights) - 1`` names).
+        std: ``(act_dim,)`` action noise scale.
+        normalizer_state: the learner's :class:`ObsNormalizer` state (frozen for the rollout).
     """
 
     weights: list[tuple[np.ndarray, np.ndarray]]
-    activation: str
+    activations: list[str]
     std: np.ndarray
     normalizer_state: dict[str, Any]
 
     @classmethod
     def from_actor(cls, actor: GaussianActor, std: torch.Tensor, normalizer: ObsNormalizer) -> NumpyPolicy:
-        layers = [m for m in actor.mean_net if isinstance(m, torch.nn.Linear)]
-        weights = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in layers]
-        return cls(weights, actor.config.activation, std.numpy().copy(), normalizer.state_dict())
+        """Copy ``actor``'s mean network; raises ``ValueError`` when the copy would act differently."""
+        modules = list(getattr(actor, "mean_net", []))
+        weights: list[tuple[np.ndarray, np.ndarray]] = []
+        activations: list[str] = []
+        for i, module in enumerate(modules):
+            expect_linear = i % 2 == 0
+            if expect_linear and type(module) is torch.nn.Linear:
+                weights.append((module.weight.detach().numpy().T.copy(), module.bias.detach().numpy().copy()))
+            elif not expect_linear and type(module) in _NUMPY_ACTIVATIONS:
+                activations.append(_NUMPY_ACTIVATIONS[type(module)][0])
+            else:
+                raise ValueError(
+                    f"the batched vector env cannot run {type(actor).__name__}: its mean_net has "
+                    f"{type(module).__name__} at position {i}, NumpyPolicy reproduces only Linear layers "
+                    "with tanh/relu/elu/silu between them (use env.vectorization=sync or async)"
+                )
+        if not weights or len(modules) % 2 == 0:
+            raise ValueError(
+                f"the batched vector env cannot run {type(actor).__name__}: it has no Linear mean_net "
+                "ending in a Linear layer (use env.vectorization=sync or async)"
+            )
+        policy = cls(weights, activations, std.detach().numpy().copy(), normalizer.state_dict())
+        policy.check(actor)
+        return policy
+
+    def check(self, actor: torch.nn.Module, atol: float = NUMPY_POLICY_ATOL) -> None:
+        """Compare :meth:`mean` with ``actor`` on a fixed probe batch; ``ValueError`` beyond ``atol``.
+
+        ``atol`` applies to outputs up to 1 in magnitude and relative to the largest output beyond.
+        """
+        obs_dim = self.weights[0][0].shape[0]
+        # Normalised inputs span the clip range; a private RNG leaves every training RNG untouched.
+        probe = np.random.default_rng(0).uniform(-3.0, 3.0, (32, obs_dim)).astype(np.float32)
+        with torch.no_grad():
+            expected = actor(torch.from_numpy(probe)).numpy()
+        got = self.mean(probe)
+        diff = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else float("inf")
+        # float32 round-off grows with the size of the outputs: the bound is relative beyond 1.
+        bound = atol * max(1.0, float(np.max(np.abs(expected))))
+        if not diff <= bound:  # (also catches NaN)
+            raise ValueError(
+                f"NumpyPolicy does not reproduce {type(actor).__name__} (max abs difference {diff:.3g} > "
+                f"{bound:.3g} on a probe batch): use env.vectorization=sync or async"
+            )
 
     def normalizer(self) -> ObsNormalizer:
         normalizer = ObsNormalizer(self.weights[0][0].shape[0])
@@ -327,20 +391,11 @@ class NumpyPolicy:
     def mean(self, obs_n: np.ndarray) -> np.ndarray:
         """The actor's mean action ``(n, act_dim)`` for normalised ``obs_n (n, obs_dim)``."""
         h = obs_n
-        last = len(self.weights) - 1
         for i, (w, b) in enumerate(self.weights):
             h = h @ w + b
-            if i < last:
-                h = _NUMPY_ACTIVATIONS[self.activation](h)
+            if i < len(self.activations):
+                h = _NUMPY_BY_NAME[self.activations[i]](h)
         return h
-
-
-_NUMPY_ACTIVATIONS: dict[str, Any] = {
-    "tanh": np.tanh,
-    "relu": lambda h: np.maximum(h, 0.0),
-    "elu": lambda h: np.where(h > 0.0, h, np.expm1(np.minimum(h, 0.0))),
-    "silu": lambda h: h / (1.0 + np.exp(-h)),
-}
 
 
 def worker_rollout(

@@ -6,157 +6,53 @@ is the right tool for them; imitation (GAIL) keeps its on-policy generators.
 
 The learner, one process, one env:
 
-- :class:`TanhGaussianActor`: ``a = tanh(mu + std * eps)``; its ``forward`` is the deterministic
-  ``tanh(mu)`` in normalised ``[-1, 1]`` action units, so checkpoints load through
-  :func:`gail_robot.policy_io.load_policy` like any other actor (``actor_spec["kind"]`` names it).
-- :class:`TwinQ`: both Q networks as one stack of batched matrix products (one op per layer for
-  the pair instead of two).
+- :class:`~gail_robot.nets.TanhGaussianActor` (``a = tanh(mu + std * eps)``; its ``forward`` is
+  the deterministic ``tanh(mu)``, registered in ``gail_robot.nets`` so checkpoints load through
+  :func:`gail_robot.policy_io.load_policy` like any other actor) and
+  :class:`~gail_robot.nets.TwinQ` (both Q networks as one stack of batched matrix products).
 - :class:`ReplayBuffer`: one preallocated float32 matrix of raw rows
-  ``[obs, action, reward, next_obs, terminated]``; a batch is one fancy-indexing gather and one
-  ``torch.from_numpy``.
+  ``[obs, action, reward, next_obs, terminated]``; a batch is one fancy-indexing gather whose
+  observations are normalised with the current statistics (``core.normalize``; on an accelerator
+  ``nets.normalize_torch`` after the one copy to the device).
 - Truncation (time limit) is not termination: the stored ``next_obs`` is the true final
   observation and the target bootstraps through it; only ``terminated`` cuts the bootstrap
   (:func:`soft_td_target`).
 
-Run directory as for the on-policy trainer (``config.yaml``, ``metrics.jsonl``, ``tb/``,
-``checkpoints/latest.pt`` + ``step_*.pt``, ``final.pt``), plus ``checkpoints/replay.npy`` (the
-replay buffer of ``latest.pt``, for ``--resume``).
+The run directory is :class:`gail_robot.algos.run.Run`'s (docs/DESIGN.md §4), plus
+``checkpoints/replay.npy`` (the replay buffer of ``latest.pt``, for ``--resume``).
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
-import json
 import math
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
+from gail_robot.algos.config import SACConfig, TrainConfig
+from gail_robot.algos.run import Run, reset_seed
+from gail_robot.envs.make import make_env
+from gail_robot.envs.wrappers import NormalizedActions, ObsNormalizer
 from gail_robot.errors import UserError
-from gail_robot.nets import ACTIVATIONS, NetConfig, adam, load_optimizer_state, mlp
+from gail_robot.nets import (
+    NetConfig,
+    TanhGaussianActor,
+    TwinQ,
+    adam,
+    load_optimizer_state,
+    normalization_std,
+    normalize_torch,
+)
+from gail_robot.policy_io import CHECKPOINT_DIR, PolicyBundle, to_numpy_tree
 
-if TYPE_CHECKING:
-    from gail_robot.algos.config import TrainConfig
-    from gail_robot.policy_io import PolicyBundle
-
-ACTOR_KIND = "tanh_gaussian"
 REPLAY_NAME = "replay.npy"
-_LOG_2PI = math.log(2.0 * math.pi)
-
-
-# ------------------------------------------------------------------------------------ networks
-
-
-class TanhGaussianActor(nn.Module):
-    """Tanh-squashed diagonal Gaussian policy with a state-dependent log-std.
-
-    One MLP outputs ``(mu, raw_log_std)`` side by side; ``log_std`` is squashed smoothly into
-    ``[log_std_min, log_std_max]``. ``forward(obs_n)`` returns ``tanh(mu)`` ``(B, act_dim)``, the
-    deterministic action in normalised units (the :class:`~gail_robot.policy_io.PolicyBundle`
-    convention), and is TorchScript-compatible.
-    """
-
-    def __init__(
-        self,
-        obs_dim: int,
-        act_dim: int,
-        config: NetConfig | None = None,
-        log_std_min: float = -5.0,
-        log_std_max: float = 2.0,
-    ):
-        super().__init__()
-        self.config = config or NetConfig(hidden_sizes=[256, 256], activation="relu")
-        self.obs_dim = int(obs_dim)
-        self.act_dim = int(act_dim)
-        self.log_std_min = float(log_std_min)
-        self.log_std_max = float(log_std_max)
-        self.net = mlp(self.obs_dim, 2 * self.act_dim, self.config, out_gain=0.01)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """Deterministic action ``tanh(mu)`` ``(B, act_dim)`` for normalised ``obs (B, obs_dim) float32``."""
-        return torch.tanh(self.net(obs)[..., : self.act_dim])
-
-    def mean_and_log_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pre-tanh mean and bounded log-std, each ``(B, act_dim)``."""
-        out = self.net(obs)
-        mu, raw = out[..., : self.act_dim], out[..., self.act_dim :]
-        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(raw) + 1.0)
-        return mu, log_std
-
-    def sample(
-        self, obs: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterised sample ``a (B, act_dim)`` in ``(-1, 1)`` and its log-density ``(B,)``.
-
-        ``log pi(a|s) = log N(u; mu, std) - sum log(1 - tanh(u)^2)`` with the stable form
-        ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``.
-        """
-        mu, log_std = self.mean_and_log_std(obs)
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
-        u = mu + log_std.exp() * eps
-        log_prob = (-0.5 * eps * eps - log_std).sum(-1) - 0.5 * _LOG_2PI * self.act_dim
-        log_prob = log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
-        return torch.tanh(u), log_prob
-
-    def spec(self) -> dict[str, Any]:
-        """Plain-data description used to rebuild the module from a checkpoint."""
-        return {
-            "kind": ACTOR_KIND,
-            "obs_dim": self.obs_dim,
-            "act_dim": self.act_dim,
-            "net": self.config.to_dict(),
-            "log_std_min": self.log_std_min,
-            "log_std_max": self.log_std_max,
-        }
-
-    @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> TanhGaussianActor:
-        return cls(
-            int(spec["obs_dim"]),
-            int(spec["act_dim"]),
-            NetConfig(**spec["net"]),
-            float(spec.get("log_std_min", -5.0)),
-            float(spec.get("log_std_max", 2.0)),
-        )
-
-
-class TwinQ(nn.Module):
-    """``n`` independent Q networks ``Q_i(obs_n, a)`` evaluated as one batched MLP.
-
-    Layer ``l`` holds weights ``(n, in, out)`` and biases ``(n, 1, out)``; the forward pass is one
-    ``baddbmm`` per layer for all members. Each member is initialised like ``nn.Linear``
-    (uniform in ``±1/sqrt(fan_in)``), as the reference SAC implementations do.
-    """
-
-    def __init__(self, in_dim: int, config: NetConfig, n: int = 2):
-        super().__init__()
-        sizes = [int(in_dim), *config.hidden_sizes, 1]
-        self.n = int(n)
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for fan_in, fan_out in itertools.pairwise(sizes):
-            bound = 1.0 / math.sqrt(fan_in)
-            self.weights.append(nn.Parameter(torch.empty(self.n, fan_in, fan_out).uniform_(-bound, bound)))
-            self.biases.append(nn.Parameter(torch.empty(self.n, 1, fan_out).uniform_(-bound, bound)))
-        self.activation = ACTIVATIONS[config.activation]()
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Q values ``(n, B)`` of ``inputs (B, obs_dim + act_dim)``."""
-        h = inputs.unsqueeze(0).expand(self.n, -1, -1)
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = torch.baddbmm(b, h, w)
-            if i < last:
-                h = self.activation(h)
-        return h.squeeze(-1)
 
 
 # ------------------------------------------------------------------------------------ pieces
@@ -239,12 +135,23 @@ class ReplayBuffer:
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor:
-        """``(batch_size, width)`` float32 CPU tensor of uniformly drawn rows (with replacement)."""
+    def sample_rows(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        """``(batch_size, width)`` float32 copy of uniformly drawn rows (with replacement)."""
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         idx = rng.integers(0, self.size, size=batch_size)
-        return torch.from_numpy(self.rows[idx])
+        return self.rows[idx]
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor:
+        """:meth:`sample_rows` as a float32 CPU tensor."""
+        return torch.from_numpy(self.sample_rows(batch_size, rng))
+
+    def normalize_rows(self, rows: np.ndarray, normalizer: ObsNormalizer) -> np.ndarray:
+        """Normalise the ``obs`` and ``next_obs`` columns of sampled ``rows`` in place; returns ``rows``."""
+        for key in ("obs", "next_obs"):
+            columns = self.slices[key]
+            rows[:, columns] = normalizer(rows[:, columns])
+        return rows
 
     def split(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """Views of a batch: obs/next_obs ``(B, D)``, actions ``(B, A)``, rewards/terminated ``(B,)``."""
@@ -297,15 +204,15 @@ class SAC:
         obs_dim: observation size (normalised inputs).
         act_dim: action size (normalised ``[-1, 1]`` units).
         config: the ``sac`` section.
-        generator: torch RNG of the policy noise (on ``device``).
+        torch_rng: torch RNG of the policy noise (on ``device``).
         device: torch device of networks, temperature and update inputs.
     """
 
     def __init__(
-        self, obs_dim: int, act_dim: int, config: Any, generator: torch.Generator, device: str = "cpu"
+        self, obs_dim: int, act_dim: int, config: SACConfig, torch_rng: torch.Generator, device: str = "cpu"
     ):
         self.config = config
-        self.generator = generator
+        self.torch_rng = torch_rng
         self.device = torch.device(device)
         net = NetConfig(list(config.hidden_sizes), config.activation)
         self.actor = TanhGaussianActor(obs_dim, act_dim, net, config.log_std_min, config.log_std_max)
@@ -348,7 +255,7 @@ class SAC:
         cfg = self.config
         alpha = self.log_alpha.detach().exp()
         with torch.no_grad():
-            next_actions, next_log_prob = self.actor.sample(next_obs, self.generator)
+            next_actions, next_log_prob = self.actor.sample(next_obs, self.torch_rng)
             next_q = self.q_target(torch.cat([next_obs, next_actions], dim=1))
             target = soft_td_target(rewards, terminated, next_q, next_log_prob, alpha, cfg.gamma)
         q = self.q(torch.cat([obs, actions], dim=1))
@@ -363,7 +270,7 @@ class SAC:
             # The actor's gradient flows through Q into the actions only: freeze Q's parameters so
             # no gradient is computed (or accumulated) for them.
             self.q.requires_grad_(False)
-            new_actions, log_prob = self.actor.sample(obs, self.generator)
+            new_actions, log_prob = self.actor.sample(obs, self.torch_rng)
             q_pi = self.q(torch.cat([obs, new_actions], dim=1)).min(dim=0).values
             actor_loss = (alpha * log_prob - q_pi).mean()
             self.actor_opt.zero_grad(set_to_none=True)
@@ -404,44 +311,11 @@ class SAC:
         self.gradient_steps = int(state["gradient_steps"])
 
 
-class _Normalizer:
-    """Observation normalisation for batches (torch) and single steps (numpy), same statistics.
-
-    Wraps :class:`gail_robot.envs.wrappers.ObsNormalizer` (whose ``export()`` is what checkpoints
-    freeze) and caches its mean / inverse std as tensors between statistics updates.
-    """
-
-    def __init__(self, obs_dim: int, clip: float, enabled: bool, device: torch.device):
-        from gail_robot.envs.wrappers import ObsNormalizer
-
-        self.inner = ObsNormalizer(obs_dim, clip, enabled)
-        self.device = device
-        self.refresh()
-
-    def refresh(self) -> None:
-        self.mean_t = torch.as_tensor(self.inner.mean, dtype=torch.float32, device=self.device)
-        inv_std = 1.0 / np.sqrt(self.inner.var + 1e-8)
-        self.inv_std_t = torch.as_tensor(inv_std, dtype=torch.float32, device=self.device)
-
-    def update(self, raw: np.ndarray) -> None:
-        self.inner.update(raw)
-        self.refresh()
-
-    def batch(self, raw: torch.Tensor) -> torch.Tensor:
-        """Normalised copy of a raw ``(B, D)`` float32 tensor (on the normaliser's device)."""
-        clip = self.inner.clip
-        return ((raw - self.mean_t) * self.inv_std_t).clamp_(-clip, clip)
-
-    def one(self, raw: np.ndarray) -> np.ndarray:
-        """Normalised ``(D,)`` float32 observation, computed like ``PolicyBundle.normalize_obs``."""
-        return self.inner(raw)
-
-
 # ------------------------------------------------------------------------------------ trainer
 
 
 class SACTrainer:
-    """``--algo sac``: SAC on the env reward with the standard run directory.
+    """``--algo sac``: SAC on the env reward in a :class:`~gail_robot.algos.run.Run`.
 
     Args:
         config: the run's configuration (its ``sac``, ``env`` and ``run`` sections apply).
@@ -450,22 +324,14 @@ class SACTrainer:
     """
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, resume: bool = False):
-        from gail_robot.envs.make import make_env
-        from gail_robot.envs.wrappers import NormalizedActions
-        from gail_robot.policy_io import CHECKPOINT_DIR, LATEST_NAME, load_checkpoint
-
         self.config = config
-        self.run_dir = Path(run_dir)
         cfg = config
         scfg = cfg.sac
         self.sac_config = scfg
-        torch.set_num_threads(cfg.run.torch_threads)
-        torch.manual_seed(cfg.run.seed)
         self.device = torch.device(scfg.torch_device())
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"sac.device={scfg.device}: torch sees no CUDA GPU here")
-        self.torch_rng = torch.Generator(device=self.device).manual_seed(cfg.run.seed)
-        self.np_rng = np.random.default_rng(cfg.run.seed)
+        self.run = Run(config, run_dir, self.device)
 
         self.env = make_env(cfg.env.id, cfg.env.kwargs)
         assert isinstance(self.env, NormalizedActions)
@@ -475,19 +341,16 @@ class SACTrainer:
         self.act_dim = int(self.env.low.shape[0])
         self.action_low, self.action_high = self.env.low.copy(), self.env.high.copy()
 
-        self.sac = SAC(self.obs_dim, self.act_dim, scfg, self.torch_rng, str(self.device))
+        self.sac = SAC(self.obs_dim, self.act_dim, scfg, self.run.torch_rng, str(self.device))
         self.actor = self.sac.actor
-        self.normalizer = _Normalizer(self.obs_dim, cfg.env.obs_clip, cfg.env.normalize_obs, self.device)
+        self.normalizer = ObsNormalizer(self.obs_dim, cfg.env.obs_clip, cfg.env.normalize_obs)
+        self._device_stats: tuple[torch.Tensor, torch.Tensor] | None = None  # (mean, var) on an accelerator
         self.replay = ReplayBuffer(scfg.buffer_size, self.obs_dim, self.act_dim)
-        self.env_steps = 0
         self.normalized_upto = 0  # env steps already folded into the normaliser
-        self.wall_offset = 0.0
-        self.next_eval = cfg.run.eval_interval if cfg.run.eval_interval > 0 else None
-        self.next_checkpoint = cfg.run.checkpoint_interval
-        self.last_eval: dict[str, float] = {}
-        self._start: float | None = None
+        # Without a saved buffer a resumed run restarts from an empty one: uniform actions until then.
+        self.warmup_until = scfg.learning_starts
         if resume:
-            self._restore(load_checkpoint(self.run_dir / CHECKPOINT_DIR / LATEST_NAME))
+            self._restore(self.run.resume())
         elif cfg.init_from:
             raise UserError("--init-from is not supported with --algo sac (its actor is a tanh-Gaussian)")
 
@@ -495,9 +358,7 @@ class SACTrainer:
 
     def bundle(self) -> PolicyBundle:
         """The current deterministic policy with frozen normalisation (for evaluation)."""
-        from gail_robot.policy_io import PolicyBundle
-
-        norm = self.normalizer.inner.export()
+        norm = self.normalizer.export()
         # PolicyBundle.act feeds CPU tensors: evaluate a CPU copy of an accelerator actor.
         actor = self.actor if self.device.type == "cpu" else copy.deepcopy(self.actor).cpu()
         return PolicyBundle(
@@ -513,108 +374,58 @@ class SACTrainer:
         )
 
     def payload(self) -> dict[str, Any]:
-        from gail_robot.algos.trainer import versions
-
-        cfg = self.config
-        return {
-            "actor_spec": self.actor.spec(),
-            "actor": {k: v.cpu() for k, v in self.actor.state_dict().items()},
-            "obs_norm": self.normalizer.inner.export(),
-            "action_low": self.action_low,
-            "action_high": self.action_high,
-            "env_id": cfg.env.id,
-            "env_kwargs": dict(cfg.env.kwargs),
-            "meta": {
-                "algo": "sac",
-                "run_dir": str(self.run_dir.resolve()),
-                "env_steps": self.env_steps,
-                "updates": self.sac.gradient_steps,
-                "versions": versions(),
-                "eval": dict(self.last_eval),
-            },
-            "config": cfg.to_dict(),
-            "sac": self.sac.state_dict(),
-            "normalizer": self.normalizer.inner.state_dict(),
-            "progress": {
-                "env_steps": self.env_steps,
-                "normalized_upto": self.normalized_upto,
-                "wall_time": self.wall_time(),
-                "next_eval": self.next_eval,
-                "next_checkpoint": self.next_checkpoint,
-            },
-            "rng": {
-                "torch": self.torch_rng.get_state(),
-                "torch_global": torch.get_rng_state(),
-                "numpy": json.dumps(self.np_rng.bit_generator.state),
-            },
-        }
+        return self.run.payload(
+            actor=self.actor,
+            obs_norm=self.normalizer.export(),
+            action_low=self.action_low,
+            action_high=self.action_high,
+            meta={"algo": "sac", "updates": self.sac.gradient_steps},
+            progress={"normalized_upto": self.normalized_upto},
+            sac=self.sac.state_dict(),
+            normalizer=self.normalizer.state_dict(),
+        )
 
     def _restore(self, data: dict[str, Any]) -> None:
-        from gail_robot.policy_io import CHECKPOINT_DIR, to_numpy_tree
-
-        if data["env_id"] != self.config.env.id:
-            raise UserError(
-                f"cannot resume: checkpoint env '{data['env_id']}' differs from '{self.config.env.id}'"
-            )
+        """The learner's own state from a checkpoint (``Run.resume`` restored the rest)."""
         if data["meta"].get("algo") != "sac" or "sac" not in data:
             raise UserError("cannot resume: the checkpoint was not written by --algo sac")
         self.actor.load_state_dict(data["actor"])
         self.sac.load_state_dict(data["sac"])
-        self.normalizer.inner.load_state_dict(to_numpy_tree(data["normalizer"]))
-        self.normalizer.refresh()
-        progress = data["progress"]
-        self.env_steps = int(progress["env_steps"])
-        self.normalized_upto = int(progress["normalized_upto"])
-        self.wall_offset = float(progress["wall_time"])
-        self.next_eval = progress["next_eval"]
-        self.next_checkpoint = int(progress["next_checkpoint"])
-        self.torch_rng.set_state(data["rng"]["torch"])
-        torch.set_rng_state(data["rng"]["torch_global"])
-        self.np_rng.bit_generator.state = json.loads(data["rng"]["numpy"])
-        self.last_eval = dict(data["meta"].get("eval", {}))
-        replay = self.run_dir / CHECKPOINT_DIR / REPLAY_NAME
+        self.normalizer.load_state_dict(to_numpy_tree(data["normalizer"]))
+        self._device_stats = None
+        self.normalized_upto = int(data["progress"]["normalized_upto"])
+        replay = self.run.dir / CHECKPOINT_DIR / REPLAY_NAME
         if replay.is_file():
             self.replay.load(replay)
         else:
-            # Without the buffer, learning restarts from an empty one: collect a fresh warm-up first.
-            self.replay_warmup_until = self.env_steps + self.sac_config.learning_starts
+            self.warmup_until = max(self.warmup_until, self.run.env_steps + self.sac_config.learning_starts)
 
-    def save(self, final: bool = False) -> Path:
-        from gail_robot.algos.trainer import write_checkpoints
-        from gail_robot.policy_io import CHECKPOINT_DIR
+    def save(self) -> Path:
+        """Write the replay buffer, then the next numbered checkpoint (and ``latest.pt``)."""
+        return self.run.save(self._payload_with_replay())
 
-        ckpt_dir = self.run_dir / CHECKPOINT_DIR
+    def _payload_with_replay(self) -> dict[str, Any]:
+        """The payload, after writing the replay buffer it goes with (when ``sac.save_replay``).
+
+        The buffer first: a ``latest.pt`` on disk always has a buffer at least as new as itself
+        (``final.pt`` is also the new ``latest.pt``, so a finished run can be extended).
+        """
         payload = self.payload()
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
         if self.sac_config.save_replay:
-            # The buffer first: a latest.pt on disk always has a buffer at least as new as itself
-            # (final.pt is also the new latest.pt, so a finished run can be extended with --resume).
+            ckpt_dir = self.run.dir / CHECKPOINT_DIR
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
             self.replay.save(ckpt_dir / REPLAY_NAME)
-        return write_checkpoints(
-            self.run_dir, payload, self.env_steps, self.config.run.keep_checkpoints, final
-        )
+        return payload
 
     # ------------------------------------------------------------------------------ loop
 
-    replay_warmup_until: int | None = None
-
-    def wall_time(self) -> float:
-        """Training wall time in seconds, across resumes."""
-        return self.wall_offset + (0.0 if self._start is None else time.perf_counter() - self._start)
-
-    def evaluate(self) -> dict[str, float]:
-        from gail_robot.algos.trainer import evaluation_row
-
-        return evaluation_row(self.bundle(), self.config.run.eval_episodes, self.config.run.seed)
-
     def _act(self, obs: np.ndarray) -> np.ndarray:
         """Exploration action ``(A,)`` in ``[-1, 1]``: uniform during warm-up, else a policy sample."""
-        warmup = max(self.sac_config.learning_starts, self.replay_warmup_until or 0)
-        if self.env_steps < warmup:
-            return self.np_rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32)
+        if self.run.env_steps < self.warmup_until:
+            return self.run.np_rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32)
         with torch.no_grad():
-            obs_t = torch.from_numpy(self.normalizer.one(obs)).unsqueeze(0).to(self.device)
-            action, _ = self.actor.sample(obs_t, self.torch_rng)
+            obs_t = torch.from_numpy(self.normalizer(obs)).unsqueeze(0).to(self.device)
+            action, _ = self.actor.sample(obs_t, self.run.torch_rng)
         return action[0].cpu().numpy()
 
     def _learn(self) -> dict[str, float]:
@@ -622,141 +433,153 @@ class SACTrainer:
         scfg = self.sac_config
         stats: dict[str, float] = {}
         for _ in range(scfg.gradient_steps):
-            batch = self.replay.sample(scfg.batch_size, self.np_rng)
-            parts = self.replay.split(batch if self.device.type == "cpu" else batch.to(self.device))
+            parts = self._normalized_batch(self.replay.sample_rows(scfg.batch_size, self.run.np_rng))
             stats = self.sac.update(
-                self.normalizer.batch(parts["obs"]),
-                parts["actions"],
-                parts["rewards"],
-                self.normalizer.batch(parts["next_obs"]),
-                parts["terminated"],
+                parts["obs"], parts["actions"], parts["rewards"], parts["next_obs"], parts["terminated"]
             )
         return stats
 
+    def _normalized_batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """Sampled replay ``rows`` split on the device, observations normalised with the current statistics.
+
+        On the CPU with ``core.normalize``; on an accelerator after the copy with its torch mirror
+        ``nets.normalize_torch`` (the same numbers), so the host does not compute it.
+        """
+        if self.device.type == "cpu":
+            return self.replay.split(torch.from_numpy(self.replay.normalize_rows(rows, self.normalizer)))
+        parts = self.replay.split(torch.from_numpy(rows).to(self.device))
+        if self._device_stats is None:
+            self._device_stats = (
+                torch.as_tensor(self.normalizer.mean, device=self.device),
+                normalization_std(self.normalizer.var).to(self.device),
+            )
+        mean, std = self._device_stats
+        for key in ("obs", "next_obs"):
+            parts[key] = normalize_torch(parts[key], mean, std, self.normalizer.clip)
+        return parts
+
     def _refresh_normalizer(self) -> None:
         """Fold the observations added since the last refresh into the running statistics."""
-        new = self.env_steps - self.normalized_upto
-        if new > 0 and self.normalizer.inner.enabled:
+        new = self.run.env_steps - self.normalized_upto
+        if new > 0 and self.normalizer.enabled:
             self.normalizer.update(self.replay.recent_obs(new))
-        self.normalized_upto = self.env_steps
+            self._device_stats = None
+        self.normalized_upto = self.run.env_steps
+
+    def _reset(self) -> np.ndarray:
+        """Reset the env as a resumed run would (seeded by the env steps), so resuming is exact."""
+        obs, _ = self.env.reset(seed=reset_seed(self.config.run.seed, self.run.env_steps))
+        return np.asarray(obs, dtype=np.float32)
 
     def train(self) -> Path:
         """Run until ``run.total_steps`` env steps and write ``final.pt``; returns its path."""
-        from tqdm import tqdm
-
-        from gail_robot.algos.trainer import MetricsLog, reset_seed
-
         cfg = self.config
         scfg = self.sac_config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
-        resumed_at = self.env_steps if self.env_steps > 0 else None
-        log = MetricsLog(self.run_dir, cfg.run.tensorboard, resumed_at)
-        obs, _ = self.env.reset(seed=reset_seed(cfg.run.seed, self.env_steps))
-        obs = np.asarray(obs, dtype=np.float32)
-        self._start = time.perf_counter()
-        bar = tqdm(
-            total=cfg.run.total_steps,
-            initial=min(self.env_steps, cfg.run.total_steps),
-            unit="step",
-            unit_scale=True,
-            disable=not cfg.run.progress,
-            desc=f"sac {cfg.env.id}",
-        )
-        ep_return, ep_length = 0.0, 0
-        returns: list[float] = []
-        lengths: list[int] = []
-        stats: dict[str, float] = {}
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        update_time = 0.0
-        updates_in_window = 0
-        window_start, window_steps = time.perf_counter(), 0
+        run = self.run
+        window = _LogWindow()
         # Statistics are refreshed in chunks (cheap), and at the end of the warm-up so the first
         # updates see statistics of all the warm-up data.
         norm_every = max(1, min(scfg.log_interval, 1000))
         try:
-            while self.env_steps < cfg.run.total_steps:
-                action = self._act(obs)
-                next_obs, reward, terminated, truncated, _info = self.env.step(action)
-                next_obs = np.asarray(next_obs, dtype=np.float32)
-                self.replay.add(obs, action, float(reward), next_obs, bool(terminated))
-                self.env_steps += 1
-                window_steps += 1
-                ep_return += float(reward)
-                ep_length += 1
-                if terminated or truncated:
-                    returns.append(ep_return)
-                    lengths.append(ep_length)
-                    ep_return, ep_length = 0.0, 0
-                    obs, _ = self.env.reset()
-                    obs = np.asarray(obs, dtype=np.float32)
-                else:
-                    obs = next_obs
-                warmup = max(scfg.learning_starts, self.replay_warmup_until or 0)
-                if self.env_steps % norm_every == 0 or self.env_steps == warmup:
-                    self._refresh_normalizer()
-                if self.env_steps >= warmup and len(self.replay) >= scfg.batch_size:
-                    t0 = time.perf_counter()
-                    stats = self._learn()
-                    update_time += time.perf_counter() - t0
-                    updates_in_window += scfg.gradient_steps
-                    for key, value in stats.items():
-                        sums[key] = sums.get(key, 0.0) + value
-                        counts[key] = counts.get(key, 0) + 1
-                if self.env_steps % 100 == 0:
-                    bar.update(100)
-                if self.env_steps % scfg.log_interval == 0 or self.env_steps >= cfg.run.total_steps:
-                    elapsed = time.perf_counter() - window_start
-                    row: dict[str, Any] = {"env_steps": self.env_steps}
-                    if returns:
-                        row["episode_return"] = float(np.mean(returns))
-                        row["episode_length"] = float(np.mean(lengths))
-                        row["episodes"] = len(returns)
-                    row.update({k: sums[k] / counts[k] for k in sums})
-                    row["alpha"] = self.sac.alpha
-                    row["steps_per_s"] = window_steps / elapsed if elapsed > 0 else float("nan")
-                    row["updates_per_s"] = (
-                        updates_in_window / update_time if update_time > 0 else float("nan")
-                    )
-                    if self.next_eval is not None and self.env_steps >= self.next_eval:
-                        while self.next_eval <= self.env_steps:
-                            self.next_eval += cfg.run.eval_interval
-                        if self.env_steps < cfg.run.total_steps:
-                            self.last_eval = self.evaluate()
-                            row.update(self.last_eval)
-                    row["wall_time"] = self.wall_time()
-                    row["updates"] = self.sac.gradient_steps
-                    postfix = {"sps": f"{row['steps_per_s']:.0f}", "alpha": f"{row['alpha']:.3f}"}
-                    if "episode_return" in row:
-                        postfix["ret"] = f"{row['episode_return']:.0f}"
-                    if "eval_return" in row:
-                        postfix["eval"] = f"{row['eval_return']:.0f}"
-                    bar.set_postfix(postfix, refresh=False)
-                    log.write(row)
-                    returns, lengths, sums, counts = [], [], {}, {}
-                    update_time, updates_in_window = 0.0, 0
-                    window_start, window_steps = time.perf_counter(), 0
-                if self.env_steps >= self.next_checkpoint and self.env_steps < cfg.run.total_steps:
-                    while self.next_checkpoint <= self.env_steps:
-                        self.next_checkpoint += cfg.run.checkpoint_interval
-                    self._refresh_normalizer()
-                    self.save()
-                    # Reset as a resumed run would, so that resuming continues identically.
-                    obs, _ = self.env.reset(seed=reset_seed(cfg.run.seed, self.env_steps))
-                    obs = np.asarray(obs, dtype=np.float32)
-                    ep_return, ep_length = 0.0, 0
-            bar.update(self.env_steps - bar.n)
-            self._refresh_normalizer()
-            final_eval = self.evaluate()
-            if final_eval:
-                self.last_eval = final_eval
-                log.write({"env_steps": self.env_steps, "wall_time": self.wall_time(), **final_eval})
-            return self.save(final=True)
+            obs = self._reset()
+            with run.session(f"sac {cfg.env.id}"):
+                while run.env_steps < cfg.run.total_steps:
+                    action = self._act(obs)
+                    next_obs, reward, terminated, truncated, _info = self.env.step(action)
+                    next_obs = np.asarray(next_obs, dtype=np.float32)
+                    self.replay.add(obs, action, float(reward), next_obs, bool(terminated))
+                    run.env_steps += 1
+                    window.step(float(reward), bool(terminated or truncated))
+                    if terminated or truncated:
+                        obs, _ = self.env.reset()
+                        obs = np.asarray(obs, dtype=np.float32)
+                    else:
+                        obs = next_obs
+                    if run.env_steps % norm_every == 0 or run.env_steps == self.warmup_until:
+                        self._refresh_normalizer()
+                    if run.env_steps >= self.warmup_until and len(self.replay) >= scfg.batch_size:
+                        t0 = time.perf_counter()
+                        window.learned(self._learn(), time.perf_counter() - t0, scfg.gradient_steps)
+                    if run.env_steps % 100 == 0:
+                        run.progress(run.env_steps)
+                    if run.env_steps % scfg.log_interval == 0 or run.env_steps >= cfg.run.total_steps:
+                        row = {"env_steps": run.env_steps, **window.row(self.sac.alpha)}
+                        row.update(run.scheduled_evaluation(self.bundle))
+                        row["wall_time"] = run.wall_time()
+                        row["updates"] = self.sac.gradient_steps
+                        run.progress(run.env_steps, _postfix(row))
+                        run.write(row)
+                    if run.checkpoint_due():
+                        self._refresh_normalizer()
+                        self.save()
+                        obs = self._reset()
+                        window.episode_cut()
+                run.progress(run.env_steps)
+                self._refresh_normalizer()
+                return run.finish(self.bundle, self._payload_with_replay)
         finally:
-            bar.close()
-            log.close()
             self.env.close()
+
+
+class _LogWindow:
+    """What happened since the last metrics row: finished episodes, update losses, rates."""
+
+    def __init__(self) -> None:
+        self.ep_return, self.ep_length = 0.0, 0
+        self._clear()
+
+    def _clear(self) -> None:
+        self.returns: list[float] = []
+        self.lengths: list[int] = []
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.update_time, self.updates, self.steps = 0.0, 0, 0
+        self.start = time.perf_counter()
+
+    def step(self, reward: float, episode_end: bool) -> None:
+        self.steps += 1
+        self.ep_return += reward
+        self.ep_length += 1
+        if episode_end:
+            self.returns.append(self.ep_return)
+            self.lengths.append(self.ep_length)
+            self.episode_cut()
+
+    def episode_cut(self) -> None:
+        """The running episode ended without being counted (an env reset at a checkpoint)."""
+        self.ep_return, self.ep_length = 0.0, 0
+
+    def learned(self, stats: dict[str, float], seconds: float, updates: int) -> None:
+        self.update_time += seconds
+        self.updates += updates
+        for key, value in stats.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def row(self, alpha: float) -> dict[str, Any]:
+        """The window's metrics (episode means, mean losses, rates); starts a new window."""
+        elapsed = time.perf_counter() - self.start
+        row: dict[str, Any] = {}
+        if self.returns:
+            row["episode_return"] = float(np.mean(self.returns))
+            row["episode_length"] = float(np.mean(self.lengths))
+            row["episodes"] = len(self.returns)
+        row.update({k: self.sums[k] / self.counts[k] for k in self.sums})
+        row["alpha"] = alpha
+        row["steps_per_s"] = self.steps / elapsed if elapsed > 0 else float("nan")
+        row["updates_per_s"] = self.updates / self.update_time if self.update_time > 0 else float("nan")
+        self._clear()
+        return row
+
+
+def _postfix(row: dict[str, Any]) -> dict[str, str]:
+    """The progress bar's summary of a metrics row."""
+    postfix = {"sps": f"{row['steps_per_s']:.0f}", "alpha": f"{row['alpha']:.3f}"}
+    if "episode_return" in row:
+        postfix["ret"] = f"{row['episode_return']:.0f}"
+    if "eval_return" in row:
+        postfix["eval"] = f"{row['eval_return']:.0f}"
+    return postfix
 
 
 def train_sac(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> Path:

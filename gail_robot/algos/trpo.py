@@ -64,11 +64,11 @@ def gaussian_kl(
 class TRPO:
     """TRPO policy step + separate Adam value regression."""
 
-    def __init__(self, actor: GaussianActor, critic: Critic, config: TRPOConfig, generator: torch.Generator):
+    def __init__(self, actor: GaussianActor, critic: Critic, config: TRPOConfig, torch_rng: torch.Generator):
         self.actor = actor
         self.critic = critic
         self.config = config
-        self.generator = generator
+        self.torch_rng = torch_rng
         self.value_optimizer = adam(critic.parameters(), lr=config.vf_lr)
 
     def update(self, buffer: RolloutBuffer, progress: float, critic_only: bool = False) -> dict[str, float]:
@@ -87,6 +87,7 @@ class TRPO:
         obs, actions, old_log_probs = data["obs"], data["actions"], data["log_probs"]
         advantages = data["advantages"]
         if cfg.normalize_advantages and advantages.numel() > 1:
+            # 1e-8: the advantage normalisation's floor (not the observation normaliser's).
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         params = list(self.actor.parameters())
         with torch.no_grad():
@@ -147,7 +148,7 @@ class TRPO:
         minibatch = max(1, size // self.config.vf_minibatches)
         losses = []
         for _ in range(self.config.vf_epochs):
-            order = torch.randperm(size, generator=self.generator)
+            order = torch.randperm(size, generator=self.torch_rng)
             for start in range(0, size - minibatch + 1, minibatch):
                 idx = order[start : start + minibatch]
                 loss = 0.5 * ((self.critic(obs[idx]) - returns[idx]) ** 2).mean()

@@ -1,10 +1,11 @@
 """Env-side conventions shared by training, evaluation and export.
 
 - :class:`NormalizedActions`: the policy acts in ``[-1, 1]^A``; the wrapper clips and maps to the
-  env's bounds with ``action = low + (clip(a, -1, 1) + 1) / 2 * (high - low)`` (contract §4).
+  env's bounds with ``action = low + (clip(a, -1, 1) + 1) / 2 * (high - low)`` (docs/DESIGN.md §2).
 - :class:`ObsNormalizer`: running observation statistics (``gail_robot.core.RunningMeanStd``)
   shared by the policy, the critic and the GAIL discriminator, updated by the learner once per
-  rollout and frozen for evaluation and export.
+  rollout and frozen for evaluation and export; applied with ``gail_robot.core.normalize``, the
+  one implementation (docs/DESIGN.md §2).
 - Absorbing states (DAC, Kostrikov et al. 2019): :func:`with_absorbing_flag` appends the indicator
   column the discriminator sees (the absorbing state itself is all zeros with flag 1).
 """
@@ -16,7 +17,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from gail_robot.core import RunningMeanStd
+from gail_robot.core import RunningMeanStd, normalize
+
+# The reward scale's own variance floor (as SB3's VecNormalize), not the observation normaliser's.
+_REWARD_VAR_FLOOR = 1e-8
 
 
 class NormalizedActions(gym.ActionWrapper):
@@ -39,7 +43,9 @@ class NormalizedActions(gym.ActionWrapper):
 
 
 class ObsNormalizer:
-    """Running observation normalisation: ``clip((obs - mean) / sqrt(var + 1e-8), -clip, clip)``.
+    """Running observation normalisation: ``core.normalize(obs, mean, var, clip)`` with running statistics.
+
+    ``clip((obs - mean) / sqrt(var + core.NORM_EPSILON), -clip, clip)`` (docs/DESIGN.md §2).
 
     Args:
         obs_dim: observation size.
@@ -59,17 +65,21 @@ class ObsNormalizer:
             self.rms.update(np.asarray(obs, dtype=np.float64).reshape(-1, self.rms.shape[0]))
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        """Normalised float32 copy of raw ``obs (..., obs_dim)``."""
-        if not self.enabled:
-            return np.clip(np.asarray(obs, dtype=np.float32), -self.clip, self.clip)
-        return self.rms.normalize(obs, clip=self.clip)
+        """Normalised float32 copy of raw ``obs (..., obs_dim)``: ``core.normalize`` with these statistics.
+
+        Disabled, the statistics are mean 0 / var 1: a clip (the ``NORM_EPSILON`` floor changes no
+        float32 value).
+        """
+        return normalize(obs, self.mean, self.var, self.clip)
 
     @property
     def mean(self) -> np.ndarray:
+        """``(obs_dim,)`` float64 mean in use (zeros when disabled)."""
         return self.rms.mean if self.enabled else np.zeros(self.rms.shape, np.float64)
 
     @property
     def var(self) -> np.ndarray:
+        """``(obs_dim,)`` float64 variance in use (ones when disabled)."""
         return self.rms.var if self.enabled else np.ones(self.rms.shape, np.float64)
 
     def export(self) -> dict[str, Any]:
@@ -112,8 +122,8 @@ class RewardScaler:
     """Divide rewards by the running std of the discounted return (as SB3's VecNormalize does).
 
     For RL on the env reward: it keeps value targets O(1) whatever the reward scale, which PPO
-    on MuJoCo needs to learn at a normal pace. Not for GAIL rewards by default (BACKGROUND
-    pitfall 3: normalising the discriminator reward by a running std destabilises training).
+    on MuJoCo needs to learn at a normal pace. Not for GAIL rewards by default (docs/DESIGN.md
+    §8.3: normalising the discriminator reward by a running std destabilises training).
 
     Args:
         num_envs: N, the number of parallel envs.
@@ -137,7 +147,7 @@ class RewardScaler:
             tracked[t] = self.returns
             self.returns[done[t]] = 0.0
         self.rms.update(tracked.reshape(-1))
-        return (rewards / np.sqrt(self.rms.var + 1e-8)).astype(np.float32)
+        return (rewards / np.sqrt(self.rms.var + _REWARD_VAR_FLOOR)).astype(np.float32)
 
     def state_dict(self) -> dict[str, Any]:
         """The statistics only: partial returns end with the env reset that follows a checkpoint."""

@@ -12,10 +12,9 @@ reloads the file in a fresh Python process and compares it with the Python polic
   task rules of the Gymnasium v5 locomotion envs, checked against the env);
 - :mod:`~gail_robot.export.formats`: ``meta.json``, writing TorchScript / ONNX / pt2 and loading them;
 - :mod:`~gail_robot.export.verify`: the fresh-process comparison (``__main__`` is its worker);
-- :mod:`~gail_robot.export.cli`: ``gail-robot export``.
+- :mod:`~gail_robot.export.cli`: ``gail-robot export`` (the command line sits above this package).
 """
 
-from gail_robot.export.cli import add_arguments, main
 from gail_robot.export.controller_spec import (
     check_layout,
     locomotion_family,
@@ -35,8 +34,6 @@ from gail_robot.export.module import (
     MODES,
     ExportedPolicy,
     build_module,
-    normalization_std,
-    normalize_torch,
     to_torchscript,
     torchscript_calls,
 )
@@ -55,7 +52,6 @@ __all__ = [
     "VERIFY_ATOL",
     "ExportedPolicy",
     "LoadedPolicy",
-    "add_arguments",
     "build_module",
     "check_layout",
     "collect_env_observations",
@@ -63,9 +59,6 @@ __all__ = [
     "export_policy",
     "load_exported",
     "locomotion_family",
-    "main",
-    "normalization_std",
-    "normalize_torch",
     "observation_layout",
     "read_meta",
     "task_spec",

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gail_robot.core import NORM_EPSILON
 from gail_robot.errors import UserError
+from gail_robot.nets import normalization_std, normalize_torch
 from gail_robot.policy_io import PolicyBundle
 
 MODES = ("script", "trace")
@@ -42,35 +42,6 @@ def torchscript_calls() -> Iterator[None]:
             "ignore", message=r"`torch\.jit\.[\w.]+` is deprecated", category=DeprecationWarning
         )
         yield
-
-
-def normalization_std(var: np.ndarray) -> torch.Tensor:
-    """``sqrt(var + core.NORM_EPSILON)`` as a ``(obs_dim,) float64`` tensor, computed once at export.
-
-    The C++ kernel of :func:`gail_robot.core.normalize` computes the same correctly rounded float64
-    square root once per call; doing it once per export saves two ops (about 4 us at batch 1) per
-    control step.
-    """
-    return torch.from_numpy(np.sqrt(np.asarray(var, dtype=np.float64) + NORM_EPSILON))
-
-
-def normalize_torch(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, clip: float) -> torch.Tensor:
-    """Torch mirror of :func:`gail_robot.core.normalize` (docs/DESIGN.md §2), scriptable and exportable.
-
-    ``clip((x - mean) / std, -clip, clip)`` computed in float64 and rounded to float32 once, with
-    ``std = normalization_std(var)``: the same operations in the same order as the C++ kernel, so the
-    result equals ``core.normalize(x, mean, var, clip)`` bit for bit.
-
-    Args:
-        x: ``(B, D)`` observations of any float dtype.
-        mean: ``(D,) float64``.
-        std: ``(D,) float64`` from :func:`normalization_std`.
-        clip: positive clip bound.
-
-    Returns:
-        ``(B, D) float32``.
-    """
-    return torch.clamp((x.to(torch.float64) - mean) / std, -clip, clip).to(torch.float32)
 
 
 class ExportedPolicy(nn.Module):
