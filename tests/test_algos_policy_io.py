@@ -87,7 +87,8 @@ def test_a_checkpoint_that_holds_no_policy_is_one_user_error(tmp_path):
     payload = _payload(actor)
     payload["actor"] = {"bogus": torch.zeros(1)}  # loads with weights_only, but is no GaussianActor
     path = save_checkpoint(tmp_path / "bad.pt", payload)
-    with pytest.raises(UserError, match=r"^cannot load a policy from .*bad\.pt: Error\(s\) in loading state_dict"):
+    message = r"^cannot load a policy from .*bad\.pt: Error\(s\) in loading state_dict"
+    with pytest.raises(UserError, match=message):
         load_policy(path)
 
 

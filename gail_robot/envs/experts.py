@@ -77,7 +77,7 @@ def make_expert(env: Any, noise: float = 0.0, seed: int | None = None) -> Expert
     Args:
         env: an env whose task declares an expert (see :func:`expert_env_ids`); only its id is used.
         noise: standard deviation of the Gaussian action noise (0 for none).
-        seed: seed of the noise generator.
+        seed: seed of the noise RNG.
 
     Raises:
         UserError: the env has no scripted expert, or ``noise`` is negative or not finite.
