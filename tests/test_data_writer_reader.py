@@ -16,6 +16,7 @@ import gymnasium as gym
 import h5py
 import numpy as np
 import pytest
+from process_hooks import in_every_new_process
 
 import gail_robot.envs  # noqa: F401  (registers the project's tasks)
 from gail_robot.data import FORMAT, FORMAT_VERSION, DemoDataset, DemoWriter, Transitions, transaction
@@ -518,14 +519,6 @@ def test_bad_files_give_one_line_errors(tmp_path: Path, pendulum: gym.Env[Any, A
         DemoDataset(future)
 
 
-def in_publishing_process(monkeypatch: pytest.MonkeyPatch, where: Path, code: str) -> None:
-    """Run ``code`` at the start of every new Python process (the writer's publishing process)."""
-    where.mkdir()
-    (where / "sitecustomize.py").write_text(code)
-    paths = (str(where), os.environ.get("PYTHONPATH"))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
-
-
 NO_EXCHANGE_NO_LINKS = """
 import os
 from gail_robot.data import transaction
@@ -542,7 +535,7 @@ transaction.os.link = no_links
 def test_without_hard_links_every_episode_is_published_through_a_copy(
     tmp_path: Path, pendulum: gym.Env[Any, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    in_publishing_process(monkeypatch, tmp_path / "hook", NO_EXCHANGE_NO_LINKS)
+    in_every_new_process(monkeypatch, tmp_path / "hook", NO_EXCHANGE_NO_LINKS)
     monkeypatch.setenv("NO_LINKS_MARKER", str(tmp_path / "marker"))
     path = tmp_path / "demos.hdf5"
     fed = record_random(path, pendulum, episodes=4)
@@ -569,7 +562,7 @@ def test_write_failure_is_one_line_and_keeps_the_file(
     data.mkdir()
     path = data / "demos.hdf5"
     record_random(path, pendulum, episodes=2)
-    in_publishing_process(monkeypatch, tmp_path / "hook", DISK_FULL_ON_COPY)
+    in_every_new_process(monkeypatch, tmp_path / "hook", DISK_FULL_ON_COPY)
     with pytest.raises(
         UserError,
         match=r"^cannot write .*demos\.hdf5: No space left on device; "

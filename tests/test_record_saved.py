@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from cli_runner import run_cli
+from process_hooks import in_every_new_process
 
 from gail_robot.data import DemoDataset
 from gail_robot.data.validate import validate_file
@@ -85,14 +86,6 @@ def test_full_disk_stops_at_the_first_failed_write(small_disk: Path) -> None:
     assert sorted(p.name for p in small_disk.iterdir()) == ["demos.hdf5"]  # no spare or lock left
 
 
-def _in_publishing_process(monkeypatch: pytest.MonkeyPatch, where: Path, code: str) -> None:
-    """Run ``code`` at the start of every new Python process (the recorder and its publishing process)."""
-    where.mkdir()
-    (where / "sitecustomize.py").write_text(code)
-    paths = (str(where), os.environ.get("PYTHONPATH"))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
-
-
 # The third transaction fails as on a full disk, deep inside HDF5 (h5py's message buries errno 28).
 FAIL_THIRD_WRITE = """
 from gail_robot.data import transaction
@@ -112,7 +105,7 @@ def test_failed_write_is_one_line_naming_what_is_safe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # edits applied: demo_0 (1) and the spare's catch-up (2), demo_1 (3, 4), demo_2 (5) fails
-    _in_publishing_process(monkeypatch, tmp_path / "hook", FAIL_THIRD_WRITE.replace("{n}", "5"))
+    in_every_new_process(monkeypatch, tmp_path / "hook", FAIL_THIRD_WRITE.replace("{n}", "5"))
     out = tmp_path / "demos.hdf5"
     error, reported = _check_stopped_cleanly(_record(out, episodes=10), out)
     assert error["why"] == "No space left on device"
@@ -135,7 +128,7 @@ transaction.Publisher.publish = publish
 
 
 def test_publishing_process_dying_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _in_publishing_process(monkeypatch, tmp_path / "hook", DIE_IN_SECOND_WRITE)
+    in_every_new_process(monkeypatch, tmp_path / "hook", DIE_IN_SECOND_WRITE)
     out = tmp_path / "demos.hdf5"
     error, reported = _check_stopped_cleanly(_record(out, episodes=10), out)
     assert error["why"] == "the publishing process exited with status 3"
