@@ -158,9 +158,7 @@ def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
         norm = normalizer.export()
 
         def bundle() -> PolicyBundle:
-            return PolicyBundle(
-                actor, norm["mean"], norm["var"], norm["clip"], low, high, cfg.env.id, dict(cfg.env.kwargs)
-            )
+            return run.bundle(actor=actor, obs_norm=norm, action_low=low, action_high=high)
 
         def payload() -> dict[str, Any]:
             return run.payload(

@@ -256,6 +256,29 @@ class Run:
 
     # ------------------------------------------------------------------------------ checkpoints
 
+    def bundle(
+        self,
+        *,
+        actor: torch.nn.Module,
+        obs_norm: dict[str, Any],
+        action_low: np.ndarray,
+        action_high: np.ndarray,
+        meta: dict[str, Any] | None = None,
+    ) -> PolicyBundle:
+        """The deterministic policy a trainer evaluates: ``actor`` with frozen ``obs_norm`` statistics."""
+        env = self.config.env
+        return PolicyBundle(
+            actor=actor,
+            obs_mean=obs_norm["mean"],
+            obs_var=obs_norm["var"],
+            obs_clip=obs_norm["clip"],
+            action_low=action_low,
+            action_high=action_high,
+            env_id=env.id,
+            env_kwargs=dict(env.kwargs),
+            meta=dict(meta or {}),
+        )
+
     def payload(
         self,
         *,

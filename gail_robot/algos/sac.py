@@ -358,18 +358,13 @@ class SACTrainer:
 
     def bundle(self) -> PolicyBundle:
         """The current deterministic policy with frozen normalisation (for evaluation)."""
-        norm = self.normalizer.export()
         # PolicyBundle.act feeds CPU tensors: evaluate a CPU copy of an accelerator actor.
         actor = self.actor if self.device.type == "cpu" else copy.deepcopy(self.actor).cpu()
-        return PolicyBundle(
+        return self.run.bundle(
             actor=actor,
-            obs_mean=norm["mean"],
-            obs_var=norm["var"],
-            obs_clip=norm["clip"],
+            obs_norm=self.normalizer.export(),
             action_low=self.action_low,
             action_high=self.action_high,
-            env_id=self.config.env.id,
-            env_kwargs=dict(self.config.env.kwargs),
             meta={"algo": "sac"},
         )
 

@@ -138,16 +138,11 @@ class OnPolicyTrainer:
 
     def bundle(self) -> PolicyBundle:
         """The current deterministic policy with frozen normalisation (for evaluation)."""
-        norm = self.normalizer.export()
-        return PolicyBundle(
+        return self.run.bundle(
             actor=self.actor,
-            obs_mean=norm["mean"],
-            obs_var=norm["var"],
-            obs_clip=norm["clip"],
+            obs_norm=self.normalizer.export(),
             action_low=self.action_low,
             action_high=self.action_high,
-            env_id=self.config.env.id,
-            env_kwargs=dict(self.config.env.kwargs),
         )
 
     def payload(self) -> dict[str, Any]:
