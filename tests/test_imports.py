@@ -24,6 +24,7 @@ ROOMS: dict[str, tuple[int, str]] = {
     "gail_robot.errors": (0, "errors"),
     "gail_robot.versions": (0, "versions"),
     "gail_robot.core": (1, "core"),
+    "gail_robot.cluster": (1, "cluster"),
     "gail_robot._core": (1, "core"),
     "gail_robot.nets": (2, "nets"),
     "gail_robot.envs": (3, "envs"),
@@ -41,6 +42,8 @@ ROOMS: dict[str, tuple[int, str]] = {
     "gail_robot.quickstart": (8, "cli"),
     "gail_robot.controller": (8, "cli"),
     "gail_robot.plot": (8, "cli"),
+    "gail_robot.sweep": (8, "sweep"),
+    "gail_robot.sweep.cli": (8, "cli"),
 }
 
 # Known cycles, to be removed rather than added to.
