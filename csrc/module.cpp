@@ -8,6 +8,7 @@ void register_gae(py::module_& m);
 void register_rewards(py::module_& m);
 void register_normalizer(py::module_& m);
 void register_threads(py::module_& m);
+void register_mlp(py::module_& m);
 }  // namespace gail_robot
 
 PYBIND11_MODULE(_core, m) {
@@ -16,4 +17,5 @@ PYBIND11_MODULE(_core, m) {
   gail_robot::register_rewards(m);
   gail_robot::register_normalizer(m);
   gail_robot::register_threads(m);
+  gail_robot::register_mlp(m);
 }

@@ -59,7 +59,7 @@ def resolve_address(address: str | None) -> str | None:
 
 def _check_reachable(address: str) -> None:
     """Refuse an address nobody answers at in a few seconds (Ray itself would retry for minutes)."""
-    if address == "auto" or address.startswith("ray://") and ":" not in address[6:]:
+    if address == "auto" or (address.startswith("ray://") and ":" not in address[6:]):
         return
     host_port = address[6:] if address.startswith("ray://") else address
     host, sep, port = host_port.rpartition(":")

@@ -222,6 +222,34 @@ def batch_moments_reference(batch: np.ndarray) -> tuple[int, np.ndarray, np.ndar
     return x.shape[0], mean, m2
 
 
+def mlp_forward_reference(
+    x: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]], activations: list[str]
+) -> np.ndarray:
+    """Reference of :func:`mlp_forward` in NumPy float32, summing in the kernel's order.
+
+    Elementwise float32 operations round exactly as the kernel's, so linear layers and relu match it
+    bit for bit; tanh/elu/silu go through NumPy's own transcendental functions (within 1 ulp).
+    """
+    h = np.asarray(x, dtype=np.float32)
+    for i, (w_any, b) in enumerate(layers):
+        w = np.asarray(w_any, dtype=np.float32)
+        out = np.broadcast_to(np.asarray(b, np.float32), (h.shape[0], w.shape[1])).copy()
+        for k in range(w.shape[0]):
+            out += h[:, k : k + 1] * w[k][None, :]
+        if i < len(activations):
+            out = _NUMPY_ACTIVATIONS[activations[i]](out).astype(np.float32)
+        h = out
+    return h
+
+
+_NUMPY_ACTIVATIONS: dict[str, Any] = {
+    "tanh": np.tanh,
+    "relu": lambda h: np.where(h > 0, h, np.float32(0)),
+    "elu": lambda h: np.where(h > 0, h, np.expm1(np.minimum(h, 0))),
+    "silu": lambda h: h / (np.float32(1) + np.exp(-h)),
+}
+
+
 # ----------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------
@@ -347,6 +375,39 @@ def normalize(x: npt.ArrayLike, mean: npt.ArrayLike, var: npt.ArrayLike, clip: f
         raise ValueError(f"clip must be > 0, got {clip}")
     flat = _contiguous(arr, arr.dtype).reshape(-1, width)
     return _rms_normalize_impl(flat, mean_arr, var_arr, clip_f).reshape(arr.shape)
+
+
+#: the hidden activations :func:`mlp_forward` implements
+MLP_ACTIVATIONS = ("tanh", "relu", "elu", "silu")
+
+
+def mlp_forward(
+    x: npt.ArrayLike, layers: list[tuple[np.ndarray, np.ndarray]], activations: list[str]
+) -> np.ndarray:
+    """An MLP's output for each row of ``x``, independent of the batch it is in (docs/DESIGN.md §9).
+
+    ``h = x; h = act_i(h @ W_i + b_i)`` with no activation after the last layer, in float32, each sum
+    taken in one fixed order (C++ kernel). Unlike ``x @ W`` (BLAS), a row's result does not depend on
+    how many other rows are in the batch, which keeps rollouts bit-identical across vectorisations.
+
+    Args:
+        x: ``(M, D)`` inputs (converted to float32).
+        layers: ``[(W (in, out), b (out,)), ...]``.
+        activations: one of :data:`MLP_ACTIVATIONS` per hidden layer (``len(layers) - 1`` names).
+
+    Returns:
+        ``(M, out)`` float32.
+    """
+    arr = _contiguous(np.asarray(x, dtype=np.float32), np.dtype(np.float32))
+    if arr.ndim != 2:
+        raise ValueError(f"x must have shape (M, D), got {arr.shape}")
+    weights = [_contiguous(np.asarray(w, dtype=np.float32), np.dtype(np.float32)) for w, _ in layers]
+    biases = [_contiguous(np.asarray(b, dtype=np.float32), np.dtype(np.float32)) for _, b in layers]
+    if not weights:
+        raise ValueError("layers must hold at least one (W, b) pair")
+    out = np.empty((arr.shape[0], weights[-1].shape[1] if weights[-1].ndim == 2 else 0), dtype=np.float32)
+    _core.mlp_forward_f32(arr, weights, biases, list(activations), out)
+    return out
 
 
 def set_max_threads(n: int) -> None:

@@ -80,49 +80,97 @@ def evaluate_policy(
 
         fps = int(env.metadata.get("render_fps", 30))
         writer = imageio.get_writer(str(video), fps=fps, macro_block_size=1)
-    returns: list[float] = []
-    lengths: list[int] = []
-    successes: list[float] = []
-    velocities: list[float] = []
+    episodes_out: list[Episode] = []
     try:
         from tqdm import tqdm
 
         for episode in tqdm(range(episodes), desc="eval", unit="ep", disable=not progress):
-            obs, _ = env.reset(seed=seed + episode)
-            total, length, velocity_sum, has_velocity = 0.0, 0, 0.0, False
-            info: dict[str, Any] = {}
-            while True:
-                if writer is not None:
-                    writer.append_data(np.asarray(env.render()))
-                action = policy.act(np.asarray(obs, dtype=np.float32))
-                obs, reward, terminated, truncated, info = env.step(action)
-                total += float(reward)
-                length += 1
-                if "x_velocity" in info:
-                    velocity_sum += float(info["x_velocity"])
-                    has_velocity = True
-                if terminated or truncated:
-                    break
-            returns.append(total)
-            lengths.append(length)
-            if "is_success" in info:
-                successes.append(float(info["is_success"]))
-            if has_velocity:
-                velocities.append(velocity_sum / length)
+            episodes_out.append(run_episode(env, policy, seed + episode, writer))
     finally:
         if writer is not None:
             writer.close()
         env.close()
+    return summarize(episodes_out)
+
+
+@dataclass
+class Episode:
+    """One deterministic episode: return, length, final ``is_success``, mean ``x_velocity`` (None: absent)."""
+
+    ret: float
+    length: int
+    success: float | None
+    velocity: float | None
+
+
+def run_episode(env: Any, policy: PolicyBundle, seed: int, writer: Any = None) -> Episode:
+    """One deterministic episode of ``policy`` in ``env`` (reset with ``seed``), optionally recorded."""
+    obs, _ = env.reset(seed=seed)
+    total, length, velocity_sum, has_velocity = 0.0, 0, 0.0, False
+    info: dict[str, Any] = {}
+    while True:
+        if writer is not None:
+            writer.append_data(np.asarray(env.render()))
+        action = policy.act(np.asarray(obs, dtype=np.float32))
+        obs, reward, terminated, truncated, info = env.step(action)
+        total += float(reward)
+        length += 1
+        if "x_velocity" in info:
+            velocity_sum += float(info["x_velocity"])
+            has_velocity = True
+        if terminated or truncated:
+            break
+    success = float(info["is_success"]) if "is_success" in info else None
+    return Episode(total, length, success, velocity_sum / length if has_velocity else None)
+
+
+def summarize(episodes: list[Episode]) -> EvalResult:
+    """The :class:`EvalResult` of ``episodes`` (in order)."""
+    returns = [e.ret for e in episodes]
+    successes = [e.success for e in episodes if e.success is not None]
+    velocities = [e.velocity for e in episodes if e.velocity is not None]
     nan = float("nan")
     return EvalResult(
         mean_return=float(np.mean(returns)),
         std_return=float(np.std(returns)),
         success_rate=float(np.mean(successes)) if successes else nan,
-        mean_length=float(np.mean(lengths)),
+        mean_length=float(np.mean([e.length for e in episodes])),
         mean_forward_velocity=float(np.mean(velocities)) if velocities else nan,
-        episodes=episodes,
+        episodes=len(episodes),
         returns=returns,
     )
+
+
+def evaluate_in_workers(envs: Any, policy: PolicyBundle, episodes: int, seed: int = 0) -> EvalResult:
+    """:func:`evaluate_policy` with the episodes spread over a vector env's workers (``call_parts``).
+
+    Episode ``i`` still resets with ``seed + i`` in a fresh env of its own, so the result equals
+    :func:`evaluate_policy`'s. Used by ``env.vectorization: ray`` (docs/DESIGN.md §9).
+    """
+    if episodes < 1:
+        raise UserError(f"--episodes must be >= 1, got {episodes}")
+    chunks = np.array_split(np.arange(seed, seed + episodes), len(envs.parts))
+    results = envs.call_parts(_evaluate_part, [(policy, [int(s) for s in chunk]) for chunk in chunks])
+    return summarize([episode for part in results for episode in part])
+
+
+def _evaluate_part(
+    envs: Any, obs: np.ndarray, policy: PolicyBundle, seeds: list[int]
+) -> tuple[list[Episode], np.ndarray]:
+    """On a worker (``call_parts``): episodes ``seeds`` in a fresh env; the rollout envs are untouched."""
+    del envs
+    if not seeds:
+        return [], obs
+    import torch
+
+    from gail_robot.envs.make import make_env
+
+    torch.set_num_threads(1)  # one MLP row per step: threads only add overhead on a busy worker
+    env = make_env(policy.env_id, policy.env_kwargs, normalize_actions=False)
+    try:
+        return [run_episode(env, policy, s) for s in seeds], obs
+    finally:
+        env.close()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

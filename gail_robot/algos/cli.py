@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-envs", type=int, help="env.num_envs")
     parser.add_argument("--sync", action="store_true", help="in-process vector env (env.vectorization=sync)")
     parser.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="roll out on this Ray cluster (env.vectorization=ray, env.ray_address; default $RAY_ADDRESS, "
+        "else a local Ray); also on --resume",
+    )
+    parser.add_argument(
         "--init-from", metavar="RUN_DIR|CKPT", help="warm-start the actor (e.g. from a BC run)"
     )
     parser.add_argument(
@@ -72,6 +78,9 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         put("env.num_envs", args.num_envs)
     if args.sync:
         put("env.vectorization", "sync")
+    if args.ray_address:
+        put("env.vectorization", "ray")
+        put("env.ray_address", args.ray_address)
     if args.init_from:
         put("init_from", args.init_from)
     if args.no_progress:
@@ -101,7 +110,8 @@ def build_config(args: argparse.Namespace) -> tuple[Any, Path, bool]:
             raise UserError("--resume continues in the run directory itself; drop --out")
         if args.config or args.algo or args.env or args.gen or args.demos or args.init_from:
             raise UserError(
-                "--resume takes its config from the run; only --steps, --no-progress and --set apply"
+                "--resume takes its config from the run; only --steps, --no-progress, --ray-address "
+                "and --set apply"
             )
         base = load_yaml(run_dir / "config.yaml")
         resume = True

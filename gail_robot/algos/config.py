@@ -39,11 +39,23 @@ class EnvConfig:
     """Keyword arguments for gymnasium.make (e.g. max_episode_steps)."""
     num_envs: int = 8
     """Parallel envs in the vector env."""
-    vectorization: Literal["batched", "async", "sync"] = "batched"
+    vectorization: Literal["batched", "async", "sync", "ray"] = "batched"
     """batched: num_workers subprocesses stepping num_envs / num_workers envs each (fewest messages);
-    async: one subprocess per env (Gymnasium AsyncVectorEnv); sync: all envs in the learner process."""
+    async: one subprocess per env (Gymnasium AsyncVectorEnv); sync: all envs in the learner process;
+    ray: num_workers Ray actors across a cluster's nodes (docs/DESIGN.md §9). The same seed gives the
+    same rollouts and weights in sync, batched and ray."""
     num_workers: int = 0
-    """Worker processes for batched vectorization (0: one per CPU core)."""
+    """Worker processes (batched) or Ray actors (ray); 0: one per CPU core (batched) or as many as the
+    cluster's CPUs hold at cpus_per_worker each (ray), at most num_envs. Each worker steps
+    num_envs / num_workers envs (set num_envs = workers x envs per worker)."""
+    cpus_per_worker: float = 1.0
+    """CPUs a Ray rollout worker reserves (ray)."""
+    ray_address: str = ""
+    """Ray cluster to use (ray): HOST:PORT, ray://HOST:PORT or auto; empty: $RAY_ADDRESS, else a local
+    Ray started for the run. --ray-address sets it (also on --resume)."""
+    worker_timeout_s: float = 120.0
+    """Seconds to wait for the cluster to provide (or replace) rollout workers (ray) before the run
+    saves a checkpoint and stops."""
     normalize_obs: bool = True
     """Running observation normalisation, shared by policy, critic and discriminator."""
     obs_clip: float = 10.0
@@ -52,9 +64,11 @@ class EnvConfig:
     def __post_init__(self) -> None:
         _check(self.num_envs >= 1, f"env.num_envs must be >= 1, got {self.num_envs}")
         _check(
-            self.vectorization in ("batched", "async", "sync"),
-            "env.vectorization must be batched, async or sync",
+            self.vectorization in ("batched", "async", "sync", "ray"),
+            "env.vectorization must be batched, async, sync or ray",
         )
+        _check(self.cpus_per_worker > 0, f"env.cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+        _check(self.worker_timeout_s > 0, f"env.worker_timeout_s must be > 0, got {self.worker_timeout_s}")
         _check(self.num_workers >= 0, f"env.num_workers must be >= 0, got {self.num_workers}")
         _check(self.obs_clip > 0, f"env.obs_clip must be > 0, got {self.obs_clip}")
 

@@ -205,7 +205,9 @@ class RolloutCollector:
         so every normalised array in the buffer uses the same statistics. With worker processes
         (:class:`~gail_robot.envs.vector.BatchedSubprocVectorEnv`) each worker runs the whole
         rollout of its envs with a NumPy copy of the actor: no message per step. The noise of
-        every step is drawn here first, so the actions do not depend on the vectorisation.
+        every step is drawn here first and every mode computes the actions with the same
+        row-by-row kernel (:func:`gail_robot.core.mlp_forward`), so the rollout is bit-identical in
+        ``sync``, ``batched`` and ``ray`` modes (docs/DESIGN.md §9).
         """
         if self._obs is None:
             raise RuntimeError("call reset(seed) before collect()")
@@ -218,10 +220,11 @@ class RolloutCollector:
             log_prob_const = -(log_std.sum() + 0.5 * math.log(2 * math.pi) * log_std.numel())
             noise = torch.randn((t_steps, n, act_dim), generator=self.torch_rng)
             buffer.log_probs[:] = (log_prob_const - 0.5 * (noise * noise).sum(-1)).numpy()
-        if hasattr(self.envs, "call_parts"):
-            self._collect_in_workers(actor, std, noise.numpy(), buffer)
-        else:
+        policy = self._rollout_policy(actor, std)
+        if policy is None:
             self._collect_here(actor, std, noise, buffer)
+        else:
+            self._collect_parts(policy, noise.numpy(), buffer)
         d = buffer.obs_raw.shape[2]
         next_obs = self.normalizer(buffer.next_obs_raw.reshape(t_steps * n, d))
         buffer.next_obs[:] = next_obs.reshape(t_steps, n, d)
@@ -255,14 +258,26 @@ class RolloutCollector:
             self._track(everything, np.asarray(reward, dtype=np.float64), done, velocity, success)
             self._obs = np.asarray(next_obs, dtype=np.float32)
 
-    def _collect_in_workers(
-        self, actor: GaussianActor, std: torch.Tensor, noise: np.ndarray, buffer: RolloutBuffer
-    ) -> None:
-        # The workers keep their envs' current observations between rollouts (``self._obs`` only
-        # records that the envs were reset).
-        policy = NumpyPolicy.from_actor(actor, std, self.normalizer)
-        parts: list[slice] = self.envs.parts
-        results = self.envs.call_parts(worker_rollout, [(policy, noise[:, sl]) for sl in parts])
+    def _rollout_policy(self, actor: GaussianActor, std: torch.Tensor) -> NumpyPolicy | None:
+        """The actor as a :class:`NumpyPolicy`; None (torch stepping) only in-process for other actors."""
+        try:
+            return NumpyPolicy.from_actor(actor, std, self.normalizer)
+        except ValueError:
+            if hasattr(self.envs, "call_parts"):
+                raise  # worker processes can only run a NumpyPolicy
+            return None
+
+    def _collect_parts(self, policy: NumpyPolicy, noise: np.ndarray, buffer: RolloutBuffer) -> None:
+        """:func:`worker_rollout` in every worker at once (or here, over all envs, for in-process envs)."""
+        assert self._obs is not None
+        if hasattr(self.envs, "call_parts"):
+            # The workers keep their envs' current observations between rollouts.
+            parts: list[slice] = self.envs.parts
+            results = self.envs.call_parts(worker_rollout, [(policy, noise[:, sl]) for sl in parts])
+        else:
+            parts = [slice(0, self.num_envs)]
+            result, self._obs = worker_rollout(self.envs, self._obs, policy, noise)
+            results = [result]
         for sl, part in zip(parts, results, strict=True):
             for key in ("obs_raw", "next_obs_raw", "actions", "env_rewards", "terminated", "truncated"):
                 getattr(buffer, key)[:, sl] = part[key]
@@ -300,14 +315,13 @@ class RolloutCollector:
             ep_velocity[i] = 0.0
 
 
-#: NumPy versions of the hidden activations NumpyPolicy can reproduce, by torch module type.
-_NUMPY_ACTIVATIONS: dict[type[torch.nn.Module], tuple[str, Any]] = {
-    torch.nn.Tanh: ("tanh", np.tanh),
-    torch.nn.ReLU: ("relu", lambda h: np.maximum(h, 0.0)),
-    torch.nn.ELU: ("elu", lambda h: np.where(h > 0.0, h, np.expm1(np.minimum(h, 0.0)))),
-    torch.nn.SiLU: ("silu", lambda h: h / (1.0 + np.exp(-h))),
+#: the hidden activations NumpyPolicy can reproduce (core.mlp_forward's names), by torch module type
+_NUMPY_ACTIVATIONS: dict[type[torch.nn.Module], str] = {
+    torch.nn.Tanh: "tanh",
+    torch.nn.ReLU: "relu",
+    torch.nn.ELU: "elu",
+    torch.nn.SiLU: "silu",
 }
-_NUMPY_BY_NAME = dict(_NUMPY_ACTIVATIONS.values())
 
 #: how far NumpyPolicy's mean action may be from the torch actor's (float32 round-off only)
 NUMPY_POLICY_ATOL = 1e-5
@@ -321,8 +335,9 @@ class NumpyPolicy:
     the hidden activations above between them; :meth:`from_actor` refuses anything else and checks
     the copy against the torch actor on a probe batch, so a network it cannot reproduce (a
     LayerNorm, a new head) fails loudly instead of silently changing batched-mode actions.
-    NumPy costs a few microseconds per step for a 64-64 MLP, and the workers never use torch (or
-    fork its thread pools).
+    Its forward pass is :func:`gail_robot.core.mlp_forward` (about a microsecond per row for a
+    64-64 MLP), the same in every vectorisation mode; the workers never use torch (or fork its
+    thread pools).
 
     Attributes:
         weights: per Linear layer ``(W (in, out), b (out,))`` float32.
@@ -347,7 +362,7 @@ class NumpyPolicy:
             if expect_linear and type(module) is torch.nn.Linear:
                 weights.append((module.weight.detach().numpy().T.copy(), module.bias.detach().numpy().copy()))
             elif not expect_linear and type(module) in _NUMPY_ACTIVATIONS:
-                activations.append(_NUMPY_ACTIVATIONS[type(module)][0])
+                activations.append(_NUMPY_ACTIVATIONS[type(module)])
             else:
                 raise ValueError(
                     f"the batched vector env cannot run {type(actor).__name__}: its mean_net has "
@@ -390,12 +405,8 @@ class NumpyPolicy:
 
     def mean(self, obs_n: np.ndarray) -> np.ndarray:
         """The actor's mean action ``(n, act_dim)`` for normalised ``obs_n (n, obs_dim)``."""
-        h = obs_n
-        for i, (w, b) in enumerate(self.weights):
-            h = h @ w + b
-            if i < len(self.activations):
-                h = _NUMPY_BY_NAME[self.activations[i]](h)
-        return h
+        # Row by row in a fixed order, not BLAS: a row's action must not depend on its batch.
+        return core.mlp_forward(obs_n, self.weights, self.activations)
 
 
 def worker_rollout(

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from gail_robot.algos.config import TrainConfig
 from gail_robot.errors import UserError
-from gail_robot.evaluate import evaluate_policy
+from gail_robot.evaluate import EvalResult, evaluate_policy
 from gail_robot.policy_io import (
     CHECKPOINT_DIR,
     FINAL_NAME,
@@ -105,11 +105,21 @@ def write_checkpoints(
     return path
 
 
-def evaluation_row(bundle: PolicyBundle, episodes: int, run_seed: int) -> dict[str, float]:
+#: ``evaluator(policy, episodes, seed) -> EvalResult``: where evaluation episodes run
+Evaluator = Callable[[PolicyBundle, int, int], EvalResult]
+
+
+def _evaluate_here(bundle: PolicyBundle, episodes: int, seed: int) -> EvalResult:
+    return evaluate_policy(bundle, episodes, seed=seed)
+
+
+def evaluation_row(
+    bundle: PolicyBundle, episodes: int, run_seed: int, evaluator: Evaluator = _evaluate_here
+) -> dict[str, float]:
     """The ``eval_*`` metrics of ``episodes`` deterministic episodes (empty when ``episodes`` is 0)."""
     if episodes == 0:
         return {}
-    result = evaluate_policy(bundle, episodes, seed=EVAL_SEED_OFFSET + run_seed)
+    result = evaluator(bundle, episodes, EVAL_SEED_OFFSET + run_seed)
     out = {"eval_return": result.mean_return, "eval_return_std": result.std_return}
     out["eval_length"] = result.mean_length
     if not np.isnan(result.success_rate):
@@ -149,6 +159,8 @@ class Run:
         self.next_eval: int | None = run.eval_interval if run.eval_interval > 0 else None
         self.next_checkpoint = run.checkpoint_interval
         self.last_eval: dict[str, float] = {}
+        #: where evaluation episodes run (in this process by default; the Ray workers in ray mode)
+        self.evaluator: Evaluator = _evaluate_here
         self._wall_offset = 0.0
         self._start: float | None = None  # perf_counter when the session began
         self._log: MetricsLog | None = None
@@ -223,7 +235,9 @@ class Run:
     def evaluate(self, bundle: Callable[[], PolicyBundle]) -> dict[str, float]:
         """Evaluate the policy ``bundle()`` builds now (``run.eval_episodes`` episodes); empty if none."""
         episodes = self.config.run.eval_episodes
-        return evaluation_row(bundle(), episodes, self.config.run.seed) if episodes > 0 else {}
+        return (
+            evaluation_row(bundle(), episodes, self.config.run.seed, self.evaluator) if episodes > 0 else {}
+        )
 
     def scheduled_evaluation(self, bundle: Callable[[], PolicyBundle]) -> dict[str, float]:
         """The evaluation row when one is due now, else ``{}``; advances the schedule.

@@ -13,6 +13,7 @@ states, the resumed run computes the same next update as the original one would 
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,11 @@ from gail_robot.algos.rollout import RolloutBuffer, RolloutCollector
 from gail_robot.algos.run import Run, reset_seed
 from gail_robot.algos.trpo import TRPO
 from gail_robot.envs.make import make_env
+from gail_robot.envs.ray_vector import RayVectorEnv, WorkersUnavailable
 from gail_robot.envs.vector import make_vector_env
 from gail_robot.envs.wrappers import NormalizedActions, ObsNormalizer, RewardScaler
 from gail_robot.errors import UserError
+from gail_robot.evaluate import evaluate_in_workers
 from gail_robot.nets import Critic, GaussianActor, NetConfig
 from gail_robot.policy_io import PolicyBundle, load_checkpoint, to_numpy_tree
 
@@ -188,17 +191,23 @@ class OnPolicyTrainer:
         """Run until ``run.total_steps`` env steps and write ``final.pt``; returns its path."""
         cfg = self.config
         run = self.run
-        envs = make_vector_env(
-            cfg.env.id, cfg.env.num_envs, cfg.env.kwargs, cfg.env.vectorization, cfg.env.num_workers or None
-        )
+        envs = self._make_envs()
         try:
+            if cfg.env.vectorization == "ray":  # evaluation episodes run on the workers too
+                run.evaluator = functools.partial(evaluate_in_workers, envs)
             collector = RolloutCollector(envs, self.normalizer, self.torch_rng)
             collector.reset(reset_seed(cfg.run.seed, run.env_steps))
             buffer = RolloutBuffer.empty(cfg.rollout.n_steps, cfg.env.num_envs, self.obs_dim, self.act_dim)
             desc = f"{cfg.algo}{'-' + cfg.generator if cfg.algo == 'gail' else ''} {cfg.env.id}"
             with run.session(desc):
                 while run.env_steps < cfg.run.total_steps:
-                    row = self.round(collector, buffer)
+                    try:
+                        row = self.round(collector, buffer)
+                    except WorkersUnavailable as exc:
+                        path = self.save()
+                        raise WorkersUnavailable(
+                            f"{exc}; saved {path}: continue with gail-robot train --resume {run.dir}"
+                        ) from None
                     run.progress(run.env_steps, _postfix(row))
                     run.write(row)
                     if run.checkpoint_due():
@@ -210,12 +219,36 @@ class OnPolicyTrainer:
         finally:
             envs.close()
 
+    def _make_envs(self) -> Any:
+        env = self.config.env
+        if env.vectorization == "ray":
+            return RayVectorEnv(
+                env.id,
+                env.num_envs,
+                env.kwargs,
+                env.num_workers,
+                cpus_per_worker=env.cpus_per_worker,
+                address=env.ray_address or None,
+                timeout_s=env.worker_timeout_s,
+            )
+        return make_vector_env(env.id, env.num_envs, env.kwargs, env.vectorization, env.num_workers or None)
+
     def round(self, collector: RolloutCollector, buffer: RolloutBuffer) -> dict[str, Any]:
-        """One rollout + update; returns the metrics row."""
+        """One rollout + update; returns the metrics row.
+
+        When the cluster cannot replace a lost rollout worker in time, the round is abandoned: the
+        noise RNG goes back to its state before the round, a checkpoint is saved and the run stops
+        with one line (``--resume`` continues from there).
+        """
         cfg = self.config
         run = self.run
         t0 = time.perf_counter()
-        collector.collect(self.actor, self.critic, buffer)
+        rng_before = self.torch_rng.get_state()
+        try:
+            collector.collect(self.actor, self.critic, buffer)
+        except WorkersUnavailable:
+            self.torch_rng.set_state(rng_before)  # the round never happened
+            raise
         collect_time = time.perf_counter() - t0
         steps = buffer.n_steps * buffer.num_envs
         progress = run.env_steps / cfg.run.total_steps
@@ -237,6 +270,8 @@ class OnPolicyTrainer:
         row["env_reward"] = float(buffer.env_rewards.mean())
         row["explained_variance"] = explained_variance(buffer.values, buffer.returns)
         row["steps_per_s"] = steps / elapsed
+        if hasattr(collector.envs, "replaced"):
+            row["workers_replaced"] = collector.envs.replaced
         row["collect_steps_per_s"] = steps / collect_time
         row.update(run.scheduled_evaluation(self.bundle))
         row["wall_time"] = run.wall_time()

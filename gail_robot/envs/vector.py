@@ -1,6 +1,6 @@
 """Vector envs for rollouts: subprocess-parallel by default, same-step autoreset.
 
-Three modes:
+Four modes (the fourth, ``ray``, is :mod:`gail_robot.envs.ray_vector`):
 
 - ``batched`` (:class:`BatchedSubprocVectorEnv`): W worker processes (default: one per CPU core),
   each stepping its share of the N envs in a SAME_STEP ``SyncVectorEnv``. One message per worker
@@ -57,7 +57,8 @@ def make_vector_env(
         num_envs: number of parallel envs.
         env_kwargs: keyword arguments for ``gymnasium.make``.
         mode: ``"batched"`` (W processes with N/W envs each), ``"async"`` (one process per env) or
-            ``"sync"`` (in-process).
+            ``"sync"`` (in-process). The fourth mode, ``ray``, is
+            :class:`~gail_robot.envs.ray_vector.RayVectorEnv`.
         num_workers: worker processes for ``batched`` (default: the number of CPU cores).
     """
     if num_envs < 1:
@@ -117,6 +118,12 @@ def _batched_worker(remote: Connection, parent: Connection, env_fns: Sequence[Ca
         remote.close()
 
 
+def split_envs(num_envs: int, num_workers: int) -> list[slice]:
+    """Contiguous, near-equal env slices, one per worker (the first ones smaller when uneven)."""
+    bounds = np.linspace(0, num_envs, num_workers + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+
+
 def merge_infos(parts: Sequence[dict[str, Any]], sizes: Sequence[int]) -> dict[str, Any]:
     """Concatenate per-worker vector-env info dicts (each with ``_key`` masks) into one.
 
@@ -153,7 +160,65 @@ def merge_infos(parts: Sequence[dict[str, Any]], sizes: Sequence[int]) -> dict[s
     return out
 
 
-class BatchedSubprocVectorEnv(VectorEnv):
+class SlicedVectorEnv(VectorEnv):
+    """N envs split into W contiguous slices, one worker per slice; SAME_STEP autoreset, Gymnasium's API.
+
+    The shared half of :class:`BatchedSubprocVectorEnv` (worker processes) and
+    :class:`~gail_robot.envs.ray_vector.RayVectorEnv` (Ray actors): spaces, slices, seed expansion
+    and merging the workers' answers. A subclass says how to reach its workers in :meth:`_send`.
+    """
+
+    def _init_slices(self, probe: gym.Env, num_envs: int, num_workers: int) -> None:
+        if not 1 <= num_workers <= num_envs:
+            raise ValueError(f"num_workers must be in [1, {num_envs}], got {num_workers}")
+        self.single_observation_space = probe.observation_space
+        self.single_action_space = probe.action_space
+        self.metadata = {**probe.metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
+        self.num_envs = num_envs
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self._slices = split_envs(num_envs, num_workers)
+        self._sizes = [s.stop - s.start for s in self._slices]
+
+    def _send(self, command: str, payloads: list[Any]) -> list[Any]:
+        """Send ``(command, payloads[i])`` to worker i, all at once; their answers in order."""
+        raise NotImplementedError
+
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        del options  # not forwarded: the trainer never uses reset options
+        if seed is None or isinstance(seed, int):
+            seeds: list[int | None] = [None if seed is None else seed + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+        results = self._send("reset", [seeds[sl] for sl in self._slices])
+        obs = np.concatenate([r[0] for r in results])
+        return obs, merge_infos([r[1] for r in results], self._sizes)
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        actions = np.asarray(actions)
+        results = self._send("step", [actions[sl] for sl in self._slices])
+        obs, rewards, terminated, truncated = (np.concatenate([r[i] for r in results]) for i in range(4))
+        return obs, rewards, terminated, truncated, merge_infos([r[4] for r in results], self._sizes)
+
+    @property
+    def parts(self) -> list[slice]:
+        """The env slices of the workers, in order."""
+        return list(self._slices)
+
+    def call_parts(
+        self, fn: Callable[..., tuple[Any, np.ndarray]], args: Sequence[tuple[Any, ...]]
+    ) -> list[Any]:
+        """Run ``fn(envs, obs, *args[i]) -> (result, obs)`` in every worker at once; the results.
+
+        ``fn`` must be a module-level function (it is pickled by name); ``envs`` is the worker's
+        SAME_STEP ``SyncVectorEnv`` over its slice and ``obs`` its current observation.
+        """
+        return self._send("call", [(fn, part_args) for part_args in args])
+
+
+class BatchedSubprocVectorEnv(SlicedVectorEnv):
     """N envs in W worker processes (contiguous slices), SAME_STEP autoreset, Gymnasium's API.
 
     Args:
@@ -162,20 +227,9 @@ class BatchedSubprocVectorEnv(VectorEnv):
     """
 
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], num_workers: int):
-        n = len(env_fns)
-        if not 1 <= num_workers <= n:
-            raise ValueError(f"num_workers must be in [1, {n}], got {num_workers}")
         probe = env_fns[0]()
-        self.single_observation_space = probe.observation_space
-        self.single_action_space = probe.action_space
-        self.metadata = {**probe.metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
+        self._init_slices(probe, len(env_fns), num_workers)
         probe.close()
-        self.num_envs = n
-        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, n)
-        self.action_space = gym.vector.utils.batch_space(self.single_action_space, n)
-        bounds = np.linspace(0, n, num_workers + 1).round().astype(int)
-        self._slices = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
-        self._sizes = [s.stop - s.start for s in self._slices]
         # fork: workers inherit the registry (the project's own envs) and never touch torch.
         ctx = mp.get_context("fork")
         self._remotes: list[Connection] = []
@@ -200,43 +254,9 @@ class BatchedSubprocVectorEnv(VectorEnv):
             results.append(payload)
         return results
 
-    def reset(
-        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        del options  # not forwarded: the trainer never uses reset options
-        if seed is None or isinstance(seed, int):
-            seeds: list[int | None] = [None if seed is None else seed + i for i in range(self.num_envs)]
-        else:
-            seeds = list(seed)
-        for remote, sl in zip(self._remotes, self._slices, strict=True):
-            remote.send(("reset", seeds[sl]))
-        results = self._gather()
-        obs = np.concatenate([r[0] for r in results])
-        return obs, merge_infos([r[1] for r in results], self._sizes)
-
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        actions = np.asarray(actions)
-        for remote, sl in zip(self._remotes, self._slices, strict=True):
-            remote.send(("step", actions[sl]))
-        results = self._gather()
-        obs, rewards, terminated, truncated = (np.concatenate([r[i] for r in results]) for i in range(4))
-        return obs, rewards, terminated, truncated, merge_infos([r[4] for r in results], self._sizes)
-
-    @property
-    def parts(self) -> list[slice]:
-        """The env slices of the workers, in order."""
-        return list(self._slices)
-
-    def call_parts(
-        self, fn: Callable[..., tuple[Any, np.ndarray]], args: Sequence[tuple[Any, ...]]
-    ) -> list[Any]:
-        """Run ``fn(envs, obs, *args[i]) -> (result, obs)`` in every worker at once; the results.
-
-        ``fn`` must be a module-level function (it is pickled by name); ``envs`` is the worker's
-        SAME_STEP ``SyncVectorEnv`` over its slice and ``obs`` its current observation.
-        """
-        for remote, part_args in zip(self._remotes, args, strict=True):
-            remote.send(("call", (fn, part_args)))
+    def _send(self, command: str, payloads: list[Any]) -> list[Any]:
+        for remote, payload in zip(self._remotes, payloads, strict=True):
+            remote.send((command, payload))
         return self._gather()
 
     def close_extras(self, **kwargs: Any) -> None:
