@@ -13,6 +13,7 @@ states, the resumed run computes the same next update as the original one would 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from pathlib import Path
@@ -270,8 +271,9 @@ class OnPolicyTrainer:
         row["env_reward"] = float(buffer.env_rewards.mean())
         row["explained_variance"] = explained_variance(buffer.values, buffer.returns)
         row["steps_per_s"] = steps / elapsed
-        if hasattr(collector.envs, "replaced"):
+        if isinstance(collector.envs, RayVectorEnv):
             row["workers_replaced"] = collector.envs.replaced
+            row.update({f"ray_{k}": v for k, v in dataclasses.asdict(collector.envs.last_call).items()})
         row["collect_steps_per_s"] = steps / collect_time
         row.update(run.scheduled_evaluation(self.bundle))
         row["wall_time"] = run.wall_time()

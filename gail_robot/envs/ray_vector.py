@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 import socket
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -36,6 +39,32 @@ from gail_robot.errors import UserError
 
 class WorkersUnavailable(UserError):
     """The cluster could not provide (or replace) the rollout workers within the timeout."""
+
+
+@dataclass
+class CallStats:
+    """Where the time and bytes of the latest ``call_parts`` (a rollout) went.
+
+    Attributes:
+        broadcast_s: putting the shared arguments (the policy) into the object store.
+        collect_s: until every worker had finished (the rollout itself).
+        transfer_s: fetching and deserialising the results into the driver.
+        bytes_out: serialized size of the arguments sent (shared ones counted once).
+        bytes_in: serialized size of the results received.
+    """
+
+    broadcast_s: float = 0.0
+    collect_s: float = 0.0
+    transfer_s: float = 0.0
+    bytes_out: int = 0
+    bytes_in: int = 0
+
+
+def serialized_size(obj: Any) -> int:
+    """Bytes ``obj`` takes pickled with out-of-band buffers (arrays are measured, not copied)."""
+    buffers: list[pickle.PickleBuffer] = []
+    head = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    return len(head) + sum(b.raw().nbytes for b in buffers)
 
 
 class _RecordingEnvs:
@@ -156,6 +185,8 @@ class RayVectorEnv(SlicedVectorEnv):
         self.hosts: list[str] = []
         self.pids: list[int] = []
         self.replaced = 0  # workers replaced after a fault (reported in the metrics)
+        self.last_call = CallStats()
+        self._wait_s = self._get_s = 0.0
         self._closed = False
         self._seeds: list[int | None] | None = None
         self._history: list[np.ndarray] = []  # (T, N, act_dim) actions executed since the last reset
@@ -225,6 +256,9 @@ class RayVectorEnv(SlicedVectorEnv):
         """Submit ``submit(i)`` to workers ``indices`` and collect the results, replacing dead workers."""
         dead = self._ray.exceptions.RayActorError
         refs = {i: submit(i) for i in indices}
+        t0 = time.perf_counter()
+        self._ray.wait(list(refs.values()), num_returns=len(refs))  # the workers' time (collect)
+        t1 = time.perf_counter()
         results: dict[int, Any] = {}
         for i in indices:
             while i not in results:
@@ -236,6 +270,7 @@ class RayVectorEnv(SlicedVectorEnv):
                 except self._ray.exceptions.RayTaskError as exc:
                     self.close()
                     raise RuntimeError(f"Ray rollout worker {i} failed:\n{exc}") from None
+        self._wait_s, self._get_s = t1 - t0, time.perf_counter() - t1
         return [results[i] for i in indices]
 
     def _all(self, submit: Callable[[int], Any]) -> list[Any]:
@@ -257,17 +292,24 @@ class RayVectorEnv(SlicedVectorEnv):
     def _call(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]]) -> list[Any]:
         """``call_parts``: an argument object shared by several parts (the policy) is put into the
         object store once, and every argument travels at the top level so that Ray resolves it."""
-        counts: dict[int, int] = {}
+        t0 = time.perf_counter()
+        seen: dict[int, int] = {}
         for part_args in args:
             for a in part_args:
-                counts[id(a)] = counts.get(id(a), 0) + 1
-        shared = {key: None for key, count in counts.items() if count > 1}
+                seen[id(a)] = seen.get(id(a), 0) + 1
+        shared: dict[int, Any] = {}
+        bytes_out = 0
         for part_args in args:
             for a in part_args:
-                if id(a) in shared and shared[id(a)] is None:
+                if seen[id(a)] == 1:
+                    bytes_out += serialized_size(a)
+                elif id(a) not in shared:  # counted once: it goes out once
                     shared[id(a)] = self._ray.put(a)
-        sent = [tuple(shared.get(id(a)) or a for a in part_args) for part_args in args]
+                    bytes_out += serialized_size(a)
+        sent = [tuple(shared.get(id(a), a) for a in part_args) for part_args in args]
         fn_ref = self._ray.put(fn)
+        broadcast_s = time.perf_counter() - t0
+        # top-level arguments, so that Ray resolves the object references before the call
         results = self._all(lambda i: self._workers[i].call.remote(fn_ref, *sent[i]))
         executed = [r[1] for r in results]
         if any(e.shape[0] for e in executed):
@@ -275,6 +317,9 @@ class RayVectorEnv(SlicedVectorEnv):
             if len(steps) != 1:
                 raise RuntimeError(f"workers executed different step counts in one call: {sorted(steps)}")
             self._history.append(np.concatenate(executed, axis=1))
+        self.last_call = CallStats(
+            broadcast_s, self._wait_s, self._get_s, bytes_out, sum(serialized_size(r) for r in results)
+        )
         return [r[0] for r in results]
 
     def close_extras(self, **kwargs: Any) -> None:
