@@ -27,13 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 HOPPER_DEMOS = REPO / "datasets" / "experts" / "Hopper-v5" / "demos.hdf5"
 
 
-def _config(mode: str, n_steps: int = 32, rounds: int = 3, **env: Any) -> Any:
-    """GAIL-PPO on Hopper: 4 envs x n_steps per round, one evaluation mid-run and one at the end."""
+def _config(mode: str, n_steps: int = 32, rounds: int = 3, workers: int = 2, **env: Any) -> Any:
+    """GAIL-PPO on Hopper: 4 envs x n_steps per round, evaluations after every round."""
     steps = 4 * n_steps * rounds
     return config_from_dict(
         {
             "algo": "gail",
-            "env": {"id": "Hopper-v5", "num_envs": 4, "vectorization": mode, "num_workers": 2, **env},
+            "env": {"id": "Hopper-v5", "num_envs": 4, "vectorization": mode, "num_workers": workers, **env},
             "policy": {"hidden_sizes": [32, 32]},
             "rollout": {"n_steps": n_steps},
             "ppo": {"epochs": 2, "minibatches": 4},
@@ -52,7 +52,7 @@ def _config(mode: str, n_steps: int = 32, rounds: int = 3, **env: Any) -> Any:
 
 
 def _train(mode: str, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
-    path = OnPolicyTrainer(_config(mode, **kwargs), run_dir).train()
+    path = OnPolicyTrainer(_config(mode, **kwargs), run_dir).train()  # type: ignore[arg-type]
     return torch.load(path, weights_only=False)
 
 
@@ -116,6 +116,36 @@ def test_a_worker_killed_mid_round_is_replaced_and_the_run_is_unchanged(ray_clus
     _assert_same_run(faulty, reference)
     rows = _metrics(tmp_path / "ray")
     assert max(r.get("workers_replaced", 0) for r in rows) == 1
+
+
+def test_a_lost_node_is_survived_bit_for_bit(ray_cluster, tmp_path, monkeypatch):
+    """A third node joins, its worker's node is removed mid-round, a fourth node takes the worker over."""
+    reference = _train("sync", tmp_path / "sync", n_steps=128, workers=3)
+    doomed = ray_cluster.add_node(num_cpus=1)
+    ray_cluster.wait_for_nodes()
+    original = RayVectorEnv._get_with_replacement
+    state: dict[str, Any] = {"removed": False}
+
+    def lose_a_node(self: RayVectorEnv, indices: list[int], submit: Any) -> list[Any]:
+        if state["removed"] or len(self._history) != 1:  # only during the second rollout
+            return original(self, indices, submit)
+        state["removed"] = True
+
+        def submit_then_remove(i: int) -> Any:
+            ref = submit(i)
+            if i == len(self._workers) - 1:
+                time.sleep(0.05)
+                ray_cluster.remove_node(doomed)  # 3 workers on 3 one-CPU nodes: one was there
+                ray_cluster.add_node(num_cpus=1)
+            return ref
+
+        return original(self, indices, submit_then_remove)
+
+    monkeypatch.setattr(RayVectorEnv, "_get_with_replacement", lose_a_node)
+    survived = _train("ray", tmp_path / "ray", n_steps=128, workers=3)
+    assert state["removed"]
+    _assert_same_run(survived, reference)
+    assert max(r.get("workers_replaced", 0) for r in _metrics(tmp_path / "ray")) >= 1
 
 
 def test_workers_that_cannot_be_replaced_stop_the_run_with_a_checkpoint(ray_cluster, tmp_path, monkeypatch):

@@ -254,7 +254,9 @@ class RayVectorEnv(SlicedVectorEnv):
 
     def _get_with_replacement(self, indices: list[int], submit: Callable[[int], Any]) -> list[Any]:
         """Submit ``submit(i)`` to workers ``indices`` and collect the results, replacing dead workers."""
-        dead = self._ray.exceptions.RayActorError
+        errors = self._ray.exceptions
+        # the worker's process or node is gone, or its result was lost with the node
+        dead = (errors.RayActorError, errors.ObjectLostError, errors.NodeDiedError)
         refs = {i: submit(i) for i in indices}
         t0 = time.perf_counter()
         self._ray.wait(list(refs.values()), num_returns=len(refs))  # the workers' time (collect)
