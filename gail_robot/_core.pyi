@@ -5,6 +5,8 @@ here (no conversion happens in C++: anything else raises TypeError); sizes are c
 raise ValueError. Kernels release the GIL.
 """
 
+import collections.abc
+
 import numpy as np
 import numpy.typing as npt
 
@@ -44,7 +46,11 @@ def rms_update_f64(batch: _F64, mean: _F64, var: _F64, count: float) -> float: .
 def rms_normalize_f32(x: _F32, mean: _F64, var: _F64, clip: float, out: _F32) -> None: ...
 def rms_normalize_f64(x: _F64, mean: _F64, var: _F64, clip: float, out: _F32) -> None: ...
 def mlp_forward_f32(
-    x: _F32, weights: list[_F32], biases: list[_F32], activations: list[str], out: _F32
+    x: _F32,
+    weights: list,  # of (in, out) float32 arrays (pybind11 declares a plain list)
+    biases: list,  # of (out,) float32 arrays
+    activations: collections.abc.Sequence[str],
+    out: _F32,
 ) -> None: ...
 def set_max_threads(n: int) -> None: ...
 def get_max_threads() -> int: ...
