@@ -27,6 +27,19 @@ REPO = Path(__file__).resolve().parents[1]
 HOPPER_DEMOS = REPO / "datasets" / "experts" / "Hopper-v5" / "demos.hdf5"
 
 
+@pytest.fixture(autouse=True)
+def _idle_cluster(ray_cluster: Any) -> None:
+    """Start every test on an idle cluster: actors of a previous test may take a moment to free their CPUs."""
+    import ray
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        total = ray.cluster_resources().get("CPU", 0.0)
+        if total > 0 and ray.available_resources().get("CPU", 0.0) >= total:
+            return
+        time.sleep(0.2)
+
+
 def _config(mode: str, n_steps: int = 32, rounds: int = 3, workers: int = 2, **env: Any) -> Any:
     """GAIL-PPO on Hopper: 4 envs x n_steps per round, evaluations after every round."""
     steps = 4 * n_steps * rounds
@@ -133,16 +146,20 @@ def test_a_lost_node_is_survived_bit_for_bit(ray_cluster, tmp_path, monkeypatch)
 
         def submit_then_remove(i: int) -> Any:
             ref = submit(i)
-            if i == len(self._workers) - 1:
+            if i == len(self._workers) - 1 and "replacement" not in state:
                 time.sleep(0.05)
                 ray_cluster.remove_node(doomed)  # 3 workers on 3 one-CPU nodes: one was there
-                ray_cluster.add_node(num_cpus=1)
+                state["replacement"] = ray_cluster.add_node(num_cpus=1)
             return ref
 
         return original(self, indices, submit_then_remove)
 
     monkeypatch.setattr(RayVectorEnv, "_get_with_replacement", lose_a_node)
-    survived = _train("ray", tmp_path / "ray", n_steps=128, workers=3)
+    try:
+        survived = _train("ray", tmp_path / "ray", n_steps=128, workers=3)
+    finally:
+        if "replacement" in state:  # back to the fixture's two nodes
+            ray_cluster.remove_node(state["replacement"])
     assert state["removed"]
     _assert_same_run(survived, reference)
     assert max(r.get("workers_replaced", 0) for r in _metrics(tmp_path / "ray")) >= 1

@@ -44,7 +44,9 @@ def payload(run: Run) -> dict:
 
 def test_schedules_fire_once_per_interval_and_never_at_the_end(tmp_path: Path, monkeypatch) -> None:
     run = Run(config(total_steps=400, eval_interval=100, checkpoint_interval=150, eval_episodes=1), tmp_path)
-    monkeypatch.setattr(run_module, "evaluation_row", lambda bundle, episodes, seed: {"eval_return": bundle})
+    monkeypatch.setattr(
+        run_module, "evaluation_row", lambda bundle, episodes, seed, evaluator=None: {"eval_return": bundle}
+    )
     evaluated, checkpointed = [], []
     while run.env_steps < 400:
         run.env_steps += 64

@@ -75,7 +75,7 @@ class _RecordingEnvs:
         self.actions: list[np.ndarray] = []
 
     def step(self, actions: np.ndarray) -> Any:
-        self.actions.append(np.array(actions, dtype=np.float32, copy=True))
+        self.actions.append(np.array(actions, copy=True))  # its own dtype: float or int (Discrete)
         return self._envs.step(actions)
 
     def __getattr__(self, name: str) -> Any:
@@ -287,7 +287,7 @@ class RayVectorEnv(SlicedVectorEnv):
             return self._all(lambda i: self._workers[i].reset.remote(payloads[i]))
         if command == "step":
             results = self._all(lambda i: self._workers[i].step.remote(payloads[i]))
-            self._history.append(np.concatenate(payloads).astype(np.float32)[None])
+            self._history.append(np.concatenate(payloads)[None])
             return results
         return self._call(payloads[0][0], [p[1] for p in payloads])
 
