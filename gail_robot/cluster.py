@@ -86,8 +86,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
         common: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
         if target is None:
             # address="local": a new Ray even when another one runs on this machine (never join it silently)
-            cpus = num_cpus or os.cpu_count() or 1
-            ray.init(address="local", num_cpus=cpus, include_dashboard=False, **common)
+            local_cpus = num_cpus or os.cpu_count() or 1
+            ray.init(address="local", num_cpus=local_cpus, include_dashboard=False, **common)
             owned = True
         else:
             _check_reachable(target)
