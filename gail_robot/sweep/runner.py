@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,7 +42,7 @@ from gail_robot.sweep.plan import (
     run_state,
 )
 from gail_robot.sweep.report import Reference, write_reports
-from gail_robot.sweep.task import RunJob, execute, pack_dir, unpack_into
+from gail_robot.sweep.task import ProgressEvents, RunJob, execute, pack_dir, unpack_into
 
 #: where shipped run directories are unpacked before they replace ``DIR/<run>`` in one rename
 INCOMING = ".incoming"
@@ -147,7 +148,7 @@ def run_sweep(
 
     sweep_dir = sweep_dir.resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    with claimed(sweep_dir), sigterm_interrupts():
+    with claimed(sweep_dir):
         record_arguments(sweep_dir, args)
         runs = plan_runs(args)
         shutil.rmtree(sweep_dir / INCOMING, ignore_errors=True)  # an interrupted install's leftovers
@@ -192,9 +193,8 @@ def _schedule(
     from gail_robot.cluster import connected, require_ray
 
     ray = require_ray()
-    with connected(ray_address) as info:
-        from ray.util.queue import Queue
-
+    # after connecting: ray.init installs its own SIGTERM handler in the driver
+    with connected(ray_address) as info, sigterm_interrupts():
         max_cpus = _max_node_cpus(ray)
         # a joined cluster may have nodes that do not see this directory: be ready to ship runs there
         may_ship = force_ship or not info.owned
@@ -203,7 +203,7 @@ def _schedule(
         atomic_write_text(sweep_dir / ID_FILE, sweep_id + "\n")
         demos_sha = file_sha256(args.demos) if args.demos is not None else None
         demos_ref = ray.put(args.demos.read_bytes()) if may_ship and args.demos is not None else None
-        events = Queue(actor_options={"num_cpus": 0})
+        events = ray.remote(num_cpus=0)(ProgressEvents).remote()
         remote = ray.remote(execute)
         pending: dict[Any, RunPlan] = {}
         failures: list[str] = []
@@ -230,53 +230,49 @@ def _schedule(
                     cwd=os.getcwd(),
                     force_ship=force_ship,
                 )
-                run_ref = ray.put(pack_dir(run_dir)) if may_ship and mode in (RESUME, EVALUATE) else None
+                run_tar = pack_dir(run_dir) if may_ship and mode in (RESUME, EVALUATE) else None
                 options = {"num_cpus": cpus, "max_retries": 0, "name": f"sweep {run.name}"}
-                ref = remote.options(**options).remote(job, {"run": run_ref, "demos": demos_ref}, events)
+                ref = remote.options(**options).remote(job, run_tar, demos_ref, events)
                 pending[ref] = run
+            seeds = {run.name: run.seed for run in todo}
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-                _print_starts(events, pending, say)
+                lines = [
+                    (at, f"start {name} (seed {seeds[name]}) on {node}{'' if here else ', shipped'}")
+                    for _, name, node, here, at in ray.get(events.drain.remote())
+                ]
                 for ref in ready:
                     run = pending.pop(ref)
-                    line, error = _collect(ray, ref, run, sweep_dir, reference)
+                    at, line, error = _collect(ray, ref, run, sweep_dir, reference)
                     if error is not None:
                         failures.append(f"{run.name}: {error}")
+                    lines.append((at, line))
+                for _, line in sorted(lines, key=lambda item: item[0]):  # the order things happened
                     say(line)
-                    bar.update()
+                if ready:
+                    bar.update(len(ready))
         except BaseException:
             for ref in pending:  # force: kill the worker, and with it the training subprocess
                 ray.cancel(ref, force=True)
             raise
         finally:
-            with contextlib.suppress(Exception):
-                events.shutdown()
+            ray.kill(events)
         return failures
-
-
-def _print_starts(events: Any, pending: dict[Any, RunPlan], say: Callable[[str], None]) -> None:
-    count = events.qsize()
-    if not count:
-        return
-    seeds = {run.name: run.seed for run in pending.values()}
-    for _, name, node, in_place in events.get_nowait_batch(count):
-        where = "" if in_place else ", shipped"
-        say(f"start {name} (seed {seeds.get(name, '?')}) on {node}{where}")
 
 
 def _collect(
     ray: Any, ref: Any, run: RunPlan, sweep_dir: Path, reference: Reference
-) -> tuple[str, str | None]:
-    """Take in one finished task (unpack a shipped run): the line to print and the error, if any."""
+) -> tuple[float, str, str | None]:
+    """Take in one finished task (unpack a shipped run): when it ended, the line, the error if any."""
     try:
         result = ray.get(ref)
     except ray.exceptions.RayError as exc:
         lines = str(exc).strip().splitlines()
-        error = lines[0] if lines else type(exc).__name__
+        error, at = (lines[0] if lines else type(exc).__name__), time.time()
     else:
         if result["tar"] is not None:
             install_shipped(result["tar"], sweep_dir, run.name)
-        error = result["error"]
+        error, at = result["error"], result["time"]
         if error is None:
-            return f"done  {run.name} (seed {run.seed}): {_describe(result['eval'], reference)}", None
-    return f"failed {run.name} (seed {run.seed}): {error}", error
+            return at, f"done  {run.name} (seed {run.seed}): {_describe(result['eval'], reference)}", None
+    return at, f"failed {run.name} (seed {run.seed}): {error}", error

@@ -252,43 +252,75 @@ def _relabel_demos(run_dir: Path, local: Path, original: str) -> None:
 # ------------------------------------------------------------------------------ the task
 
 
-def _local_demos(job: RunJob, shipped: dict[str, Any], scratch: Path) -> Path | None:
+def _local_demos(job: RunJob, shipped: bytes | None, scratch: Path) -> Path | None:
     """The demo file on this machine: the driver's path when it holds the same bytes, else the
-    copy the driver put in the object store, written to ``scratch``."""
+    copy the driver shipped, written to ``scratch``."""
     if job.demos is None:
         return None
     path = Path(job.demos)
     if path.is_file() and (job.demos_sha256 is None or file_sha256(path) == job.demos_sha256):
         return path
-    if shipped.get("demos") is None:
+    if shipped is None:
         raise FileNotFoundError(f"{job.demos} is not on {socket.gethostname()} and was not shipped")
-    from gail_robot.cluster import require_ray
-
     copy = scratch / path.name
-    copy.write_bytes(require_ray().get(shipped["demos"]))
+    copy.write_bytes(shipped)
     return copy
+
+
+class ProgressEvents:
+    """A Ray actor's body: tasks ``put`` progress messages without waiting, the driver ``drain``s them.
+
+    Tasks never wait on it: a task blocked in ``ray.get`` lends its CPUs back to the scheduler,
+    which would start another run on them.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Any, ...]] = []
+
+    def put(self, item: tuple[Any, ...]) -> None:
+        self.items.append(item)
+
+    def drain(self) -> list[tuple[Any, ...]]:
+        items, self.items = self.items, []
+        return items
+
+
+def job_argv(job: RunJob, run_dir: Path, config_file: Path, demos: Path | None) -> list[str]:
+    """The ``gail-robot`` arguments that train (``fresh``) or continue (``resume``) the job's run."""
+    if job.mode == FRESH:
+        argv = train_argv(config_file, run_dir, seed=job.seed, steps=job.steps, demos=demos, sets=job.sets)
+    else:
+        argv = resume_argv(run_dir, demos=demos)
+    if job.ray_address:  # env.vectorization: ray: the run's rollout workers join the sweep's cluster
+        argv += ["--ray-address", job.ray_address]
+    return argv
 
 
 def _notify(events: Any, message: tuple[Any, ...]) -> None:
     if events is not None:
-        events.put(message)
+        events.put.remote(message)  # fire and forget (see ProgressEvents)
 
 
-def execute(job: RunJob, shipped: dict[str, Any], events: Any = None) -> dict[str, Any]:
+def execute(
+    job: RunJob, run_tar: bytes | None = None, demos_bytes: bytes | None = None, events: Any = None
+) -> dict[str, Any]:
     """Run one sweep run to its evaluation (the body of the Ray task).
 
     Args:
         job: the run.
-        shipped: object refs the driver put in the object store, fetched only when this task does
-            not share the sweep directory: ``"run"`` (tarball of the run directory to resume or
-            evaluate, or None) and ``"demos"`` (the demo file's bytes, or None). Nested in a dict so
-            that Ray does not fetch them for every task.
-        events: a ``ray.util.queue.Queue`` for the driver's progress lines (``("start", name, node,
-            in_place)``), or None.
+        run_tar: the run directory to resume or evaluate as a :func:`pack_dir` tarball, used when
+            this task does not share the sweep directory (None: nothing to resume, or never shipped).
+        demos_bytes: the demo file, used when this machine has no identical copy at its path.
+        events: a :class:`ProgressEvents` actor for the driver's progress lines
+            (``("start", name, node, in_place, time)``), or None.
+
+    The driver passes the two payloads as task arguments, so Ray fetches them before the task
+    starts instead of the task blocking on ``ray.get`` (which would lend its CPUs to another run).
 
     Returns:
         ``{"name", "node", "in_place", "eval"}`` (the evaluation, or None on failure), ``"error"``
-        (one line, or None) and ``"tar"`` (the run directory as a tarball when not in place).
+        (one line, or None), ``"tar"`` (the run directory as a tarball when not in place) and
+        ``"time"`` (when it finished).
     """
     sweep_dir = Path(job.sweep_dir)
     in_place = not job.force_ship and shares_sweep_dir(sweep_dir, job.sweep_id)
@@ -299,27 +331,18 @@ def execute(job: RunJob, shipped: dict[str, Any], events: Any = None) -> dict[st
             run_dir = sweep_dir / job.name
         else:
             run_dir = scratch / "run"
-            if shipped.get("run") is not None:
-                from gail_robot.cluster import require_ray
-
-                unpack_into(require_ray().get(shipped["run"]), run_dir)
-        _notify(events, ("start", job.name, node, in_place))
+            if run_tar is not None:
+                unpack_into(run_tar, run_dir)
+        _notify(events, ("start", job.name, node, in_place, time.time()))
         result: dict[str, Any] = {"name": job.name, "node": node, "in_place": in_place}
         result.update(eval=None, error=None, tar=None)
         try:
-            demos = _local_demos(job, shipped, scratch)
+            demos = _local_demos(job, demos_bytes, scratch)
             if job.mode != EVALUATE:
                 cwd = Path(job.cwd) if Path(job.cwd).is_dir() else scratch
-                if job.mode == FRESH:
-                    config_file = scratch / "config.yaml"
-                    config_file.write_text(job.config_text)
-                    argv = train_argv(
-                        config_file, run_dir, seed=job.seed, steps=job.steps, demos=demos, sets=job.sets
-                    )
-                else:
-                    argv = resume_argv(run_dir, demos=demos)
-                if job.ray_address:
-                    argv += ["--ray-address", job.ray_address]
+                config_file = scratch / "config.yaml"
+                config_file.write_text(job.config_text)
+                argv = job_argv(job, run_dir, config_file, demos)
                 code = run_train(argv, run_dir, cwd, f"{job.mode} run {job.name} on {node}")
                 if demos is not None and job.demos is not None and demos != Path(job.demos):
                     _relabel_demos(run_dir, demos, job.demos)
@@ -334,4 +357,5 @@ def execute(job: RunJob, shipped: dict[str, Any], events: Any = None) -> dict[st
             result["error"] = f"{type(exc).__name__}: {text[0] if text else ''}"
         if not in_place and run_dir.is_dir():
             result["tar"] = pack_dir(run_dir)
+        result["time"] = time.time()
         return result
