@@ -16,6 +16,7 @@ import ctypes
 import io
 import math
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -142,13 +143,14 @@ class _RunLog:
         self.fh: BinaryIO | None = None
 
     def write(self, chunk: bytes) -> None:
+        """Append ``chunk`` (may be empty: then only open the file once the directory exists)."""
         if self.fh is None and self.run_dir.is_dir():
             self._open()
         if self.fh is None:
             self.pending.append(chunk)
-            return
-        self.fh.write(chunk)
-        self.fh.flush()
+        elif chunk:
+            self.fh.write(chunk)
+            self.fh.flush()
 
     def _open(self) -> None:
         self.fh = (self.run_dir / LOG_FILE).open("ab")
@@ -181,8 +183,14 @@ def run_train(argv: list[str], run_dir: Path, cwd: Path, header: str) -> int:
     )
     try:
         stdout = typing.cast(io.BufferedReader, proc.stdout)
-        for chunk in iter(lambda: stdout.read1(1 << 16), b""):  # whatever is there, not a full block
-            log.write(chunk)
+        while True:
+            # wake up now and then even when the trainer is silent (--no-progress): the log file
+            # appears as soon as the run directory does, not at the trainer's first output
+            readable, _, _ = select.select([stdout], [], [], 0.5)
+            chunk = stdout.read1(1 << 16) if readable else None  # whatever is there, not a full block
+            if chunk == b"":
+                break
+            log.write(chunk or b"")
         return proc.wait()
     finally:
         if proc.poll() is None:  # the task is being cancelled: take the trainer down with it
