@@ -392,6 +392,10 @@ def test_out_that_is_a_file_or_another_sweep_is_refused(
     assert "is a file, not a directory" in capsys.readouterr().err
     sweep = tmp_path / "sweep"
     sweep.mkdir()
+    (sweep / "seed_0").mkdir()  # someone else's directory: a sweep would clear seed_0
+    assert cli_main([*sweep_cli(), "--out", str(sweep)]) == 2
+    assert f"{sweep} is not empty and holds no sweep.json: choose another --out" in capsys.readouterr().err
+    assert (sweep / "seed_0").is_dir()
     record_arguments(sweep, sweep_args(sets=[], steps=1000))
     assert cli_main([*sweep_cli("--steps", "2000"), "--out", str(sweep)]) == 2
     assert f"{sweep} holds a sweep with --steps 1000, not 2000" in capsys.readouterr().err

@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from gail_robot.cluster import require_ray
     from gail_robot.sweep.plan import SweepArgs, build_group_configs, parse_grid, plan_runs, resolve_config
     from gail_robot.sweep.report import reference_returns
     from gail_robot.sweep.runner import run_sweep
@@ -88,6 +89,7 @@ def main(args: argparse.Namespace) -> int:
         named = {"gail": first.gail.demos, "bc": first.bc.demos}.get(first.algo)
         demos = Path(named) if named else None
     reference = reference_returns(args.expert_return, args.random_return, demos)
+    require_ray()  # a missing extra is one line before anything is written
     run_sweep(
         out,
         sweep_args,

@@ -318,7 +318,7 @@ def plot_curves(
         ax.text(0.5, 0.5, "no periodic evaluations yet", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("env steps")
     ax.set_ylabel("normalised evaluation return")
-    ax.set_title("IQM over seeds, 95 % stratified-bootstrap band", fontsize=10)
+    ax.set_title("periodic evaluations: IQM over seeds, 95 % stratified-bootstrap band", fontsize=10)
     ax.grid(alpha=0.3)
     if drawn:
         ax.legend(fontsize=8)

@@ -147,6 +147,10 @@ def run_sweep(
     from tqdm import tqdm
 
     sweep_dir = sweep_dir.resolve()
+    if sweep_dir.is_dir() and not (sweep_dir / SWEEP_FILE).exists():
+        # runs without a checkpoint are cleared before they start: never in someone else's directory
+        if any(p.name != LOCK_FILE for p in sweep_dir.iterdir()):
+            raise UserError(f"{sweep_dir} is not empty and holds no {SWEEP_FILE}: choose another --out")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with claimed(sweep_dir):
         record_arguments(sweep_dir, args)
