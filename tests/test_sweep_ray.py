@@ -189,3 +189,19 @@ def test_runs_shipped_without_a_shared_filesystem(ray_cluster: Any, tmp_path: Pa
     assert f"resume run {runs[1].name}" in (resumed / "train.log").read_text()
     assert after["mean_return"] == before["mean_return"]  # resumed at the end: the same policy
     assert not any((out / ".incoming").iterdir())
+
+
+def test_a_failing_run_is_one_line_and_the_summary_is_still_written(
+    ray_cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sweep"
+    # valid as a config, refused when the trainer makes the env
+    assert cli_main(sweep_argv(out, 1, 512, "--set", "env.kwargs={no_such_kwarg: 1}")) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (
+        "gail-robot sweep: error: 1 of 1 runs failed "
+        "(seed_0: train exited with code 2 (see seed_0/train.log)); rerun the same command to retry"
+    )
+    assert "failed seed_0 (seed 0): train exited with code 2" in captured.out
+    assert "no_such_kwarg" in (out / "seed_0" / "train.log").read_text()
+    assert json.loads((out / "summary.json").read_text())["groups"][0]["n"] == 0
