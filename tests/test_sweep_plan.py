@@ -25,6 +25,7 @@ from gail_robot.sweep.plan import (
     EVAL_FILE,
     FRESH,
     RESUME,
+    RunCost,
     RunPlan,
     SweepArgs,
     build_group_configs,
@@ -128,17 +129,22 @@ def test_a_rerun_must_describe_the_same_sweep_but_may_add_seeds(tmp_path: Path) 
 
 def test_cpus_per_run_follow_the_vectorization() -> None:
     def config(vectorization: str, num_envs: int = 8, num_workers: int = 0, algo: str = "ppo") -> Any:
-        env = SimpleNamespace(vectorization=vectorization, num_envs=num_envs, num_workers=num_workers)
+        env = SimpleNamespace(
+            vectorization=vectorization, num_envs=num_envs, num_workers=num_workers, cpus_per_worker=2.0
+        )
         return SimpleNamespace(algo=algo, env=env)
 
-    assert cpu_need(config("batched"), 4) == (4, ["env.num_workers=4"])  # one per core, pinned
-    assert cpu_need(config("batched", num_envs=2), 4) == (2, ["env.num_workers=2"])
-    assert cpu_need(config("batched", num_workers=3), 16) == (3, [])
-    assert cpu_need(config("batched", num_envs=64, num_workers=32), 16) == (16, [])  # never infeasible
-    assert cpu_need(config("async", num_envs=6), 16) == (6, [])
-    assert cpu_need(config("sync"), 16) == (1, [])
-    assert cpu_need(config("ray"), 16) == (1, [])  # its rollout workers are Ray actors of their own
-    assert cpu_need(config("batched", algo="sac"), 16) == (1, [])
+    assert cpu_need(config("batched"), 4, 8) == RunCost(4, 0, ("env.num_workers=4",))  # a core each, pinned
+    assert cpu_need(config("batched", num_envs=2), 4, 8) == RunCost(2, 0, ("env.num_workers=2",))
+    assert cpu_need(config("batched", num_workers=3), 16, 32) == RunCost(3)
+    assert cpu_need(config("batched", num_envs=64, num_workers=32), 16, 32) == RunCost(16)  # never infeasible
+    assert cpu_need(config("async", num_envs=6), 16, 32) == RunCost(6)
+    assert cpu_need(config("sync"), 16, 32) == RunCost(1)
+    assert cpu_need(config("batched", algo="sac"), 16, 32) == RunCost(1)
+    # ray: the learner's CPU, and actors of their own (2 CPUs each) in what the rest of the cluster holds
+    assert cpu_need(config("ray"), 16, 11) == RunCost(1, 10.0, ("env.num_workers=5",))
+    assert cpu_need(config("ray", num_workers=2), 16, 11) == RunCost(1, 4.0)
+    assert cpu_need(config("ray"), 16, 2).total == 3.0  # one actor at least
 
 
 def test_train_commands_of_a_job(tmp_path: Path) -> None:

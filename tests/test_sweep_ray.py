@@ -157,36 +157,40 @@ def test_interrupted_sweep_resumes(ray_cluster: Any, tmp_path: Path) -> None:
 
 
 def test_runs_shipped_without_a_shared_filesystem(ray_cluster: Any, tmp_path: Path) -> None:
-    """Forced shipping: each task trains in its own temporary directory, the driver unpacks the
-    result; then a run with only a checkpoint is shipped out, resumed there and shipped back."""
+    """Forced shipping: each task trains in its own temporary directory and the driver unpacks the
+    result; one grid point rolls out on Ray actors of the sweep's own cluster (``--ray-address`` passed
+    on); then a run left with only a checkpoint is shipped out, resumed there and shipped back."""
     args = SweepArgs(
         config="InvertedPendulum-v5",
         config_path=resolve_config("InvertedPendulum-v5"),
         steps=512,
         seeds=1,
-        sets=[a for a in TINY if a != "--set"],
-        grid={"ppo.lr": ["3e-4", "1e-3"]},
+        sets=[a for a in TINY if a not in ("--set", "env.vectorization=sync")],
+        grid={"env.vectorization": ["sync", "ray"]},
     )
     runs = plan_runs(args)
     configs = build_group_configs(args, runs)
     reference = Reference(EXPERT, 0.0, "--expert-return")
     out = tmp_path / "sweep"
     run_sweep(out, args, configs, reference, progress=False, force_ship=True)
+    assert [r.name for r in runs] == ["env.vectorization=sync/seed_0", "env.vectorization=ray/seed_0"]
     for run in runs:
         ev = json.loads((out / run.name / "eval.json").read_text())
         assert not ev["in_place"] and ev["env_steps"] == 512
         assert (out / run.name / "final.pt").is_file()
-    assert [r.name for r in runs] == ["ppo.lr=3e-4/seed_0", "ppo.lr=1e-3/seed_0"]
-    for run, lr in zip(runs, (0.0003, 0.001), strict=True):
-        assert f"  lr: {lr}\n" in (out / run.name / "config.yaml").read_text()
+    ray_run = out / runs[1].name
+    config = (ray_run / "config.yaml").read_text()
+    assert "  vectorization: ray\n" in config and "  num_workers: 1\n" in config  # the 2nd CPU: 1 actor
+    assert "--ray-address " in (ray_run / "train.log").read_text()
+    assert "ray_collect_s" in (ray_run / "metrics.jsonl").read_text()
 
-    resumed = out / runs[1].name
+    resumed = out / runs[0].name
     before = json.loads((resumed / "eval.json").read_text())
     (resumed / "eval.json").unlink()
     (resumed / "final.pt").unlink()  # left with checkpoints/latest.pt: resumable
     run_sweep(out, args, configs, reference, progress=False, force_ship=True)
     after = json.loads((resumed / "eval.json").read_text())
-    assert f"resume run {runs[1].name}" in (resumed / "train.log").read_text()
+    assert f"resume run {runs[0].name}" in (resumed / "train.log").read_text()
     assert after["mean_return"] == before["mean_return"]  # resumed at the end: the same policy
     assert not any((out / ".incoming").iterdir())
 

@@ -290,22 +290,46 @@ def resume_argv(run_dir: Path, *, demos: Path | None) -> list[str]:
     return argv
 
 
-def cpu_need(config: Any, max_node_cpus: int) -> tuple[int, list[str]]:
-    """CPUs one run occupies and the ``--set`` that pins its worker count to them.
+@dataclass(frozen=True)
+class RunCost:
+    """What one run occupies on the cluster.
 
-    ``batched`` runs ``min(env.num_workers, env.num_envs)`` worker processes, where 0 workers means
-    one per core: that is pinned to the largest node's CPU count, so a run uses what it reserved on
-    any node. ``async`` runs one process per env; ``sync``, ``ray`` (its workers are Ray actors of
-    their own), SAC and BC run in the learner. Capped at the largest node so no run is infeasible.
+    Attributes:
+        task_cpus: CPUs its Ray task reserves (the learner and any worker processes it forks).
+        actor_cpus: CPUs its rollout actors reserve besides (``env.vectorization: ray``), else 0.
+        pins: ``--set`` overrides that make the run use exactly what was counted.
+    """
+
+    task_cpus: int
+    actor_cpus: float = 0.0
+    pins: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> float:
+        return self.task_cpus + self.actor_cpus
+
+
+def cpu_need(config: Any, max_node_cpus: int, cluster_cpus: float) -> RunCost:
+    """The CPUs one run of ``config`` occupies, and the worker count pinned to them.
+
+    ``batched`` forks ``min(env.num_workers, env.num_envs)`` worker processes, where 0 means one per
+    core: that is pinned to the largest node's CPU count, so a run uses what it reserved on any node
+    (capped there, so no task is infeasible). ``async`` forks one process per env. ``sync``, SAC and
+    BC run in the learner. ``ray`` runs its rollout workers as actors of their own (``cpus_per_worker``
+    each); 0 workers, "as many as the cluster holds", would count the CPU this run's learner already
+    holds, so it is pinned to what the rest of the cluster holds.
     """
     env = config.env
-    if config.algo in ("sac", "bc") or env.vectorization not in ("batched", "async"):
-        return 1, []
+    if config.algo in ("sac", "bc") or env.vectorization == "sync":
+        return RunCost(1)
     if env.vectorization == "async":
-        return max(1, min(env.num_envs, max_node_cpus)), []
-    workers = env.num_workers or max_node_cpus
-    need = max(1, min(workers, env.num_envs, max_node_cpus))
-    return need, ([] if env.num_workers else [f"env.num_workers={need}"])
+        return RunCost(max(1, min(env.num_envs, max_node_cpus)))
+    if env.vectorization == "ray":
+        workers = env.num_workers or max(1, min(env.num_envs, int((cluster_cpus - 1) // env.cpus_per_worker)))
+        pins = () if env.num_workers else (f"env.num_workers={workers}",)
+        return RunCost(1, workers * env.cpus_per_worker, pins)
+    need = max(1, min(env.num_workers or max_node_cpus, env.num_envs, max_node_cpus))
+    return RunCost(need, 0.0, () if env.num_workers else (f"env.num_workers={need}",))
 
 
 def build_group_configs(args: SweepArgs, runs: list[RunPlan]) -> dict[str, Any]:

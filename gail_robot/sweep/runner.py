@@ -209,41 +209,49 @@ def _schedule(
         demos_ref = ray.put(args.demos.read_bytes()) if may_ship and args.demos is not None else None
         events = ray.remote(num_cpus=0)(ProgressEvents).remote()
         remote = ray.remote(execute)
+        costs = {run.name: cpu_need(configs[run.group], max_cpus, info.cpus) for run in todo}
+        waiting = list(todo)
         pending: dict[Any, RunPlan] = {}
         failures: list[str] = []
+
+        def submit(run: RunPlan) -> None:
+            run_dir = sweep_dir / run.name
+            mode = run_state(run_dir)
+            if mode == FRESH and run_dir.exists():
+                shutil.rmtree(run_dir)  # no checkpoint to continue from: start over cleanly
+            config, cost = configs[run.group], costs[run.name]
+            job = RunJob(
+                sweep_dir=str(sweep_dir),
+                sweep_id=sweep_id,
+                name=run.name,
+                seed=run.seed,
+                mode=mode,
+                config_text=args.config_text,
+                steps=args.steps,
+                demos=None if args.demos is None else str(args.demos),
+                demos_sha256=demos_sha,
+                sets=[*args.sets, *(f"{k}={v}" for k, v in run.overrides.items()), *cost.pins],
+                ray_address=run_address if config.env.vectorization == "ray" else None,
+                cwd=os.getcwd(),
+                force_ship=force_ship,
+            )
+            run_tar = pack_dir(run_dir) if may_ship and mode in (RESUME, EVALUATE) else None
+            options = {"num_cpus": cost.task_cpus, "max_retries": 0, "name": f"sweep {run.name}"}
+            pending[remote.options(**options).remote(job, run_tar, demos_ref, events)] = run
+
         try:
-            for run in todo:
-                run_dir = sweep_dir / run.name
-                mode = run_state(run_dir)
-                if mode == FRESH and run_dir.exists():
-                    shutil.rmtree(run_dir)  # no checkpoint to continue from: start over cleanly
-                config = configs[run.group]
-                cpus, pins = cpu_need(config, max_cpus)
-                job = RunJob(
-                    sweep_dir=str(sweep_dir),
-                    sweep_id=sweep_id,
-                    name=run.name,
-                    seed=run.seed,
-                    mode=mode,
-                    config_text=args.config_text,
-                    steps=args.steps,
-                    demos=None if args.demos is None else str(args.demos),
-                    demos_sha256=demos_sha,
-                    sets=[*args.sets, *(f"{k}={v}" for k, v in run.overrides.items()), *pins],
-                    ray_address=run_address if config.env.vectorization == "ray" else None,
-                    cwd=os.getcwd(),
-                    force_ship=force_ship,
-                )
-                run_tar = pack_dir(run_dir) if may_ship and mode in (RESUME, EVALUATE) else None
-                options = {"num_cpus": cpus, "max_retries": 0, "name": f"sweep {run.name}"}
-                ref = remote.options(**options).remote(job, run_tar, demos_ref, events)
-                pending[ref] = run
-            seeds = {run.name: run.seed for run in todo}
-            while pending:
+            while waiting or pending:
+                # Submit what the cluster can hold at once. Ray would queue task CPUs by itself, but a
+                # run's rollout actors are placed only after its task started: submitted blindly, the
+                # learners of many `ray` runs would take every CPU and no run would get its actors.
+                busy = sum(costs[r.name].total for r in pending.values())
+                while waiting and (not pending or busy + costs[waiting[0].name].total <= info.cpus):
+                    busy += costs[waiting[0].name].total
+                    submit(waiting.pop(0))
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 lines = [
-                    (at, f"start {name} (seed {seeds[name]}) on {node}{'' if here else ', shipped'}")
-                    for _, name, node, here, at in ray.get(events.drain.remote())
+                    (at, f"start {name} (seed {seed}) on {node}{'' if here else ', shipped'}")
+                    for _, name, seed, node, here, at in ray.get(events.drain.remote())
                 ]
                 for ref in ready:
                     run = pending.pop(ref)

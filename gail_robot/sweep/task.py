@@ -320,7 +320,7 @@ def execute(
             this task does not share the sweep directory (None: nothing to resume, or never shipped).
         demos_bytes: the demo file, used when this machine has no identical copy at its path.
         events: a :class:`ProgressEvents` actor for the driver's progress lines
-            (``("start", name, node, in_place, time)``), or None.
+            (``("start", name, seed, node, in_place, time)``), or None.
 
     The driver passes the two payloads as task arguments, so Ray fetches them before the task
     starts instead of the task blocking on ``ray.get`` (which would lend its CPUs to another run).
@@ -341,7 +341,7 @@ def execute(
             run_dir = scratch / "run"
             if run_tar is not None:
                 unpack_into(run_tar, run_dir)
-        _notify(events, ("start", job.name, node, in_place, time.time()))
+        _notify(events, ("start", job.name, job.seed, node, in_place, time.time()))
         result: dict[str, Any] = {"name": job.name, "node": node, "in_place": in_place}
         result.update(eval=None, error=None, tar=None)
         try:
