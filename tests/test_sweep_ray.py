@@ -98,6 +98,21 @@ def _tree_fingerprint(directory: Path) -> dict[str, tuple[int, str]]:
     }
 
 
+def _steps_logged(run_dir: Path) -> int:
+    """The env steps of the last complete metrics row of a live run (0 before the first)."""
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return 0
+    steps = 0
+    for line in lines:
+        try:
+            steps = json.loads(line)["env_steps"]
+        except (json.JSONDecodeError, KeyError):
+            break  # a row being written
+    return steps
+
+
 def _processes_mentioning(text: str) -> list[str]:
     found = []
     for proc in Path("/proc").iterdir():
@@ -120,7 +135,7 @@ def test_interrupted_sweep_resumes(ray_cluster: Any, tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    # interrupt once one run is finished and another is part-way (a checkpoint, no final.pt)
+    # interrupt once one run is finished and another is early on (a checkpoint, at most half-way)
     deadline = time.monotonic() + 120
     finished: list[Path] = []
     partial: list[Path] = []
@@ -128,7 +143,7 @@ def test_interrupted_sweep_resumes(ray_cluster: Any, tmp_path: Path) -> None:
         runs = [out / f"seed_{s}" for s in range(3)]
         finished = [r for r in runs if (r / "eval.json").is_file()]
         partial = [
-            r for r in runs if (r / "checkpoints" / "latest.pt").is_file() and not (r / "final.pt").is_file()
+            r for r in runs if (r / "checkpoints" / "latest.pt").is_file() and _steps_logged(r) <= 1024
         ]
         time.sleep(0.05)
     assert driver.poll() is None, driver.communicate()
@@ -137,6 +152,8 @@ def test_interrupted_sweep_resumes(ray_cluster: Any, tmp_path: Path) -> None:
     _, stderr = driver.communicate(timeout=60)
     assert driver.returncode == 130 and stderr.strip().endswith("gail-robot sweep: interrupted"), stderr
     kept = {r: _tree_fingerprint(r) for r in finished}
+    first_attempt = {r: (r / "train.log").read_text().splitlines()[0] for r in partial}
+    assert all("fresh run" in line for line in first_attempt.values())
 
     # nothing of the interrupted sweep is left writing into its directory
     deadline = time.monotonic() + 15
@@ -147,9 +164,9 @@ def test_interrupted_sweep_resumes(ray_cluster: Any, tmp_path: Path) -> None:
     assert cli_main(sweep_argv(out, 3, 2048)) == 0  # the same command again (on the same cluster)
     for run, fingerprint in kept.items():
         assert _tree_fingerprint(run) == fingerprint, f"{run.name} was touched"
-    for run in partial:
+    for run, first_line in first_attempt.items():  # continued in its directory, not cleared and restarted
         log = (run / "train.log").read_text()
-        assert "fresh run" in log and f"resume run {run.name}" in log  # continued, not restarted
+        assert log.splitlines()[0] == first_line and f"resume run {run.name}" in log
     summary = json.loads((out / "summary.json").read_text())
     assert sorted(r["run_dir"] for r in summary["runs"]) == ["seed_0", "seed_1", "seed_2"]
     assert all(r["env_steps"] == 2048 for r in summary["runs"])
