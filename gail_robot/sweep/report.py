@@ -221,8 +221,8 @@ def markdown(
         f"# Sweep: {args.config}, {args.seeds} seeds × {len(summary['groups'])} grid point(s), "
         f"{args.steps:,} env steps per run",
         "",
-        f"Normalised score = (return − {reference.random:g}) / ({reference.expert:g} − {reference.random:g});"
-        f" expert return from {reference.source}. Final evaluation: {EVAL_EPISODES} deterministic "
+        f"Normalised score = (return − R0) / (R_expert − R0) with R_expert = {reference.expert:g} (from "
+        f"{reference.source}) and R0 = {reference.random:g}. Final evaluation: {EVAL_EPISODES} deterministic "
         "episodes per run. IQM: interquartile mean over seeds (25 % trimmed mean; with fewer than 4 seeds "
         f"nothing is trimmed). 95 % CI: percentile stratified bootstrap over seeds, {reps} resamples. "
         f"Median steps to {THRESHOLD}: first periodic evaluation at or above it (seeds that never get "
