@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("gail_robot.export.cli", "export a policy to TorchScript (or ONNX / pt2)"),
     "controller": ("gail_robot.controller", "build or run the C++ deployment controller"),
     "quickstart": ("gail_robot.quickstart", "record, train, eval and export on a built-in task"),
+    "sweep": ("gail_robot.sweep.cli", "K seeds (x a grid) of a config on Ray, with IQM and CIs"),
 }
 
 

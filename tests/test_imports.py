@@ -42,7 +42,9 @@ ROOMS: dict[str, tuple[int, str]] = {
     "gail_robot.quickstart": (8, "cli"),
     "gail_robot.controller": (8, "cli"),
     "gail_robot.plot": (8, "cli"),
-    "gail_robot.sweep": (8, "sweep"),
+    # an orchestrator of train + eval like quickstart (it reuses the train command's rules and
+    # gail_robot.plot), and its own cli imports it: the command's room, not a room of layer 8 beside it
+    "gail_robot.sweep": (8, "cli"),
     "gail_robot.sweep.cli": (8, "cli"),
 }
 
