@@ -16,7 +16,7 @@ import torch
 
 from gail_robot.algos.config import TRPOConfig
 from gail_robot.algos.rollout import RolloutBuffer
-from gail_robot.nets import Critic, OnPolicyActor, adam, flat_params, load_optimizer_state, set_flat_params
+from gail_robot.nets import Critic, GaussianActor, OnPolicyActor, adam, flat_params, load_optimizer_state, set_flat_params
 
 
 def flat_grad(
@@ -50,6 +50,13 @@ def conjugate_gradient(
         direction = residual + (rr_new / rr) * direction
         rr = rr_new
     return x
+
+
+def gaussian_kl(
+    old_mean: torch.Tensor, old_log_std: torch.Tensor, actor: GaussianActor, obs: torch.Tensor
+) -> torch.Tensor:
+    """Mean over states of KL(pi_old || pi_new) for diagonal Gaussians (:meth:`GaussianActor.kl_from`)."""
+    return actor.kl_from((old_mean, old_log_std), obs)
 
 
 class TRPO:
