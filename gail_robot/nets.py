@@ -230,7 +230,9 @@ class GaussianActor(nn.Module):
         """The sampled action ``mean + std * noise`` ``(B, act_dim)`` (torch stepping)."""
         return self(obs) + self.log_std.exp() * noise
 
-    def rollout_log_probs(self, obs: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def rollout_log_probs(
+        self, obs: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         """``log pi(a|s)`` ``(T, N)`` of a rollout's actions ``mean + std * noise``, from the noise alone.
 
         ``log N(mean + std z | mean, std) = -z^2 / 2 - log std - log(2 pi) / 2`` summed over the
@@ -317,7 +319,9 @@ class CategoricalActor(nn.Module):
         """The Gumbel-max sample ``argmax(logits + noise)`` int64 ``(B,)`` (torch stepping)."""
         return torch.argmax(self(obs) + noise, dim=-1)
 
-    def rollout_log_probs(self, obs: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def rollout_log_probs(
+        self, obs: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         """``log pi(a|s)`` ``(T, N)`` of a rollout's actions: one batched pass over its observations."""
         t, n = actions.shape
         return self.log_prob(obs.reshape(t * n, -1), actions.reshape(-1)).reshape(t, n)

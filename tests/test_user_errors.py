@@ -120,7 +120,8 @@ def test_eval_of_a_continuous_policy_on_a_discrete_env_is_one_line(tmp_path: Pat
     checkpoint = make_checkpoint(tmp_path / "policy.pt")
     result = run_cli("eval", str(checkpoint), "--env", "CartPole-v1", "--episodes", "1")
     assert one_line_error(result) == (
-        "gail-robot eval: error: policy expects obs (11,) / actions Box(3,), CartPole-v1 has (4,) / Discrete(2)"
+        "gail-robot eval: error: policy expects obs (11,) / actions Box(3,), "
+        "CartPole-v1 has (4,) / Discrete(2)"
     )
 
 
@@ -141,9 +142,7 @@ def run_with_env(args: list[str], **environ: str) -> subprocess.CompletedProcess
     # As from a fresh shell: an earlier `import mujoco` in this process set PYOPENGL_PLATFORM.
     env = {k: v for k, v in os.environ.items() if k != "PYOPENGL_PLATFORM"}
     env.update(environ)
-    return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, env=env, timeout=300
-    )
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 COMMANDS = [

@@ -35,7 +35,7 @@ from gail_robot.nets import Discriminator, NetConfig, load_optimizer_state
 
 
 def one_hot(actions: np.ndarray, n_actions: int) -> np.ndarray:
-    """int64 indices ``(M,)`` -> ``(M, n_actions) float32`` one-hot rows (the discriminator's action input)."""
+    """int64 indices ``(M,)`` -> one-hot rows ``(M, n_actions) float32`` (the discriminator's input)."""
     out = np.zeros((len(actions), n_actions), dtype=np.float32)
     out[np.arange(len(actions)), actions] = 1.0
     return out
@@ -145,7 +145,7 @@ class GAIL:
 
     @staticmethod
     def policy_transitions(buffer: RolloutBuffer) -> Transitions:
-        """The rollout as flat transitions (raw observations, executed ``[-1, 1]`` actions or int64 indices)."""
+        """The rollout as flat transitions (raw observations, executed ``[-1, 1]`` actions or indices)."""
         t, n, d = buffer.obs_raw.shape
         discrete = buffer.actions.ndim == 2
         return Transitions(

@@ -16,7 +16,15 @@ import torch
 
 from gail_robot.algos.config import TRPOConfig
 from gail_robot.algos.rollout import RolloutBuffer
-from gail_robot.nets import Critic, GaussianActor, OnPolicyActor, adam, flat_params, load_optimizer_state, set_flat_params
+from gail_robot.nets import (
+    Critic,
+    GaussianActor,
+    OnPolicyActor,
+    adam,
+    flat_params,
+    load_optimizer_state,
+    set_flat_params,
+)
 
 
 def flat_grad(

@@ -302,7 +302,8 @@ class DemoDataset:
         elif not isinstance(act, gym.spaces.Box) or act.shape != self.action_space.shape:
             shape = getattr(act, "shape", None)
             raise UserError(
-                f"{self.path}: action shape {tuple(self.action_space.shape)} differs from the env's {shape}"
+                f"{self.path}: action shape {tuple(self.action_space.shape or ())} differs from the "
+                f"env's {shape}"
             )
 
     # -- demos -------------------------------------------------------------------------------

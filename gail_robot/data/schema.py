@@ -92,7 +92,9 @@ def space_to_json(space: gym.Space[Any]) -> dict[str, Any]:
     """A JSON-able description of a Box, a flat Dict of Boxes or a ``Discrete(n)`` (action spaces)."""
     if isinstance(space, gym.spaces.Discrete):
         if int(space.start) != 0:
-            raise UserError(f"{space} starts at {space.start}; only Discrete spaces starting at 0 are supported")
+            raise UserError(
+                f"{space} starts at {space.start}; only Discrete spaces starting at 0 are supported"
+            )
         return {"type": "Discrete", "n": int(space.n)}
     if isinstance(space, gym.spaces.Box):
         return {
@@ -229,7 +231,9 @@ class EnvMeta:
         if not (
             isinstance(act, gym.spaces.Box) or (isinstance(act, gym.spaces.Discrete) and int(act.start) == 0)
         ):
-            raise UserError(f"{spec.id} has action space {act}; demos can be recorded for {SUPPORTED_ACTIONS}")
+            raise UserError(
+                f"{spec.id} has action space {act}; demos can be recorded for {SUPPORTED_ACTIONS}"
+            )
         obs_key_spaces(env.observation_space)  # raises for unsupported observation spaces
         space_to_json(env.observation_space)
         kwargs = {k: v for k, v in (spec.kwargs or {}).items() if k != "render_mode"}

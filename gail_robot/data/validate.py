@@ -60,7 +60,7 @@ def _check_demo(name: str, g: h5py.Group, meta: EnvMeta, problems: list[str]) ->
         if ds.shape[:1] != (n,):
             bad(f"{key} has {ds.shape[0] if ds.shape else 0} rows, num_samples is {n}")
         arrays[key] = ds[()]
-    act_shape = tuple(meta.action_space.shape)
+    act_shape = tuple(meta.action_space.shape or ())
     if "actions" in arrays:
         a = arrays["actions"]
         if a.shape[1:] != act_shape:

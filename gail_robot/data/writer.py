@@ -275,8 +275,9 @@ class DemoWriter:
             self._sink_base = len(self.saved)
         if self._idle_buffer is None:
             shapes = {k: (box.shape, box.dtype) for k, box in self._obs_spaces.items()}
-            act_shape = tuple(self.meta.action_space.shape)
-            n_actions = int(self.meta.action_space.n) if is_discrete(self.meta.action_space) else 0
+            space = self.meta.action_space
+            act_shape = tuple(space.shape or ())
+            n_actions = int(space.n) if isinstance(space, gym.spaces.Discrete) else 0
             self._idle_buffer = EpisodeBuffer(shapes, act_shape, self.meta.state_size, n_actions=n_actions)
         self._buffer, self._idle_buffer = self._idle_buffer, None
         self._buffer.reset(seed, source, model_file)
@@ -351,7 +352,7 @@ class DemoWriter:
         got = {k: v.shape[1:] for k, v in episode.obs.items()}
         if got != shapes:
             raise UserError(f"{self.path}: {name} has observations {got}, the observation space {shapes}")
-        act = tuple(self.meta.action_space.shape)
+        act = tuple(self.meta.action_space.shape or ())
         if episode.actions.shape[1:] != act:
             raise UserError(
                 f"{self.path}: {name} has actions of shape {episode.actions.shape[1:]}, expected {act}"

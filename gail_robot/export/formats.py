@@ -97,7 +97,8 @@ def build_meta(bundle: PolicyBundle, env: Any, fmt: str, mode: str, source: str 
         # Refused in Python (gail-robot controller run reads this note): no C++ change needed.
         layout, task = None, None
         controller_note = (
-            f"the C++ controller runs continuous-control policies; this one has {bundle.describe_actions()} actions"
+            "the C++ controller runs continuous-control policies; "
+            f"this one has {bundle.describe_actions()} actions"
         )
     model = getattr(base, "model", None)  # None: not a MuJoCo env (classic control)
     model_path = getattr(base, "fullpath", None)
@@ -166,7 +167,9 @@ def _atomic_target(out: Path) -> Path:
     return out.with_name(f".{out.name}.tmp-{os.getpid()}")
 
 
-def save_torchscript(module: ExportedPolicy | ExportedDiscretePolicy, meta: dict[str, Any], out: Path, mode: str = "script") -> None:
+def save_torchscript(
+    module: ExportedPolicy | ExportedDiscretePolicy, meta: dict[str, Any], out: Path, mode: str = "script"
+) -> None:
     """Script (or trace) ``module`` and write it with ``meta.json`` to ``out`` (atomic rename)."""
     scripted = to_torchscript(module, mode)
     tmp = _atomic_target(out)

@@ -142,7 +142,9 @@ def build_module(bundle: PolicyBundle) -> ExportedPolicy | ExportedDiscretePolic
     for param in actor.parameters():  # (ScriptModules, e.g. a re-exported actor, lack requires_grad_)
         param.requires_grad_(False)
     if discrete:
-        return ExportedDiscretePolicy(actor, obs_mean, obs_var, float(bundle.obs_clip), bundle.n_actions).eval()
+        return ExportedDiscretePolicy(
+            actor, obs_mean, obs_var, float(bundle.obs_clip), bundle.n_actions
+        ).eval()
     return ExportedPolicy(actor, obs_mean, obs_var, float(bundle.obs_clip), low, high).eval()
 
 
@@ -152,7 +154,9 @@ def example_batch(obs_dim: int, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, obs_dim, generator=torch_rng)
 
 
-def to_torchscript(module: ExportedPolicy | ExportedDiscretePolicy, mode: str = "script") -> torch.jit.ScriptModule:
+def to_torchscript(
+    module: ExportedPolicy | ExportedDiscretePolicy, mode: str = "script"
+) -> torch.jit.ScriptModule:
     """Compile the wrapper to TorchScript (see the module docstring for script vs trace).
 
     Raises:

@@ -77,7 +77,7 @@ def collect_env_observations(bundle: PolicyBundle, n: int, seed: int = 0, noise:
             action = bundle.act(np.asarray(obs, dtype=np.float32))
             if bundle.discrete:  # the same spread for a Discrete policy: a random action with p = noise
                 if rng.uniform() < noise:
-                    action = np.int64(rng.integers(bundle.n_actions))
+                    action = np.asarray(rng.integers(bundle.n_actions), dtype=np.int64)
             else:
                 action = np.clip(
                     action + noise * (high - low) / 2 * rng.uniform(-1, 1, size=low.shape), low, high

@@ -604,7 +604,7 @@ class _ExpertBase:
         self.viewer: Any = open_viewer(env) if render else None
 
     def noisy(self, action: np.ndarray) -> np.ndarray:
-        """Add N(0, (noise * half range)^2) and clip to the bounds (a Discrete action is returned as int64)."""
+        """Add N(0, (noise * half range)^2) and clip to the bounds (a Discrete action: int64 as it is)."""
         if self.n_actions:
             return np.asarray(action, dtype=np.int64)
         out = np.asarray(action, dtype=np.float64)

@@ -111,9 +111,22 @@ def record(
         reported = len(writer.saved)
 
     try:
-        _loop(env, device, writer, stats, status, report, waiting, episodes=episodes, seed=seed,
-              only_success=only_success, min_return=min_return, max_steps=max_steps,
-              max_attempts=max_attempts, realtime=realtime)
+        _loop(
+            env,
+            device,
+            writer,
+            stats,
+            status,
+            report,
+            waiting,
+            episodes=episodes,
+            seed=seed,
+            only_success=only_success,
+            min_return=min_return,
+            max_steps=max_steps,
+            max_attempts=max_attempts,
+            realtime=realtime,
+        )
         writer.flush()
         report()
     except UserError:
