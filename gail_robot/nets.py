@@ -211,6 +211,8 @@ class GaussianActor(nn.Module):
 
     #: the actions are indices (CategoricalActor) rather than vectors
     DISCRETE: ClassVar[bool] = False
+    #: properties TorchScript must not compile (the export scripts ``forward`` only)
+    __jit_unused_properties__: ClassVar[list[str]] = ["noise_dim", "rollout_net"]
 
     @property
     def noise_dim(self) -> int:
@@ -281,6 +283,7 @@ class CategoricalActor(nn.Module):
 
     KIND: ClassVar[str] = "categorical"
     DISCRETE: ClassVar[bool] = True
+    __jit_unused_properties__: ClassVar[list[str]] = ["noise_dim", "rollout_net"]
 
     def __init__(self, obs_dim: int, n_actions: int, config: NetConfig | None = None):
         super().__init__()
