@@ -389,10 +389,10 @@ def _gail_cartpole(tmp_path: Path, steps: int, generator: str = "ppo") -> OnPoli
 
 
 def test_gail_ppo_on_cartpole_from_one_demo_beats_random_quickly(tmp_path: Path) -> None:
-    """Random CartPole lasts ~22 steps; 40k steps of GAIL-PPO from one 500-step demo clearly more."""
-    trainer = _gail_cartpole(tmp_path, 40_960)
+    """A random policy scores 26 on CartPole; 20k steps of GAIL-PPO from one 500-step demo clearly more."""
+    trainer = _gail_cartpole(tmp_path, 20_480)
     result = evaluate_policy(trainer.bundle(), 10, seed=1000)
-    assert result.mean_return > 150, result.returns
+    assert result.mean_return > 300, result.returns  # (10x random; 500 measured)
 
 
 @pytest.mark.slow
