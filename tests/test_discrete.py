@@ -323,6 +323,12 @@ def test_export_returns_the_argmax_as_int64(tmp_path: Path) -> None:
     meta = export_policy(bundle, tmp_path / "policy.pt")
     assert meta["action_space"] == {"type": "Discrete", "n": 2} and meta["n_actions"] == 2
     assert meta["observation_layout"] is None and "continuous-control" in meta["controller_note"]
+    from gail_robot import controller
+
+    with pytest.raises(
+        UserError, match=r"runs continuous-control policies; this one has Discrete\(2\) actions"
+    ):
+        controller.controller_command(tmp_path / "policy.pt")  # refused in Python, before any C++
     loaded = load_exported(tmp_path / "policy.pt")
     got = loaded.fn(obs)
     assert got.dtype == np.int64 and got.shape == (64,)
