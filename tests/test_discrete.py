@@ -406,3 +406,32 @@ def test_gail_ppo_on_cartpole_from_one_demo_reaches_the_expert(tmp_path: Path) -
     trainer = _gail_cartpole(tmp_path, 200_000)
     result = evaluate_policy(trainer.bundle(), 20, seed=1000)
     assert result.mean_return >= 475, result.returns
+
+
+def test_gail_on_cartpole_is_bit_identical_in_sync_batched_and_ray(ray_cluster, tmp_path: Path) -> None:
+    """The learner draws the Gumbel noise, the workers only compute logits: same seed, same weights."""
+
+    def train(mode: str) -> dict:
+        config = config_from_dict(
+            {
+                "algo": "gail",
+                "env": {"id": "CartPole-v1", "num_envs": 4, "vectorization": mode, "num_workers": 2},
+                "policy": {"hidden_sizes": [16, 16]},
+                "rollout": {"n_steps": 32},
+                "ppo": {"epochs": 2, "minibatches": 4},
+                "gail": {"demos": str(CARTPOLE_DEMOS), "max_demos": 1, "hidden_sizes": [16],
+                         "batch_size": 64},
+                "run": {"total_steps": 3 * 128, "seed": 3, "eval_interval": 128, "eval_episodes": 2,
+                        "checkpoint_interval": 10**9, "progress": False, "tensorboard": False},
+            }
+        )  # fmt: skip
+        return torch.load(OnPolicyTrainer(config, tmp_path / mode).train(), weights_only=True)
+
+    runs = {mode: train(mode) for mode in ("sync", "batched", "ray")}
+    for mode in ("batched", "ray"):
+        for key in ("actor", "critic"):
+            for name, tensor in runs["sync"][key].items():
+                assert torch.equal(tensor, runs[mode][key][name]), f"{mode}: {key}.{name} differs"
+        for name, tensor in runs["sync"]["gail"]["disc"].items():
+            assert torch.equal(tensor, runs[mode]["gail"]["disc"][name]), f"{mode}: discriminator.{name}"
+    assert runs["ray"]["meta"]["eval"] == runs["sync"]["meta"]["eval"]  # (evaluated on the Ray workers)
