@@ -13,15 +13,24 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from cli_runner import run_cli
 
 from gail_robot.algos.bc import fit_bc
-from gail_robot.algos.config import GAILConfig, PPOConfig, TRPOConfig, config_from_dict
+from gail_robot.algos.config import (
+    GAILConfig,
+    PPOConfig,
+    TRPOConfig,
+    config_from_dict,
+    load_yaml,
+    shipped_config_path,
+)
 from gail_robot.algos.gail import GAIL, one_hot
 from gail_robot.algos.ppo import PPO
 from gail_robot.algos.rollout import NumpyPolicy, RolloutBuffer, RolloutCollector
 from gail_robot.algos.trainer import OnPolicyTrainer
 from gail_robot.algos.trpo import TRPO
 from gail_robot.data import DemoDataset, DemoWriter, Transitions
+from gail_robot.data.convert import convert
 from gail_robot.data.validate import validate_file
 from gail_robot.envs.make import check_action_space, make_env, policy_actions
 from gail_robot.envs.vector import make_vector_env
@@ -275,6 +284,33 @@ def test_validate_names_an_action_outside_the_space_and_old_files_still_load(tmp
     # schema v1 files (continuous actions) keep loading
     reach = DemoDataset(REPO / "datasets" / "experts" / "ArmReach-v0" / "demos.hdf5")
     assert reach.transitions().actions.dtype == np.float32
+
+
+def test_converters_refuse_discrete_files_in_one_line(tmp_path: Path) -> None:
+    for to, out in (("npz", "d.npz"), ("robomimic", "rm.hdf5")):
+        with pytest.raises(UserError, match=f"Discrete.2. action space cannot be converted to {to}"):
+            convert(str(CARTPOLE_DEMOS), str(tmp_path / out), to=to)
+
+
+def test_cli_trains_evaluates_and_records_on_cartpole(tmp_path: Path) -> None:
+    for env_id in ("CartPole-v1", "Acrobot-v1", "MountainCar-v0"):  # the experts' configs
+        path = shipped_config_path(f"ppo/{env_id}")
+        assert path is not None and config_from_dict(load_yaml(path)).env.id == env_id
+    run = tmp_path / "run"
+    result = run_cli(
+        "train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "512", "--num-envs", "2", "--sync",
+        "--out", str(run), "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    evaluation = json.loads(run_cli("eval", str(run), "--episodes", "2", "--json").stdout)
+    assert evaluation["episodes"] == 2 and evaluation["mean_return"] >= 8
+    out = tmp_path / "demos.hdf5"
+    result = run_cli(
+        "record", "--env", "CartPole-v1", "--device", "policy", "--policy", str(run), "--episodes", "2",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert DemoDataset(out).transitions().actions.dtype == np.int64
 
 
 def test_recording_refuses_non_integer_actions_and_teleop_devices(tmp_path: Path) -> None:
