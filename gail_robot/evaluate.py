@@ -51,6 +51,8 @@ def evaluate_policy(
 ) -> EvalResult:
     """Run ``episodes`` deterministic episodes of ``policy`` in one (in-process) env.
 
+    Deterministic means the mean action, or the argmax of the logits for a Discrete action space.
+
     Args:
         policy: the policy (its ``act`` maps raw observations to env actions).
         episodes: number of episodes (>= 1).
@@ -60,6 +62,8 @@ def evaluate_policy(
         video: write an MP4 of all episodes here (rendered headless, ``rgb_array``).
         progress: show a progress bar.
     """
+    import gymnasium as gym
+
     from gail_robot.envs.make import make_env
 
     if episodes < 1:
@@ -69,10 +73,17 @@ def evaluate_policy(
         env_kwargs = policy.env_kwargs if env_id == policy.env_id else {}
     env = make_env(env_id, env_kwargs, render_mode="rgb_array" if video else None, normalize_actions=False)
     obs_shape = env.observation_space.shape
-    if obs_shape != (policy.obs_dim,) or env.action_space.shape != (policy.act_dim,):
+    space = env.action_space
+    if isinstance(space, gym.spaces.Discrete):
+        same_actions = int(space.n) == policy.n_actions
+        env_actions = f"Discrete({int(space.n)})"
+    else:
+        same_actions = not policy.discrete and space.shape == (policy.act_dim,)
+        env_actions = f"Box{tuple(space.shape or ())}"
+    if obs_shape != (policy.obs_dim,) or not same_actions:
         raise UserError(
-            f"policy expects obs ({policy.obs_dim},) / actions ({policy.act_dim},), "
-            f"{env_id} has {obs_shape} / {env.action_space.shape}"
+            f"policy expects obs ({policy.obs_dim},) / actions {policy.describe_actions()}, "
+            f"{env_id} has {obs_shape} / {env_actions}"
         )
     writer = None
     if video is not None:

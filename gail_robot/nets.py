@@ -207,6 +207,55 @@ class GaussianActor(nn.Module):
         entropy = self.log_std.sum() + 0.5 * (1.0 + math.log(2 * math.pi)) * self.act_dim
         return log_prob, entropy
 
+    # -- the on-policy actor interface (algos/rollout.py, ppo.py, trpo.py; docs/DESIGN.md §5) --
+
+    #: the actions are indices (CategoricalActor) rather than vectors
+    DISCRETE: ClassVar[bool] = False
+    #: properties TorchScript must not compile (the export scripts ``forward`` only)
+    __jit_unused_properties__: ClassVar[list[str]] = ["noise_dim", "rollout_net"]
+
+    @property
+    def noise_dim(self) -> int:
+        """Width of the per-step noise the learner draws for a rollout: one N(0, 1) per action dimension."""
+        return self.act_dim
+
+    @property
+    def rollout_net(self) -> nn.Sequential:
+        """The MLP whose output the rollout workers compute (``core.mlp_forward``): the mean."""
+        return self.mean_net
+
+    def draw_noise(self, shape: tuple[int, int], torch_rng: torch.Generator) -> torch.Tensor:
+        """Standard-normal rollout noise ``(T, N, act_dim)`` from the learner's RNG."""
+        return torch.randn((*shape, self.act_dim), generator=torch_rng)
+
+    def noisy_action(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The sampled action ``mean + std * noise`` ``(B, act_dim)`` (torch stepping)."""
+        return self(obs) + self.log_std.exp() * noise
+
+    def rollout_log_probs(
+        self, obs: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """``log pi(a|s)`` ``(T, N)`` of a rollout's actions ``mean + std * noise``, from the noise alone.
+
+        ``log N(mean + std z | mean, std) = -z^2 / 2 - log std - log(2 pi) / 2`` summed over the
+        dimensions: closed form, no pass over the observations.
+        """
+        log_std = self.log_std.detach()
+        log_prob_const = -(log_std.sum() + 0.5 * math.log(2 * math.pi) * log_std.numel())
+        return log_prob_const - 0.5 * (noise * noise).sum(-1)
+
+    def frozen(self, obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The current distribution at ``obs`` as detached tensors (TRPO's ``pi_old``)."""
+        with torch.no_grad():
+            return self(obs), self.log_std.detach().clone()
+
+    def kl_from(self, old: tuple[torch.Tensor, ...], obs: torch.Tensor) -> torch.Tensor:
+        """Mean over states of ``KL(pi_old || pi)`` for diagonal Gaussians (``old`` from :meth:`frozen`)."""
+        old_mean, old_log_std = old
+        new = self.distribution(obs)
+        previous = torch.distributions.Normal(old_mean, old_log_std.exp().expand_as(old_mean))
+        return torch.distributions.kl_divergence(previous, new).sum(-1).mean()
+
     def spec(self) -> dict[str, Any]:
         """Plain-data description used to rebuild the module from a checkpoint."""
         return {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "net": self.config.to_dict()}
@@ -214,6 +263,122 @@ class GaussianActor(nn.Module):
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> GaussianActor:
         return cls(int(spec["obs_dim"]), int(spec["act_dim"]), NetConfig(**spec["net"]))
+
+
+#: float32's smallest normal number: uniform draws are floored to it so ``-log(-log(u))`` is finite
+_TINY = torch.finfo(torch.float32).tiny
+
+
+@register_actor
+class CategoricalActor(nn.Module):
+    """Categorical policy over ``Discrete(n)`` actions: an MLP of logits (PPO, TRPO, GAIL, BC).
+
+    ``forward(obs_n)`` returns the logits ``(B, n_actions)``; the deterministic action is their
+    argmax (:meth:`act`, the exported module). Rollouts sample with the Gumbel-max trick:
+    ``argmax(logits + g)`` with ``g = -log(-log(u))``, ``u ~ U(0, 1)``, is a sample of
+    ``softmax(logits)`` (Gumbel 1954; Maddison et al. 2014), so the learner draws all the noise
+    ``(T, N, n_actions)`` and the workers only compute logits with ``core.mlp_forward``, exactly
+    like the Gaussian case (docs/DESIGN.md §9). Actions are int64 indices ``0 .. n_actions - 1``.
+    """
+
+    KIND: ClassVar[str] = "categorical"
+    DISCRETE: ClassVar[bool] = True
+    __jit_unused_properties__: ClassVar[list[str]] = ["noise_dim", "rollout_net"]
+
+    def __init__(self, obs_dim: int, n_actions: int, config: NetConfig | None = None):
+        super().__init__()
+        if int(n_actions) < 2:
+            raise ValueError(f"a categorical policy needs at least 2 actions, got {n_actions}")
+        self.config = config or NetConfig()
+        self.obs_dim = int(obs_dim)
+        self.n_actions = int(n_actions)
+        # Gain 0.01: the first policy is near uniform (as the Gaussian head starts near its mean).
+        self.logits_net = mlp(self.obs_dim, self.n_actions, self.config, out_gain=0.01)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, n_actions)`` for normalised observations ``(B, obs_dim) float32``."""
+        return self.logits_net(obs)
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """The deterministic action: ``argmax`` of the logits, int64 ``(B,)``."""
+        return torch.argmax(self.logits_net(obs), dim=-1)
+
+    @property
+    def noise_dim(self) -> int:
+        """Width of the per-step noise: one Gumbel variable per action."""
+        return self.n_actions
+
+    @property
+    def rollout_net(self) -> nn.Sequential:
+        """The MLP whose output the rollout workers compute (``core.mlp_forward``): the logits."""
+        return self.logits_net
+
+    def draw_noise(self, shape: tuple[int, int], torch_rng: torch.Generator) -> torch.Tensor:
+        """Standard Gumbel noise ``(T, N, n_actions)`` float32 from the learner's RNG."""
+        u = torch.rand((*shape, self.n_actions), generator=torch_rng).clamp_(min=_TINY)
+        return -torch.log(-torch.log(u))
+
+    def noisy_action(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The Gumbel-max sample ``argmax(logits + noise)`` int64 ``(B,)`` (torch stepping)."""
+        return torch.argmax(self(obs) + noise, dim=-1)
+
+    def rollout_log_probs(
+        self, obs: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """``log pi(a|s)`` ``(T, N)`` of a rollout's actions: one batched pass over its observations."""
+        t, n = actions.shape
+        return self.log_prob(obs.reshape(t * n, -1), actions.reshape(-1)).reshape(t, n)
+
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``log softmax(logits)[a]`` ``(B,)`` of int64 ``actions (B,)``."""
+        return self.log_prob_and_entropy(obs, actions)[0]
+
+    def log_prob_and_entropy(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log pi(a|s) (B,), mean entropy over the batch (scalar))`` from one log-softmax."""
+        log_p = F.log_softmax(self.logits_net(obs), dim=-1)
+        log_prob = log_p.gather(-1, actions.long().reshape(-1, 1)).squeeze(-1)
+        entropy = -(log_p.exp() * log_p).sum(-1).mean()
+        return log_prob, entropy
+
+    def frozen(self, obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The current log-probabilities of every action at ``obs``, detached (TRPO's ``pi_old``)."""
+        with torch.no_grad():
+            return (F.log_softmax(self.logits_net(obs), dim=-1),)
+
+    def kl_from(self, old: tuple[torch.Tensor, ...], obs: torch.Tensor) -> torch.Tensor:
+        """Mean over states of ``KL(pi_old || pi) = sum_a p_old (log p_old - log p)``."""
+        (old_log_p,) = old
+        log_p = F.log_softmax(self.logits_net(obs), dim=-1)
+        return (old_log_p.exp() * (old_log_p - log_p)).sum(-1).mean()
+
+    def spec(self) -> dict[str, Any]:
+        """Plain-data description used to rebuild the module from a checkpoint."""
+        return {
+            "kind": self.KIND,
+            "obs_dim": self.obs_dim,
+            "n_actions": self.n_actions,
+            "net": self.config.to_dict(),
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> CategoricalActor:
+        return cls(int(spec["obs_dim"]), int(spec["n_actions"]), NetConfig(**spec["net"]))
+
+
+#: The actors the on-policy trainers (PPO, TRPO, GAIL, BC) build.
+OnPolicyActor = GaussianActor | CategoricalActor
+
+
+def make_policy_actor(
+    obs_dim: int, act_dim: int, n_actions: int, config: NetConfig, init_log_std: float = 0.0
+) -> OnPolicyActor:
+    """The on-policy actor for an action space: categorical for ``n_actions > 0`` (``Discrete(n)``),
+    else Gaussian over ``act_dim`` continuous dimensions."""
+    if n_actions > 0:
+        return CategoricalActor(obs_dim, n_actions, config)
+    return GaussianActor(obs_dim, act_dim, config, init_log_std)
 
 
 @register_actor

@@ -58,15 +58,18 @@ class PolicyBundle:
 
     Attributes:
         actor: maps normalised observations ``(B, obs_dim) float32`` to the mean action
-            ``(B, act_dim)`` in normalised ``[-1, 1]`` units, before clipping.
+            ``(B, act_dim)`` in normalised ``[-1, 1]`` units, before clipping; for a ``Discrete``
+            action space (``n_actions > 0``) to the logits ``(B, n_actions)``.
         obs_mean: ``(obs_dim,) float64`` running mean of observations.
         obs_var: ``(obs_dim,) float64`` running variance of observations.
         obs_clip: clip bound applied to normalised observations.
-        action_low: ``(act_dim,) float32`` lower action bound of the env.
-        action_high: ``(act_dim,) float32`` upper action bound of the env.
+        action_low: ``(act_dim,) float32`` lower action bound of the env (``(0,)`` for Discrete).
+        action_high: ``(act_dim,) float32`` upper action bound of the env (``(0,)`` for Discrete).
         env_id: Gymnasium id of the env the policy was trained on.
         env_kwargs: keyword arguments given to ``gymnasium.make``.
         meta: plain data about the policy's origin (algo, run dir, env steps, versions).
+        n_actions: ``n`` of a ``Discrete(n)`` action space (the action is the argmax of the
+            logits, an int64 index); 0 for continuous actions.
     """
 
     actor: Any  # torch.nn.Module (or a TorchScript module); Any keeps torch out of the import
@@ -78,6 +81,7 @@ class PolicyBundle:
     env_id: str
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    n_actions: int = 0
 
     @property
     def obs_dim(self) -> int:
@@ -85,7 +89,16 @@ class PolicyBundle:
 
     @property
     def act_dim(self) -> int:
+        """Continuous action dimensions (0 for a Discrete action space)."""
         return int(self.action_low.shape[0])
+
+    @property
+    def discrete(self) -> bool:
+        return self.n_actions > 0
+
+    def describe_actions(self) -> str:
+        """``Discrete(2)`` or ``Box(6,)``: the action space the policy acts in."""
+        return f"Discrete({self.n_actions})" if self.discrete else f"Box({self.act_dim},)"
 
     def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
         """``core.normalize`` with the frozen statistics: float32, the shape of ``obs (..., obs_dim)``."""
@@ -99,7 +112,10 @@ class PolicyBundle:
         )
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """Deterministic action in env units for ``obs`` of shape ``(obs_dim,)`` or ``(B, obs_dim)``."""
+        """Deterministic action in env units for ``obs`` of shape ``(obs_dim,)`` or ``(B, obs_dim)``.
+
+        For a Discrete action space: the argmax of the logits, int64 (a scalar, or ``(B,)``).
+        """
         import torch
 
         obs = np.asarray(obs)
@@ -109,7 +125,7 @@ class PolicyBundle:
             raise ValueError(f"obs must have shape ({self.obs_dim},) or (B, {self.obs_dim}), got {obs.shape}")
         with torch.inference_mode():
             mean = self.actor(torch.from_numpy(self.normalize_obs(batch))).numpy()
-        action = self.unscale_action(mean)
+        action = np.argmax(mean, axis=1).astype(np.int64) if self.discrete else self.unscale_action(mean)
         return action[0] if single else action
 
 
@@ -254,6 +270,7 @@ def bundle_from_checkpoint(data: dict[str, Any]) -> PolicyBundle:
         env_id=str(data["env_id"]),
         env_kwargs=dict(data["env_kwargs"]),
         meta=meta,
+        n_actions=int(data["actor_spec"].get("n_actions", 0)),
     )
 
 
@@ -330,6 +347,7 @@ def _load_torchscript(file: Path) -> PolicyBundle:
         env_id=str(field_of("env_id")),
         env_kwargs=dict(env_kwargs) if isinstance(env_kwargs, dict) else {},
         meta={**meta, "exported_file": str(file)},
+        n_actions=int(meta.get("n_actions") or 0),
     )
 
 

@@ -174,7 +174,7 @@ def test_actor_registry_rebuilds_every_actor_from_its_spec(actor, tmp_path):
 
 
 def test_actor_registry_knows_the_shipped_kinds_and_refuses_others():
-    assert set(ACTOR_CLASSES) == {"gaussian", "tanh_gaussian"}
+    assert set(ACTOR_CLASSES) == {"gaussian", "tanh_gaussian", "categorical"}
     assert "kind" not in GaussianActor(2, 1).spec()  # as in every checkpoint written before SAC
     with pytest.raises(UserError, match="unknown actor kind 'mixture'"):
         actor_from_spec({"kind": "mixture", "obs_dim": 2, "act_dim": 1, "net": {}})

@@ -112,7 +112,7 @@ def test_bad_input_is_one_clear_line(hopper: Path, tmp_path: Path) -> None:
     future.write_bytes(hopper.read_bytes())
     with h5py.File(future, "r+") as f:
         f["data"].attrs["format_version"] = 7
-    assert "format_version 7 is not supported (this gail_robot reads version 1)" in one_line_error(
+    assert "format_version 7 is not supported (this gail_robot reads versions 1, 2)" in one_line_error(
         run_cli("data", "info", str(future))
     )
     assert "no demo 'demo_9'" in one_line_error(run_cli("data", "replay", str(hopper), "--demo", "9"))

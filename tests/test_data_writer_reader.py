@@ -514,8 +514,12 @@ def test_bad_files_give_one_line_errors(tmp_path: Path, pendulum: gym.Env[Any, A
     future = tmp_path / "future.hdf5"
     future.write_bytes(raw)
     with h5py.File(future, "r+") as f:
-        f["data"].attrs["format_version"] = 2
-    with pytest.raises(UserError, match="format_version 2 is not supported"):
+        f["data"].attrs["format_version"] = 3  # (2 is the Discrete-action version)
+    with pytest.raises(UserError, match="format_version 3 is not supported"):
+        DemoDataset(future)
+    with h5py.File(future, "r+") as f:
+        f["data"].attrs["format_version"] = 2  # the Discrete version, with a Box action space
+    with pytest.raises(UserError, match="format_version 2 does not match its Box"):
         DemoDataset(future)
 
 

@@ -1,5 +1,5 @@
 """User errors are one line, exit non-zero, no traceback (docs/DESIGN.md §7): bad demo values,
-unsupported action spaces, and a MUJOCO_GL that would kill ``import mujoco``."""
+action spaces a command cannot use, and a MUJOCO_GL that would kill ``import mujoco``."""
 
 from __future__ import annotations
 
@@ -101,35 +101,37 @@ def test_check_finite_finds_one_bad_value_in_a_large_demo() -> None:
         check_finite("big.hdf5", demo, ["state", "pixels"])
 
 
-# -- unsupported action spaces ------------------------------------------------------------------
-
-DISCRETE_LINE = (
-    "CartPole-v1 has action space Discrete(2); only continuous Box action spaces (a float vector) "
-    "are supported (discrete and other action spaces are not, yet)"
-)
+# -- action spaces a command cannot use ------------------------------------------------------------
+# (spaces no command supports, e.g. MultiDiscrete: tests/test_discrete.py)
 
 
-@pytest.mark.parametrize("algo", ["ppo", "sac"])
-def test_train_on_a_discrete_env_is_one_line(tmp_path: Path, algo: str) -> None:
+def test_sac_on_a_discrete_env_is_one_line(tmp_path: Path) -> None:
     result = run_cli(
-        "train", "--algo", algo, "--env", "CartPole-v1", "--out", str(tmp_path / "run"),
+        "train", "--algo", "sac", "--env", "CartPole-v1", "--out", str(tmp_path / "run"),
         "--sync", "--num-envs", "1", "--steps", "64", "--no-progress",
     )  # fmt: skip
-    assert one_line_error(result) == f"gail-robot train: error: {DISCRETE_LINE}"
+    assert one_line_error(result) == (
+        "gail-robot train: error: --algo sac acts in continuous Box action spaces; CartPole-v1 has "
+        "Discrete(2) (use --algo ppo, trpo, gail or bc)"
+    )
 
 
-def test_eval_on_a_discrete_env_is_one_line(tmp_path: Path) -> None:
+def test_eval_of_a_continuous_policy_on_a_discrete_env_is_one_line(tmp_path: Path) -> None:
     checkpoint = make_checkpoint(tmp_path / "policy.pt")
     result = run_cli("eval", str(checkpoint), "--env", "CartPole-v1", "--episodes", "1")
-    assert one_line_error(result) == f"gail-robot eval: error: {DISCRETE_LINE}"
+    assert one_line_error(result) == (
+        "gail-robot eval: error: policy expects obs (11,) / actions Box(3,), "
+        "CartPole-v1 has (4,) / Discrete(2)"
+    )
 
 
-def test_record_on_a_discrete_env_is_one_line(tmp_path: Path) -> None:
+def test_teleop_on_a_discrete_env_is_one_line(tmp_path: Path) -> None:
     out = tmp_path / "d.hdf5"
-    result = run_cli("record", "--env", "CartPole-v1", "--device", "random", "--out", str(out))
-    line = one_line_error(result)
-    assert line.startswith("gail-robot record: error: ")
-    assert "Discrete" in line and "Box action spaces" in line
+    result = run_cli("record", "--env", "CartPole-v1", "--device", "keyboard", "--out", str(out))
+    assert one_line_error(result) == (
+        "gail-robot record: error: --device keyboard drives continuous actions; for Discrete(2) actions "
+        "record with --device policy --policy FILE (or --device random)"
+    )
 
 
 # -- MUJOCO_GL ----------------------------------------------------------------------------------
@@ -140,9 +142,7 @@ def run_with_env(args: list[str], **environ: str) -> subprocess.CompletedProcess
     # As from a fresh shell: an earlier `import mujoco` in this process set PYOPENGL_PLATFORM.
     env = {k: v for k, v in os.environ.items() if k != "PYOPENGL_PLATFORM"}
     env.update(environ)
-    return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, env=env, timeout=300
-    )
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 COMMANDS = [

@@ -1,4 +1,7 @@
-"""Behaviour cloning: Gaussian maximum likelihood on expert pairs, validation split, early stopping.
+"""Behaviour cloning: maximum likelihood on expert pairs, validation split, early stopping.
+
+The likelihood is the actor's own: Gaussian for continuous actions, categorical for ``Discrete``
+ones, where the negative log-likelihood is the cross-entropy of the expert's action indices.
 
 The result is an ordinary checkpoint (actor + observation statistics of the demos), so it can be
 evaluated, exported, or used to warm-start GAIL / PPO / TRPO with ``--init-from``.
@@ -17,10 +20,10 @@ from gail_robot.algos.config import TrainConfig
 from gail_robot.algos.demos import concatenate, load_demo_episodes, normalize_actions
 from gail_robot.algos.run import Run
 from gail_robot.data import Transitions
-from gail_robot.envs.make import make_env
-from gail_robot.envs.wrappers import NormalizedActions, ObsNormalizer
+from gail_robot.envs.make import make_env, policy_actions
+from gail_robot.envs.wrappers import ObsNormalizer
 from gail_robot.errors import UserError
-from gail_robot.nets import GaussianActor, NetConfig, adam
+from gail_robot.nets import NetConfig, OnPolicyActor, adam, make_policy_actor
 from gail_robot.policy_io import PolicyBundle
 
 
@@ -45,7 +48,7 @@ def split_episodes(
 
 
 def fit_bc(
-    actor: GaussianActor,
+    actor: OnPolicyActor,
     obs: np.ndarray,
     actions: np.ndarray,
     valid_obs: np.ndarray | None,
@@ -59,12 +62,14 @@ def fit_bc(
     seed: int = 0,
     on_epoch: Any = None,
 ) -> dict[str, float]:
-    """Maximise the Gaussian log-likelihood of ``actions`` given ``obs`` (both already normalised).
+    """Maximise the log-likelihood of ``actions`` given ``obs`` (both already normalised).
+
+    Gaussian actor: the Gaussian log-likelihood; categorical actor: minus the cross-entropy.
 
     Args:
         actor: the policy; trained in place and left at its best validation epoch.
         obs: ``(M, obs_dim) float32`` normalised observations.
-        actions: ``(M, act_dim) float32`` actions in ``[-1, 1]`` units.
+        actions: ``(M, act_dim) float32`` actions in ``[-1, 1]`` units, or ``(M,) int64`` indices.
         valid_obs: held-out observations, or None (then the training loss decides "best").
         valid_actions: held-out actions, or None.
         lr: Adam learning rate.
@@ -76,7 +81,8 @@ def fit_bc(
         on_epoch: optional callback ``(epoch, metrics dict) -> None``.
 
     Returns:
-        Metrics of the best epoch: ``epoch``, ``train_nll``, ``valid_nll``, ``valid_mse``.
+        Metrics of the best epoch: ``epoch``, ``train_nll``, ``valid_nll`` and ``valid_mse`` (continuous)
+        or ``valid_accuracy`` (discrete: the fraction of held-out pairs whose argmax is the expert's).
     """
     torch_rng = torch.Generator().manual_seed(seed)
     optimizer = adam(actor.parameters(), lr=lr, weight_decay=weight_decay)
@@ -99,7 +105,10 @@ def fit_bc(
         if vx is not None and vy is not None:
             with torch.no_grad():
                 metrics["valid_nll"] = -actor.log_prob(vx, vy).mean().item()
-                metrics["valid_mse"] = ((actor(vx).clamp(-1, 1) - vy) ** 2).mean().item()
+                if vy.dtype == torch.int64:
+                    metrics["valid_accuracy"] = (actor(vx).argmax(-1) == vy).float().mean().item()
+                else:
+                    metrics["valid_mse"] = ((actor(vx).clamp(-1, 1) - vy) ** 2).mean().item()
         score = metrics.get("valid_nll", metrics["train_nll"])
         if on_epoch is not None:
             on_epoch(epoch, metrics)
@@ -126,15 +135,19 @@ def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
         cfg.bc.demos, cfg.env.id, cfg.env.kwargs, mask=cfg.bc.demo_mask, max_demos=cfg.bc.max_demos
     )
     probe = make_env(cfg.env.id, cfg.env.kwargs)
-    assert isinstance(probe, NormalizedActions)
-    low, high = probe.low.copy(), probe.high.copy()
+    actions = policy_actions(probe)
+    low, high = actions.low, actions.high
     probe.close()
     train, valid = split_episodes(episodes, cfg.bc.valid_fraction, run.np_rng)
-    obs_dim, act_dim = train.obs.shape[1], train.actions.shape[1]
+    obs_dim = train.obs.shape[1]
     normalizer = ObsNormalizer(obs_dim, cfg.env.obs_clip, cfg.env.normalize_obs)
     normalizer.update(train.obs)
     net = NetConfig(list(cfg.policy.hidden_sizes), cfg.policy.activation)
-    actor = GaussianActor(obs_dim, act_dim, net, cfg.policy.init_log_std)
+    actor = make_policy_actor(obs_dim, actions.act_dim, actions.n_actions, net, cfg.policy.init_log_std)
+
+    def targets(data: Transitions) -> np.ndarray:
+        """Expert actions as the actor models them: ``[-1, 1]`` units, or the indices themselves."""
+        return data.actions if actions.discrete else normalize_actions(data.actions, low, high)
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         run.progress(epoch, {k: f"{v:.3f}" for k, v in metrics.items() if k != "epoch"})
@@ -144,9 +157,9 @@ def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
         best = fit_bc(
             actor,
             normalizer(train.obs),
-            normalize_actions(train.actions, low, high),
+            targets(train),
             normalizer(valid.obs) if valid is not None else None,
-            normalize_actions(valid.actions, low, high) if valid is not None else None,
+            targets(valid) if valid is not None else None,
             lr=cfg.bc.lr,
             weight_decay=cfg.bc.weight_decay,
             batch_size=cfg.bc.batch_size,

@@ -32,7 +32,7 @@ def load_demo_episodes(
         subsample: keep every k-th pair of each demo.
 
     Returns:
-        One :class:`Transitions` per demo, actions in env units.
+        One :class:`Transitions` per demo, actions in env units (int64 indices for ``Discrete``).
 
     Raises:
         UserError: missing/corrupt file, another env, no demos, or a non-finite observation, next
@@ -62,7 +62,7 @@ def load_demo_episodes(
             episodes.append(
                 Transitions(
                     obs=np.ascontiguousarray(flatten_obs(demo.obs, keys)[sel]),
-                    actions=np.ascontiguousarray(demo.actions[sel], dtype=np.float32),
+                    actions=np.ascontiguousarray(demo.actions[sel], dtype=dataset.action_dtype),
                     next_obs=np.ascontiguousarray(flatten_obs(demo.next_obs, keys)[sel]),
                     terminated=np.ascontiguousarray(demo.terminated[sel], dtype=bool),
                 )

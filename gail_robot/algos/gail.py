@@ -7,6 +7,10 @@ The trainer owns the generator (PPO or TRPO); this class only
 3. optionally treats true terminations as transitions into an absorbing state (DAC, Kostrikov
    et al. 2019), whose value ``r_abs / (1 - gamma)`` bootstraps terminated steps.
 
+Discrete actions (``Discrete(n)``, int64 indices) enter the ``(s, a)`` input as one-hot columns, so
+the discriminator sees the same kind of input for expert and policy pairs (``disc_input: ss`` needs
+no action at all).
+
 Both sides are normalised with the policy's observation statistics at update time, so expert and
 policy inputs are always on the same scale (docs/DESIGN.md §8.3).
 """
@@ -30,6 +34,13 @@ from gail_robot.envs.wrappers import ObsNormalizer, with_absorbing_flag
 from gail_robot.nets import Discriminator, NetConfig, load_optimizer_state
 
 
+def one_hot(actions: np.ndarray, n_actions: int) -> np.ndarray:
+    """int64 indices ``(M,)`` -> one-hot rows ``(M, n_actions) float32`` (the discriminator's input)."""
+    out = np.zeros((len(actions), n_actions), dtype=np.float32)
+    out[np.arange(len(actions)), actions] = 1.0
+    return out
+
+
 def reward_kind_for(env_id: str, configured: str) -> str:
     """``auto`` -> the reward kind the task declares (docs/DESIGN.md §6), e.g. ``neg`` for the arm tasks."""
     if configured != "auto":
@@ -49,6 +60,8 @@ class GAIL:
         reward_kind: ``gail``, ``airl`` or ``neg``.
         gamma: discount (absorbing-state value).
         torch_rng: torch RNG of minibatches and interpolation.
+        n_actions: ``n`` of a ``Discrete(n)`` action space (actions are int64 indices, one-hot in
+            the input; ``action_low`` / ``action_high`` are unused); 0 for a Box.
     """
 
     def __init__(
@@ -61,17 +74,21 @@ class GAIL:
         reward_kind: str,
         gamma: float,
         torch_rng: torch.Generator,
+        n_actions: int = 0,
     ):
         self.config = config
+        self.n_actions = int(n_actions)
         self.normalizer = normalizer
         self.reward_kind = reward_kind
         self.gamma = gamma
         self.torch_rng = torch_rng
         self.obs_dim = expert.obs.shape[1]
-        self.act_dim = expert.actions.shape[1]
+        self.act_dim = self.n_actions if self.n_actions else expert.actions.shape[1]
         self.expert = Transitions(
             obs=expert.obs,
-            actions=normalize_actions(expert.actions, action_low, action_high),
+            actions=expert.actions
+            if self.n_actions
+            else normalize_actions(expert.actions, action_low, action_high),
             next_obs=expert.next_obs,
             terminated=expert.terminated,
         )
@@ -90,13 +107,7 @@ class GAIL:
             ``(inputs (M', in_dim) float32, weights (M',) float32)``; with absorbing states, one
             absorbing sample per terminated transition is appended.
         """
-        obs_n = self.normalizer(data.obs)
-        second = (
-            np.clip(data.actions, -1.0, 1.0)
-            if self.config.disc_input == "sa"
-            else self.normalizer(data.next_obs)
-        )
-        x = np.concatenate([obs_n, second], axis=1).astype(np.float32)
+        x = self._pairs(data)
         weights = np.ones(len(x), dtype=np.float32)
         if self.config.absorbing:
             x = with_absorbing_flag(x, 0.0)
@@ -105,6 +116,18 @@ class GAIL:
                 x = np.concatenate([x, self._absorbing(n_abs)])
                 weights = np.concatenate([weights, np.ones(n_abs, dtype=np.float32)])
         return x, weights
+
+    def _pairs(self, data: Transitions) -> np.ndarray:
+        """``(M, obs_dim + second) float32``: normalised ``s`` and the clipped (or one-hot) action or
+        the normalised ``s'``."""
+        obs_n = self.normalizer(data.obs)
+        if self.config.disc_input == "ss":
+            second = self.normalizer(data.next_obs)
+        elif self.n_actions:
+            second = one_hot(data.actions, self.n_actions)
+        else:
+            second = np.clip(data.actions, -1.0, 1.0)
+        return np.concatenate([obs_n, second], axis=1).astype(np.float32)
 
     def _absorbing(self, count: int) -> np.ndarray:
         """Absorbing-state inputs ``(count, in_dim)``: zero state, zero action (or zero successor), flag 1."""
@@ -122,11 +145,14 @@ class GAIL:
 
     @staticmethod
     def policy_transitions(buffer: RolloutBuffer) -> Transitions:
-        """The rollout as flat transitions (raw observations, executed ``[-1, 1]`` actions)."""
+        """The rollout as flat transitions (raw observations, executed ``[-1, 1]`` actions or indices)."""
         t, n, d = buffer.obs_raw.shape
+        discrete = buffer.actions.ndim == 2
         return Transitions(
             obs=buffer.obs_raw.reshape(t * n, d).copy(),
-            actions=np.clip(buffer.actions.reshape(t * n, -1), -1.0, 1.0),
+            actions=buffer.actions.reshape(-1).copy()
+            if discrete
+            else np.clip(buffer.actions.reshape(t * n, -1), -1.0, 1.0),
             next_obs=buffer.next_obs_raw.reshape(t * n, d).copy(),
             terminated=buffer.terminated.reshape(-1).copy(),
         )
@@ -182,10 +208,7 @@ class GAIL:
             :meth:`RolloutBuffer.compute_advantages`; otherwise None.
         """
         t, n = buffer.rewards.shape
-        data = self.policy_transitions(buffer)
-        obs_n = self.normalizer(data.obs)
-        second = data.actions if self.config.disc_input == "sa" else self.normalizer(data.next_obs)
-        x = np.concatenate([obs_n, second], axis=1).astype(np.float32)
+        x = self._pairs(self.policy_transitions(buffer))
         if self.config.absorbing:
             x = with_absorbing_flag(x, 0.0)
         logits = self.trainer.logits(torch.from_numpy(x)).numpy()
@@ -217,7 +240,7 @@ class GAIL:
             self.replay.append(
                 Transitions(
                     obs=np.asarray(p["obs"], dtype=np.float32),
-                    actions=np.asarray(p["actions"], dtype=np.float32),
+                    actions=np.asarray(p["actions"], dtype=np.int64 if self.n_actions else np.float32),
                     next_obs=np.asarray(p["next_obs"], dtype=np.float32),
                     terminated=np.asarray(p["terminated"], dtype=bool),
                 )

@@ -1,4 +1,8 @@
-"""PPO generator: the clipped-surrogate update (Schulman et al. 2017) on a shared rollout buffer."""
+"""PPO generator: the clipped-surrogate update (Schulman et al. 2017) on a shared rollout buffer.
+
+Any on-policy actor (Gaussian or categorical, ``gail_robot.nets``) gives its own log-probabilities
+and entropy; the update itself does not depend on the action space.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from torch import nn
 
 from gail_robot.algos.config import PPOConfig
 from gail_robot.algos.rollout import RolloutBuffer
-from gail_robot.nets import Critic, GaussianActor, adam, load_optimizer_state
+from gail_robot.nets import Critic, OnPolicyActor, adam, load_optimizer_state
 
 
 def clipped_surrogate_loss(
@@ -45,7 +49,7 @@ def value_loss(
 class PPO:
     """Clipped PPO on actor + critic with one Adam optimiser."""
 
-    def __init__(self, actor: GaussianActor, critic: Critic, config: PPOConfig, torch_rng: torch.Generator):
+    def __init__(self, actor: OnPolicyActor, critic: Critic, config: PPOConfig, torch_rng: torch.Generator):
         self.actor = actor
         self.critic = critic
         self.config = config

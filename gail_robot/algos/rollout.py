@@ -10,7 +10,6 @@ never V(reset observation). Rewards are a separate array that GAIL may overwrite
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,7 @@ import torch
 from gail_robot import core
 from gail_robot.envs.vector import final_observations, step_info_value
 from gail_robot.envs.wrappers import ObsNormalizer
-from gail_robot.nets import Critic, GaussianActor
+from gail_robot.nets import Critic, GaussianActor, OnPolicyActor
 
 
 @dataclass
@@ -33,7 +32,8 @@ class RolloutBuffer:
         obs: ``(T, N, obs_dim) float32`` normalised s_t as the policy saw it.
         next_obs_raw: ``(T, N, obs_dim) float32`` raw true successor (final obs on episode end).
         next_obs: ``(T, N, obs_dim) float32`` normalised successor (same statistics as ``obs``).
-        actions: ``(T, N, act_dim) float32`` sampled (unclipped) normalised actions.
+        actions: ``(T, N, act_dim) float32`` sampled (unclipped) normalised actions; for a
+            ``Discrete`` action space ``(T, N) int64`` action indices (``discrete=True``).
         log_probs: ``(T, N) float32`` log pi(a_t | s_t) at collection.
         env_rewards: ``(T, N) float32`` the env's own reward.
         rewards: ``(T, N) float32`` reward used for learning (env reward, or relabelled by GAIL).
@@ -61,7 +61,11 @@ class RolloutBuffer:
     returns: np.ndarray
 
     @classmethod
-    def empty(cls, n_steps: int, num_envs: int, obs_dim: int, act_dim: int) -> RolloutBuffer:
+    def empty(
+        cls, n_steps: int, num_envs: int, obs_dim: int, act_dim: int, discrete: bool = False
+    ) -> RolloutBuffer:
+        """Zeroed arrays; ``discrete`` stores actions as int64 indices ``(T, N)`` (``act_dim`` unused)."""
+
         def f32(*shape: int) -> np.ndarray:
             return np.zeros(shape, dtype=np.float32)
 
@@ -71,7 +75,7 @@ class RolloutBuffer:
             obs=f32(t, n, obs_dim),
             next_obs_raw=f32(t, n, obs_dim),
             next_obs=f32(t, n, obs_dim),
-            actions=f32(t, n, act_dim),
+            actions=np.zeros((t, n), np.int64) if discrete else f32(t, n, act_dim),
             log_probs=f32(t, n),
             env_rewards=f32(t, n),
             rewards=f32(t, n),
@@ -126,7 +130,7 @@ class RolloutBuffer:
         t, n = self.rewards.shape
         return {
             "obs": torch.from_numpy(self.obs.reshape(t * n, -1)),
-            "actions": torch.from_numpy(self.actions.reshape(t * n, -1)),
+            "actions": torch.from_numpy(self.actions.reshape(t * n, *self.actions.shape[2:])),
             "log_probs": torch.from_numpy(self.log_probs.reshape(-1)),
             "values": torch.from_numpy(self.values.reshape(-1)),
             "advantages": torch.from_numpy(self.advantages.reshape(-1)),
@@ -198,50 +202,48 @@ class RolloutCollector:
         self._ep_length[:] = 0
         self._ep_velocity[:] = 0.0
 
-    def collect(self, actor: GaussianActor, critic: Critic, buffer: RolloutBuffer) -> None:
-        """Fill ``buffer`` with ``buffer.n_steps`` vector steps, then its values.
+    def collect(self, actor: OnPolicyActor, critic: Critic, buffer: RolloutBuffer) -> None:
+        """Fill ``buffer`` with ``buffer.n_steps`` vector steps, then its log-probabilities and values.
 
         The normaliser is updated with the rollout's raw observations only after the rollout,
         so every normalised array in the buffer uses the same statistics. With worker processes
         (:class:`~gail_robot.envs.vector.BatchedSubprocVectorEnv`) each worker runs the whole
         rollout of its envs with a NumPy copy of the actor: no message per step. The noise of
-        every step is drawn here first and every mode computes the actions with the same
-        row-by-row kernel (:func:`gail_robot.core.mlp_forward`), so the rollout is bit-identical in
-        ``sync``, ``batched`` and ``ray`` modes (docs/DESIGN.md §9).
+        every step is drawn here first (Gaussian noise, or Gumbel noise for a categorical actor)
+        and every mode computes the actions with the same row-by-row kernel
+        (:func:`gail_robot.core.mlp_forward`), so the rollout is bit-identical in ``sync``,
+        ``batched`` and ``ray`` modes (docs/DESIGN.md §9).
         """
         if self._obs is None:
             raise RuntimeError("call reset(seed) before collect()")
-        t_steps, n, act_dim = buffer.actions.shape
+        t_steps, n = buffer.rewards.shape
         with torch.no_grad():
-            log_std = actor.log_std.detach().clone()
-            std = log_std.exp()
-            # log N(mean + std * z | mean, std) = -z^2 / 2 - log std - log(2 pi) / 2, summed over dims:
-            # closed form, so sampling costs no distribution object per step.
-            log_prob_const = -(log_std.sum() + 0.5 * math.log(2 * math.pi) * log_std.numel())
-            noise = torch.randn((t_steps, n, act_dim), generator=self.torch_rng)
-            buffer.log_probs[:] = (log_prob_const - 0.5 * (noise * noise).sum(-1)).numpy()
-        policy = self._rollout_policy(actor, std)
+            noise = actor.draw_noise((t_steps, n), self.torch_rng)
+        policy = self._rollout_policy(actor)
         if policy is None:
-            self._collect_here(actor, std, noise, buffer)
+            self._collect_here(actor, noise, buffer)
         else:
             self._collect_parts(policy, noise.numpy(), buffer)
         d = buffer.obs_raw.shape[2]
+        with torch.no_grad():
+            log_probs = actor.rollout_log_probs(
+                torch.from_numpy(buffer.obs), torch.from_numpy(buffer.actions), noise
+            )
+        buffer.log_probs[:] = log_probs.numpy()
         next_obs = self.normalizer(buffer.next_obs_raw.reshape(t_steps * n, d))
         buffer.next_obs[:] = next_obs.reshape(t_steps, n, d)
         buffer.rewards[:] = buffer.env_rewards
         buffer.compute_values(critic)
         self.normalizer.update(buffer.obs_raw.reshape(t_steps * n, d))
 
-    def _collect_here(
-        self, actor: GaussianActor, std: torch.Tensor, noise: torch.Tensor, buffer: RolloutBuffer
-    ) -> None:
+    def _collect_here(self, actor: OnPolicyActor, noise: torch.Tensor, buffer: RolloutBuffer) -> None:
         assert self._obs is not None
         everything = slice(0, self.num_envs)
         for t in range(buffer.n_steps):
             obs_raw = self._obs
             obs_n = self.normalizer(obs_raw)
             with torch.no_grad():
-                action = (actor(torch.from_numpy(obs_n)) + std * noise[t]).numpy()
+                action = actor.noisy_action(torch.from_numpy(obs_n), noise[t]).numpy()
             next_obs, reward, terminated, truncated, infos = self.envs.step(action)
             terminated = np.asarray(terminated, dtype=bool)
             truncated = np.asarray(truncated, dtype=bool)
@@ -258,9 +260,10 @@ class RolloutCollector:
             self._track(everything, np.asarray(reward, dtype=np.float64), done, velocity, success)
             self._obs = np.asarray(next_obs, dtype=np.float32)
 
-    def _rollout_policy(self, actor: GaussianActor, std: torch.Tensor) -> NumpyPolicy | None:
+    def _rollout_policy(self, actor: OnPolicyActor) -> NumpyPolicy | None:
         """The actor as a :class:`NumpyPolicy`; None (torch stepping) only in-process for other actors."""
         try:
+            std = actor.log_std.detach().exp() if isinstance(actor, GaussianActor) else None
             return NumpyPolicy.from_actor(actor, std, self.normalizer)
         except ValueError:
             if hasattr(self.envs, "call_parts"):
@@ -329,12 +332,14 @@ NUMPY_POLICY_ATOL = 1e-5
 
 @dataclass
 class NumpyPolicy:
-    """The rollout policy as plain arrays for worker processes: ``mlp(normalise(obs)) + std * noise``.
+    """The rollout policy as plain arrays for worker processes.
 
-    Rebuilt from a :class:`~gail_robot.nets.GaussianActor` whose ``mean_net`` is Linear layers with
-    the hidden activations above between them; :meth:`from_actor` refuses anything else and checks
-    the copy against the torch actor on a probe batch, so a network it cannot reproduce (a
-    LayerNorm, a new head) fails loudly instead of silently changing batched-mode actions.
+    Gaussian: ``mlp(normalise(obs)) + std * noise``; categorical: ``argmax(mlp(normalise(obs)) + noise)``
+    with Gumbel noise (the Gumbel-max trick, see :class:`~gail_robot.nets.CategoricalActor`).
+    Rebuilt from an actor whose ``rollout_net`` (the Gaussian mean, the categorical logits) is Linear
+    layers with the hidden activations above between them; :meth:`from_actor` refuses anything else
+    and checks the copy against the torch actor on a probe batch, so a network it cannot reproduce
+    (a LayerNorm, a new head) fails loudly instead of silently changing batched-mode actions.
     Its forward pass is :func:`gail_robot.core.mlp_forward` (about a microsecond per row for a
     64-64 MLP), the same in every vectorisation mode; the workers never use torch (or fork its
     thread pools).
@@ -342,19 +347,26 @@ class NumpyPolicy:
     Attributes:
         weights: per Linear layer ``(W (in, out), b (out,))`` float32.
         activations: the activation name after each hidden layer (``len(weights) - 1`` names).
-        std: ``(act_dim,)`` action noise scale.
+        std: ``(act_dim,)`` action noise scale (Gaussian); ``(0,)`` for a categorical policy.
         normalizer_state: the learner's :class:`ObsNormalizer` state (frozen for the rollout).
+        discrete: the actions are ``argmax`` indices (int64) of the network's output plus the noise.
     """
 
     weights: list[tuple[np.ndarray, np.ndarray]]
     activations: list[str]
     std: np.ndarray
     normalizer_state: dict[str, Any]
+    discrete: bool = False
 
     @classmethod
-    def from_actor(cls, actor: GaussianActor, std: torch.Tensor, normalizer: ObsNormalizer) -> NumpyPolicy:
-        """Copy ``actor``'s mean network; raises ``ValueError`` when the copy would act differently."""
-        modules = list(getattr(actor, "mean_net", []))
+    def from_actor(
+        cls, actor: OnPolicyActor, std: torch.Tensor | None, normalizer: ObsNormalizer
+    ) -> NumpyPolicy:
+        """Copy ``actor``'s rollout network; raises ``ValueError`` when the copy would act differently.
+
+        ``std`` is the Gaussian noise scale ``(act_dim,)``; None for a categorical actor.
+        """
+        modules = list(getattr(actor, "rollout_net", []))
         weights: list[tuple[np.ndarray, np.ndarray]] = []
         activations: list[str] = []
         for i, module in enumerate(modules):
@@ -365,16 +377,18 @@ class NumpyPolicy:
                 activations.append(_NUMPY_ACTIVATIONS[type(module)])
             else:
                 raise ValueError(
-                    f"the batched vector env cannot run {type(actor).__name__}: its mean_net has "
+                    f"the batched vector env cannot run {type(actor).__name__}: its rollout_net has "
                     f"{type(module).__name__} at position {i}, NumpyPolicy reproduces only Linear layers "
                     "with tanh/relu/elu/silu between them (use env.vectorization=sync or async)"
                 )
         if not weights or len(modules) % 2 == 0:
             raise ValueError(
-                f"the batched vector env cannot run {type(actor).__name__}: it has no Linear mean_net "
+                f"the batched vector env cannot run {type(actor).__name__}: it has no Linear rollout_net "
                 "ending in a Linear layer (use env.vectorization=sync or async)"
             )
-        policy = cls(weights, activations, std.detach().numpy().copy(), normalizer.state_dict())
+        discrete = bool(getattr(actor, "DISCRETE", False))
+        scale = np.zeros(0, np.float32) if std is None else std.detach().numpy().copy()
+        policy = cls(weights, activations, scale, normalizer.state_dict(), discrete)
         policy.check(actor)
         return policy
 
@@ -404,9 +418,19 @@ class NumpyPolicy:
         return normalizer
 
     def mean(self, obs_n: np.ndarray) -> np.ndarray:
-        """The actor's mean action ``(n, act_dim)`` for normalised ``obs_n (n, obs_dim)``."""
+        """The actor's output ``(n, out)`` (mean action, or logits) for normalised ``obs_n (n, obs_dim)``."""
         # Row by row in a fixed order, not BLAS: a row's action must not depend on its batch.
         return core.mlp_forward(obs_n, self.weights, self.activations)
+
+    def act(self, obs_n: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """Sampled actions for one step: ``(n, act_dim) float32``, or ``(n,) int64`` indices when discrete.
+
+        ``noise`` is the step's ``(n, act_dim)`` standard-normal or ``(n, n_actions)`` Gumbel noise.
+        """
+        out = self.mean(obs_n)
+        if self.discrete:
+            return np.argmax(out + noise, axis=1).astype(np.int64)
+        return (out + self.std.astype(np.float32) * noise).astype(np.float32)
 
 
 def worker_rollout(
@@ -418,20 +442,22 @@ def worker_rollout(
         envs: the worker's SAME_STEP vector env.
         obs: its current observations ``(n, obs_dim)``.
         policy: the actor and the frozen observation statistics.
-        noise: ``(T, n, act_dim)`` standard-normal action noise.
+        noise: ``(T, n, act_dim)`` standard-normal (or ``(T, n, n_actions)`` Gumbel) action noise.
 
     Returns:
         Per-step arrays ``(T, n, ...)`` for the buffer and the episode statistics, and the
         observations after the last step.
     """
-    t_steps, n, act_dim = noise.shape
+    t_steps, n, width = noise.shape
     normalize = policy.normalizer()
     obs = np.asarray(obs, dtype=np.float32)
     d = obs.shape[1]
     out: dict[str, np.ndarray] = {
         "obs_raw": np.empty((t_steps, n, d), np.float32),
         "next_obs_raw": np.empty((t_steps, n, d), np.float32),
-        "actions": np.empty((t_steps, n, act_dim), np.float32),
+        "actions": np.empty((t_steps, n), np.int64)
+        if policy.discrete
+        else np.empty((t_steps, n, width), np.float32),
         "env_rewards": np.empty((t_steps, n), np.float32),
         "terminated": np.empty((t_steps, n), bool),
         "truncated": np.empty((t_steps, n), bool),
@@ -440,9 +466,8 @@ def worker_rollout(
         "success": np.empty((t_steps, n), np.float64),
         "has_success": np.empty((t_steps, n), bool),
     }
-    std = policy.std.astype(np.float32)
     for t in range(t_steps):
-        action = (policy.mean(normalize(obs)) + std * noise[t]).astype(np.float32)
+        action = policy.act(normalize(obs), noise[t])
         next_obs, reward, terminated, truncated, infos = envs.step(action)
         done = np.asarray(terminated, dtype=bool) | np.asarray(truncated, dtype=bool)
         out["obs_raw"][t] = obs

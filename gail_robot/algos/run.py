@@ -291,6 +291,7 @@ class Run:
             env_id=env.id,
             env_kwargs=dict(env.kwargs),
             meta=dict(meta or {}),
+            n_actions=int(getattr(actor, "n_actions", 0)),  # a categorical actor (Discrete actions)
         )
 
     def payload(

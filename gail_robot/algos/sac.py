@@ -334,7 +334,13 @@ class SACTrainer:
         self.run = Run(config, run_dir, self.device)
 
         self.env = make_env(cfg.env.id, cfg.env.kwargs)
-        assert isinstance(self.env, NormalizedActions)
+        if not isinstance(self.env, NormalizedActions):  # a Discrete action space
+            space = self.env.action_space
+            self.env.close()
+            raise UserError(
+                f"--algo sac acts in continuous Box action spaces; {cfg.env.id} has {space} "
+                "(use --algo ppo, trpo, gail or bc)"
+            )
         obs_shape = self.env.observation_space.shape
         assert obs_shape is not None
         self.obs_dim = int(obs_shape[0])

@@ -29,22 +29,22 @@ from gail_robot.algos.ppo import PPO
 from gail_robot.algos.rollout import RolloutBuffer, RolloutCollector
 from gail_robot.algos.run import Run, reset_seed
 from gail_robot.algos.trpo import TRPO
-from gail_robot.envs.make import make_env
+from gail_robot.envs.make import make_env, policy_actions
 from gail_robot.envs.ray_vector import RayVectorEnv, WorkersUnavailable
 from gail_robot.envs.vector import make_vector_env
-from gail_robot.envs.wrappers import NormalizedActions, ObsNormalizer, RewardScaler
+from gail_robot.envs.wrappers import ObsNormalizer, RewardScaler
 from gail_robot.errors import UserError
 from gail_robot.evaluate import evaluate_in_workers
-from gail_robot.nets import Critic, GaussianActor, NetConfig
+from gail_robot.nets import Critic, GaussianActor, NetConfig, OnPolicyActor, make_policy_actor
 from gail_robot.policy_io import PolicyBundle, load_checkpoint, to_numpy_tree
 
 
 def load_init_actor(
-    path: str, actor: GaussianActor, normalizer: ObsNormalizer, env_id: str, min_log_std: float | None = None
+    path: str, actor: OnPolicyActor, normalizer: ObsNormalizer, env_id: str, min_log_std: float | None = None
 ) -> None:
     """Warm start: copy a checkpoint's actor weights and observation statistics (e.g. from BC).
 
-    ``min_log_std`` (when given) floors the copied per-dimension log std.
+    ``min_log_std`` (when given) floors the copied per-dimension log std of a Gaussian actor.
     """
     data = load_checkpoint(path)
     if data["env_id"] != env_id:
@@ -56,7 +56,7 @@ def load_init_actor(
             f"differs from policy.hidden_sizes {actor.config.hidden_sizes} ({actor.config.activation})"
         )
     actor.load_state_dict(data["actor"])
-    if min_log_std is not None:
+    if min_log_std is not None and isinstance(actor, GaussianActor):
         with torch.no_grad():
             actor.log_std.clamp_(min=min_log_std)
     norm = to_numpy_tree(data["obs_norm"])
@@ -82,16 +82,18 @@ class OnPolicyTrainer:
         self.torch_rng = self.run.torch_rng
 
         probe = make_env(cfg.env.id, cfg.env.kwargs)
-        assert isinstance(probe, NormalizedActions)
         obs_space = probe.observation_space
         assert obs_space.shape is not None
         self.obs_dim = int(obs_space.shape[0])
-        self.act_dim = int(probe.low.shape[0])
-        self.action_low, self.action_high = probe.low.copy(), probe.high.copy()
+        self.actions = policy_actions(probe)  # a Box, or Discrete(n): a categorical actor
+        self.act_dim = self.actions.act_dim
+        self.action_low, self.action_high = self.actions.low, self.actions.high
         probe.close()
 
         net = NetConfig(list(cfg.policy.hidden_sizes), cfg.policy.activation)
-        self.actor = GaussianActor(self.obs_dim, self.act_dim, net, cfg.policy.init_log_std)
+        self.actor = make_policy_actor(
+            self.obs_dim, self.act_dim, self.actions.n_actions, net, cfg.policy.init_log_std
+        )
         self.critic = Critic(self.obs_dim, net)
         self.normalizer = ObsNormalizer(self.obs_dim, cfg.env.obs_clip, cfg.env.normalize_obs)
         self.algo: PPO | TRPO
@@ -123,6 +125,7 @@ class OnPolicyTrainer:
                 self.reward_kind,
                 cfg.rollout.gamma,
                 self.torch_rng,
+                n_actions=self.actions.n_actions,
             )
 
         scale = cfg.rollout.normalize_rewards
@@ -198,7 +201,9 @@ class OnPolicyTrainer:
                 run.evaluator = functools.partial(evaluate_in_workers, envs)
             collector = RolloutCollector(envs, self.normalizer, self.torch_rng)
             collector.reset(reset_seed(cfg.run.seed, run.env_steps))
-            buffer = RolloutBuffer.empty(cfg.rollout.n_steps, cfg.env.num_envs, self.obs_dim, self.act_dim)
+            buffer = RolloutBuffer.empty(
+                cfg.rollout.n_steps, cfg.env.num_envs, self.obs_dim, self.act_dim, self.actions.discrete
+            )
             desc = f"{cfg.algo}{'-' + cfg.generator if cfg.algo == 'gail' else ''} {cfg.env.id}"
             with run.session(desc):
                 while run.env_steps < cfg.run.total_steps:

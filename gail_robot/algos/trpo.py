@@ -16,7 +16,15 @@ import torch
 
 from gail_robot.algos.config import TRPOConfig
 from gail_robot.algos.rollout import RolloutBuffer
-from gail_robot.nets import Critic, GaussianActor, adam, flat_params, load_optimizer_state, set_flat_params
+from gail_robot.nets import (
+    Critic,
+    GaussianActor,
+    OnPolicyActor,
+    adam,
+    flat_params,
+    load_optimizer_state,
+    set_flat_params,
+)
 
 
 def flat_grad(
@@ -55,16 +63,14 @@ def conjugate_gradient(
 def gaussian_kl(
     old_mean: torch.Tensor, old_log_std: torch.Tensor, actor: GaussianActor, obs: torch.Tensor
 ) -> torch.Tensor:
-    """Mean over states of KL(pi_old || pi_new) for diagonal Gaussians."""
-    new = actor.distribution(obs)
-    old = torch.distributions.Normal(old_mean, old_log_std.exp().expand_as(old_mean))
-    return torch.distributions.kl_divergence(old, new).sum(-1).mean()
+    """Mean over states of KL(pi_old || pi_new) for diagonal Gaussians (:meth:`GaussianActor.kl_from`)."""
+    return actor.kl_from((old_mean, old_log_std), obs)
 
 
 class TRPO:
     """TRPO policy step + separate Adam value regression."""
 
-    def __init__(self, actor: GaussianActor, critic: Critic, config: TRPOConfig, torch_rng: torch.Generator):
+    def __init__(self, actor: OnPolicyActor, critic: Critic, config: TRPOConfig, torch_rng: torch.Generator):
         self.actor = actor
         self.critic = critic
         self.config = config
@@ -90,9 +96,9 @@ class TRPO:
             # 1e-8: the advantage normalisation's floor (not the observation normaliser's).
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         params = list(self.actor.parameters())
-        with torch.no_grad():
-            old_mean = self.actor(obs)
-            old_log_std = self.actor.log_std.detach().clone()
+        # pi_old as detached tensors; the actor computes KL(pi_old || pi) in closed form (Gaussian
+        # or categorical), so the trust region does not depend on the action space.
+        old = self.actor.frozen(obs)
 
         def surrogate() -> torch.Tensor:
             log_probs, entropy = self.actor.log_prob_and_entropy(obs, actions)
@@ -102,7 +108,7 @@ class TRPO:
         surr = surrogate()
         grad = flat_grad(surr, params)
         # Fisher-vector products on a subsample would be cheaper; the rollouts here are small enough.
-        kl_for_fvp = gaussian_kl(old_mean, old_log_std, self.actor, obs)
+        kl_for_fvp = self.actor.kl_from(old, obs)
         kl_grad = flat_grad(kl_for_fvp, params, create_graph=True)
 
         def fisher_vector(v: torch.Tensor) -> torch.Tensor:
@@ -119,7 +125,7 @@ class TRPO:
         for _ in range(cfg.line_search_steps):
             set_flat_params(params, old_params + fraction * full_step)
             with torch.no_grad():
-                kl_value = gaussian_kl(old_mean, old_log_std, self.actor, obs).item()
+                kl_value = self.actor.kl_from(old, obs).item()
                 new_surr = surrogate().item()
             if kl_value <= max_kl and new_surr > old_surr and np.isfinite(new_surr):
                 accepted = True
@@ -130,7 +136,8 @@ class TRPO:
             kl_value, new_surr = 0.0, old_surr
         value_loss = self._fit_value(obs, data["returns"])
         with torch.no_grad():
-            entropy = self.actor.log_prob_and_entropy(obs[:1], actions[:1])[1].item()
+            # (a Gaussian's entropy is the same in every state, a categorical one's is the batch mean)
+            entropy = self.actor.log_prob_and_entropy(obs, actions)[1].item()
         return {
             "policy_loss": -new_surr,
             "value_loss": value_loss,

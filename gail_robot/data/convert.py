@@ -24,6 +24,8 @@ from gail_robot.data.schema import (
     FORMAT_VERSION,
     EnvMeta,
     demo_name,
+    describe_space,
+    is_discrete,
     open_h5,
     sorted_demo_names,
     space_from_json,
@@ -481,6 +483,12 @@ def convert(
     if src_format == "gail_robot":
         dataset = DemoDataset(src)
         try:
+            if is_discrete(dataset.action_space):
+                # robomimic and the flat formats assume continuous action vectors (datasets/README.md)
+                raise UserError(
+                    f"{src}: demos with a {describe_space(dataset.action_space)} action space cannot be "
+                    f"converted to {to} (only continuous Box actions convert)"
+                )
             if to == "robomimic":
                 n = to_robomimic(dataset, out_path)
             elif to == "npz":

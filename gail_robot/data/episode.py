@@ -54,7 +54,8 @@ class Episode:
     Attributes:
         obs: ``{key: (N, ...)}`` observation before each step (a flat Box uses key ``"state"``).
         next_obs: ``{key: (N, ...)}`` the true successor of each ``obs`` (never a reset observation).
-        actions: ``(N, A) float32`` actions passed to ``env.step``.
+        actions: ``(N, A) float32`` actions passed to ``env.step``; for a ``Discrete`` action space
+            ``(N,) int64`` indices (given as any integer array, schema version 2).
         rewards: ``(N,) float32``.
         terminated: ``(N,) bool``, only the last step may be True.
         truncated: ``(N,) bool``, only the last step may be True.
@@ -91,7 +92,9 @@ class Episode:
             object.__setattr__(self, name, arr)
             return arr
 
-        actions = cast("actions", np.float32, 2)
+        given = np.asarray(self.actions)
+        discrete = given.ndim == 1 and np.issubdtype(given.dtype, np.integer)
+        actions = cast("actions", np.int64, 1) if discrete else cast("actions", np.float32, 2)
         n = len(actions)
         if n == 0:
             raise ValueError("cannot save an empty episode")
@@ -212,10 +215,12 @@ class EpisodeBuffer:
 
     Args:
         obs_spaces: ``{key: (row shape, dtype)}`` of the observation (one key for a flat Box).
-        act_shape: shape of one action.
+        act_shape: shape of one action (``()`` for ``Discrete``).
         state_size: length S of the physics state.
         seed, source, model_file: stored with the episode (see :class:`Episode`).
         capacity: rows allocated at first (doubled when full).
+        n_actions: ``n`` of a ``Discrete(n)`` action space: actions are integers in ``[0, n)``
+            stored as int64; 0 for a Box.
     """
 
     def __init__(
@@ -227,15 +232,17 @@ class EpisodeBuffer:
         source: str = "unknown",
         model_file: str | None = None,
         capacity: int = 1024,
+        n_actions: int = 0,
     ) -> None:
         self.reset(seed, source, model_file)
+        self._n_actions = int(n_actions)
         self._shapes = {k: tuple(shape) for k, (shape, _) in obs_spaces.items()}
         self._single = next(iter(obs_spaces)) if len(obs_spaces) == 1 else None
         self._act_shape = tuple(act_shape)
         self._state_shape = (int(state_size),)
         self._obs = {k: np.empty((capacity, *shape), dtype) for k, (shape, dtype) in obs_spaces.items()}
         self._next = {k: np.empty((capacity, *shape), dtype) for k, (shape, dtype) in obs_spaces.items()}
-        self._actions = np.empty((capacity, *act_shape), np.float32)
+        self._actions = np.empty((capacity, *act_shape), np.int64 if self._n_actions else np.float32)
         self._states = np.empty((capacity, state_size), np.float64)
 
     def reset(self, seed: int | None = None, source: str = "unknown", model_file: str | None = None) -> None:
@@ -299,13 +306,16 @@ class EpisodeBuffer:
         step = len(self._rewards)
         if step and (self._terminated[-1] or self._truncated[-1]):
             raise ValueError(f"step {step} follows a terminal step; end the episode first")
-        act = np.asarray(action, dtype=np.float32)
-        if act.shape != self._act_shape:
-            raise ValueError(f"action at step {step} has shape {act.shape}, expected {self._act_shape}")
-        # a sum is NaN/inf when any element is (cheaper than isfinite().all()); huge finite
-        # values that overflow it get the exact check
-        if not math.isfinite(_sum(act)) and not np.isfinite(act).all():
-            raise ValueError(f"action at step {step} is not finite: {act.tolist()}")
+        if self._n_actions:
+            act = self._discrete_action(action, step)
+        else:
+            act = np.asarray(action, dtype=np.float32)
+            if act.shape != self._act_shape:
+                raise ValueError(f"action at step {step} has shape {act.shape}, expected {self._act_shape}")
+            # a sum is NaN/inf when any element is (cheaper than isfinite().all()); huge finite
+            # values that overflow it get the exact check
+            if not math.isfinite(_sum(act)) and not np.isfinite(act).all():
+                raise ValueError(f"action at step {step} is not finite: {act.tolist()}")
         st = np.asarray(state, dtype=np.float64)
         if st.shape != self._state_shape:
             raise ValueError(
@@ -339,6 +349,18 @@ class EpisodeBuffer:
         self._rewards.append(float(reward))
         self._terminated.append(bool(terminated))
         self._truncated.append(bool(truncated))
+
+    def _discrete_action(self, action: Any, step: int) -> np.ndarray:
+        """A ``Discrete(n)`` action as an int64 scalar array; ValueError unless an integer in ``[0, n)``."""
+        value = np.asarray(action)
+        if value.shape != () or not np.issubdtype(value.dtype, np.integer):
+            raise ValueError(
+                f"action at step {step} is {value.tolist()!r} ({value.dtype}), expected one integer "
+                f"in [0, {self._n_actions})"
+            )
+        if not 0 <= int(value) < self._n_actions:
+            raise ValueError(f"action at step {step} is {int(value)}, outside [0, {self._n_actions})")
+        return value.astype(np.int64)
 
     def _grow(self) -> None:
         def doubled(arr: np.ndarray) -> np.ndarray:

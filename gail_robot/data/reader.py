@@ -21,10 +21,12 @@ from gail_robot.data.episode import Episode
 from gail_robot.data.schema import (
     EnvMeta,
     describe_space,
+    is_discrete,
     obs_keys,
     open_h5,
     read_header,
     same_shapes,
+    same_space,
     sorted_demo_names,
 )
 from gail_robot.errors import UserError
@@ -36,7 +38,7 @@ class Transitions:
 
     Attributes:
         obs: ``(M, obs_dim) float32`` observations (dict observations flattened in key order).
-        actions: ``(M, act_dim) float32``.
+        actions: ``(M, act_dim) float32``, or ``(M,) int64`` indices for a ``Discrete`` action space.
         next_obs: ``(M, obs_dim) float32`` true successors of ``obs``.
         terminated: ``(M,) bool`` whether ``next_obs`` is terminal (truncations are not).
     """
@@ -48,9 +50,10 @@ class Transitions:
 
     def __post_init__(self) -> None:
         m = len(self.obs)
+        discrete = isinstance(self.actions, np.ndarray) and self.actions.dtype == np.int64
         for name, arr, ndim, dtype in (
             ("obs", self.obs, 2, np.float32),
-            ("actions", self.actions, 2, np.float32),
+            ("actions", self.actions, *((1, np.int64) if discrete else (2, np.float32))),
             ("next_obs", self.next_obs, 2, np.float32),
             ("terminated", self.terminated, 1, np.bool_),
         ):
@@ -92,7 +95,7 @@ class Demo:
         name: ``demo_<i>``.
         obs: ``{key: (N, ...)}`` observations before each step.
         next_obs: ``{key: (N, ...)}`` true successor observations.
-        actions: ``(N, A) float32``.
+        actions: ``(N, A) float32``, or ``(N,) int64`` for a ``Discrete`` action space.
         rewards: ``(N,) float32``.
         terminated: ``(N,) bool``.
         truncated: ``(N,) bool``.
@@ -222,9 +225,14 @@ class DemoDataset:
         return self.meta.observation_space
 
     @property
-    def action_space(self) -> gym.spaces.Box:
+    def action_space(self) -> gym.spaces.Box | gym.spaces.Discrete:
         """Action space of the recording env."""
         return self.meta.action_space
+
+    @property
+    def action_dtype(self) -> type[np.generic]:
+        """How actions are read: int64 indices for a ``Discrete`` action space, else float32."""
+        return np.int64 if is_discrete(self.meta.action_space) else np.float32
 
     @property
     def obs_keys(self) -> list[str]:
@@ -285,10 +293,17 @@ class DemoDataset:
                 f"the env's {describe_space(env.observation_space)}"
             )
         act = env.action_space
-        if not isinstance(act, gym.spaces.Box) or act.shape != self.action_space.shape:
+        if is_discrete(self.action_space) or is_discrete(act):
+            if not same_space(act, self.action_space):
+                raise UserError(
+                    f"{self.path}: action space {describe_space(self.action_space)} differs from the "
+                    f"env's {describe_space(act)}"
+                )
+        elif not isinstance(act, gym.spaces.Box) or act.shape != self.action_space.shape:
             shape = getattr(act, "shape", None)
             raise UserError(
-                f"{self.path}: action shape {tuple(self.action_space.shape)} differs from the env's {shape}"
+                f"{self.path}: action shape {tuple(self.action_space.shape or ())} differs from the "
+                f"env's {shape}"
             )
 
     # -- demos -------------------------------------------------------------------------------
@@ -372,7 +387,7 @@ class DemoDataset:
             sel = slice(start, n, subsample)
             parts_obs.append(flatten_obs({k: g["obs"][k][sel] for k in keys}, keys))
             parts_next.append(flatten_obs({k: g["next_obs"][k][sel] for k in keys}, keys))
-            parts_act.append(np.asarray(g["actions"][sel], dtype=np.float32))
+            parts_act.append(np.asarray(g["actions"][sel], dtype=self.action_dtype))
             parts_term.append(np.asarray(g["terminated"][sel], dtype=bool))
         result = Transitions(
             obs=np.ascontiguousarray(np.concatenate(parts_obs)),
@@ -403,7 +418,7 @@ class DemoDataset:
             uniq, counts = np.unique(local, return_counts=True)  # h5py needs increasing unique indices
             o = flatten_obs({k: g["obs"][k][uniq] for k in keys}, keys)
             no = flatten_obs({k: g["next_obs"][k][uniq] for k in keys}, keys)
-            a = np.asarray(g["actions"][uniq], dtype=np.float32)
+            a = np.asarray(g["actions"][uniq], dtype=self.action_dtype)
             t = np.asarray(g["terminated"][uniq], dtype=bool)
             rep = np.repeat(np.arange(len(uniq)), counts)
             chunks.append((o[rep], a[rep], no[rep], t[rep]))

@@ -1,8 +1,13 @@
-"""Demo file schema v1: constants, env metadata, space <-> JSON, demo naming, opening files safely.
+"""Demo file schema v1/v2: constants, env metadata, space <-> JSON, demo naming, opening files safely.
 
 The layout (documented in ``datasets/README.md``) follows robomimic's ``/data/demo_<i>`` groups,
 stricter where robomimic is loose: terminations and truncations are stored separately, every step
 carries the MuJoCo physics state, and readers check ``format`` / ``format_version``.
+
+Version 2 is version 1 plus ``Discrete(n)`` action spaces (``action_space`` ``{"type": "Discrete",
+"n": n}``, ``actions`` int64 ``(N,)``). Files with a Box action space are still written as version 1,
+so older readers keep reading them; a Discrete file is version 2, which they refuse with one line
+instead of misreading its actions.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from gail_robot.errors import UserError
 
 FORMAT = "gail_robot.demos"
 FORMAT_VERSION = 1
+#: the version of files whose action space is Discrete (docs/DESIGN.md §3)
+DISCRETE_FORMAT_VERSION = 2
+#: the versions this code reads
+READ_VERSIONS = (FORMAT_VERSION, DISCRETE_FORMAT_VERSION)
 #: robomimic's EnvType.GYM_TYPE; robomimic reads ``env_args["type"]`` to pick its env wrapper.
 ROBOMIMIC_GYM_TYPE = 2
 #: observation key used when the env's observation space is a flat Box.
@@ -80,7 +89,13 @@ def _bound_from_json(value: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.
 
 
 def space_to_json(space: gym.Space[Any]) -> dict[str, Any]:
-    """A JSON-able description of a Box or a flat Dict of Boxes."""
+    """A JSON-able description of a Box, a flat Dict of Boxes or a ``Discrete(n)`` (action spaces)."""
+    if isinstance(space, gym.spaces.Discrete):
+        if int(space.start) != 0:
+            raise UserError(
+                f"{space} starts at {space.start}; only Discrete spaces starting at 0 are supported"
+            )
+        return {"type": "Discrete", "n": int(space.n)}
     if isinstance(space, gym.spaces.Box):
         return {
             "type": "Box",
@@ -115,6 +130,8 @@ def space_from_json(desc: dict[str, Any]) -> gym.Space[Any]:
         from collections import OrderedDict
 
         return gym.spaces.Dict(OrderedDict((k, space_from_json(desc["spaces"][k])) for k in desc["keys"]))
+    if kind == "Discrete":
+        return gym.spaces.Discrete(int(desc["n"]))
     raise ValueError(f"unknown space type {kind!r}")
 
 
@@ -140,6 +157,8 @@ def same_space(a: gym.Space[Any], b: gym.Space[Any]) -> bool:
         return a.shape == b.shape and np.dtype(a.dtype) == np.dtype(b.dtype)
     if isinstance(a, gym.spaces.Dict) and isinstance(b, gym.spaces.Dict):
         return list(a.spaces) == list(b.spaces) and all(same_space(a[k], b[k]) for k in a.spaces)
+    if isinstance(a, gym.spaces.Discrete) and isinstance(b, gym.spaces.Discrete):
+        return int(a.n) == int(b.n) and int(a.start) == int(b.start)
     return False
 
 
@@ -158,7 +177,19 @@ def describe_space(space: gym.Space[Any]) -> str:
         return f"Box{tuple(space.shape)} {np.dtype(space.dtype).name}"
     if isinstance(space, gym.spaces.Dict):
         return "Dict(" + ", ".join(f"{k}: {describe_space(v)}" for k, v in space.spaces.items()) + ")"
+    if isinstance(space, gym.spaces.Discrete):
+        return f"Discrete({int(space.n)})"
     return repr(space)
+
+
+def is_discrete(space: gym.Space[Any]) -> bool:
+    """Whether an action space is ``Discrete`` (actions stored as int64 indices ``(N,)``)."""
+    return isinstance(space, gym.spaces.Discrete)
+
+
+def format_version_for(action_space: gym.Space[Any]) -> int:
+    """The schema version a file with this action space is written as (2 for Discrete, else 1)."""
+    return DISCRETE_FORMAT_VERSION if is_discrete(action_space) else FORMAT_VERSION
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,29 +205,37 @@ class EnvMeta:
         env_id: Gymnasium id, e.g. ``"gail_robot/ArmPush-v0"``.
         env_kwargs: keyword arguments for ``gym.make`` (JSON-able).
         observation_space: Box or Dict of Boxes.
-        action_space: Box.
+        action_space: Box, or ``Discrete(n)`` (schema version 2).
         env_version: Gymnasium version the demos were recorded with.
-        state_size: length S of the MuJoCo physics state, or None when unknown.
+        state_size: length S of the MuJoCo physics state (0: an env without MuJoCo physics, such as
+            the classic-control tasks), or None when unknown.
     """
 
     env_id: str
     env_kwargs: dict[str, Any]
     observation_space: gym.Space[Any]
-    action_space: gym.spaces.Box
+    action_space: gym.spaces.Box | gym.spaces.Discrete
     env_version: str = field(default_factory=lambda: gym.__version__)
     state_size: int | None = None
 
     @classmethod
     def from_env(cls, env: gym.Env[Any, Any]) -> EnvMeta:
         """Read id, kwargs, spaces and physics state size off a (wrapped) Gymnasium env."""
-        from gail_robot.envs.physics import state_size
+        from gail_robot.envs.make import SUPPORTED_ACTIONS
+        from gail_robot.envs.physics import has_physics, state_size
 
         spec = env.spec
         if spec is None:
             raise UserError("the env has no spec (make it with gym.make so its id can be stored)")
-        if not isinstance(env.action_space, gym.spaces.Box):
-            raise UserError(f"only Box action spaces can be recorded, got {type(env.action_space).__name__}")
-        space_to_json(env.observation_space)  # raises for unsupported observation spaces
+        act = env.action_space
+        if not (
+            isinstance(act, gym.spaces.Box) or (isinstance(act, gym.spaces.Discrete) and int(act.start) == 0)
+        ):
+            raise UserError(
+                f"{spec.id} has action space {act}; demos can be recorded for {SUPPORTED_ACTIONS}"
+            )
+        obs_key_spaces(env.observation_space)  # raises for unsupported observation spaces
+        space_to_json(env.observation_space)
         kwargs = {k: v for k, v in (spec.kwargs or {}).items() if k != "render_mode"}
         try:
             json.dumps(kwargs)
@@ -206,8 +245,8 @@ class EnvMeta:
             env_id=spec.id,
             env_kwargs=kwargs,
             observation_space=env.observation_space,
-            action_space=env.action_space,
-            state_size=state_size(env),
+            action_space=act,
+            state_size=state_size(env) if has_physics(env) else 0,
         )
 
     def env_args_json(self) -> str:
@@ -263,7 +302,7 @@ class EnvMeta:
 
 
 def header_attrs(meta: EnvMeta) -> dict[str, Any]:
-    """The ``/data`` attributes of a new schema v1 file (``total`` starts at 0)."""
+    """The ``/data`` attributes of a new file (schema v1, v2 for a Discrete action space; ``total`` 0)."""
     import datetime
 
     import mujoco
@@ -272,7 +311,7 @@ def header_attrs(meta: EnvMeta) -> dict[str, Any]:
 
     attrs: dict[str, Any] = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": format_version_for(meta.action_space),
         "total": 0,
         "env_args": meta.env_args_json(),
         "observation_space": json.dumps(space_to_json(meta.observation_space)),
@@ -307,10 +346,10 @@ def read_header(f: h5py.File, path: str | os.PathLike[str]) -> EnvMeta:
     if _attr_str(attrs, "format") != FORMAT:
         raise UserError(f"{name}: format '{_attr_str(attrs, 'format')}' is not '{FORMAT}'")
     version = int(attrs.get("format_version", -1))
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise UserError(
             f"{name}: format_version {version} is not supported "
-            f"(this gail_robot reads version {FORMAT_VERSION})"
+            f"(this gail_robot reads versions {', '.join(map(str, READ_VERSIONS))})"
         )
     try:
         env_args = json.loads(_attr_str(attrs, "env_args"))
@@ -318,8 +357,13 @@ def read_header(f: h5py.File, path: str | os.PathLike[str]) -> EnvMeta:
         act_space = space_from_json(json.loads(_attr_str(attrs, "action_space")))
     except (KeyError, ValueError, TypeError) as exc:
         raise UserError(f"{name}: damaged /data attributes ({exc})") from None
-    if not isinstance(act_space, gym.spaces.Box):
-        raise UserError(f"{name}: action space must be a Box")
+    if not isinstance(act_space, gym.spaces.Box | gym.spaces.Discrete):
+        raise UserError(f"{name}: action space must be a Box or Discrete")
+    if version != format_version_for(act_space):
+        raise UserError(
+            f"{name}: format_version {version} does not match its {describe_space(act_space)} action "
+            f"space (version {format_version_for(act_space)} expected)"
+        )
     return EnvMeta(
         env_id=str(env_args.get("env_name", "")),
         env_kwargs=dict(env_args.get("env_kwargs") or {}),

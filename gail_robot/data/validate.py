@@ -1,10 +1,11 @@
-"""Checking a demo file against schema v1: every problem is listed, none is repaired."""
+"""Checking a demo file against schema v1 / v2: every problem is listed, none is repaired."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
+import gymnasium as gym
 import h5py
 import numpy as np
 
@@ -44,7 +45,9 @@ def _check_demo(name: str, g: h5py.Group, meta: EnvMeta, problems: list[str]) ->
         if attr not in g.attrs:
             bad(f"missing attribute {attr}")
     arrays: dict[str, np.ndarray] = {}
-    for key, dtype in _PER_STEP.items():
+    # schema v2: a Discrete action space stores int64 indices (read_header checked the version)
+    action_dtype = np.int64 if isinstance(meta.action_space, gym.spaces.Discrete) else np.float32
+    for key, dtype in {**_PER_STEP, "actions": action_dtype}.items():
         if key not in g:
             bad(f"missing dataset {key}")
             continue
@@ -57,13 +60,19 @@ def _check_demo(name: str, g: h5py.Group, meta: EnvMeta, problems: list[str]) ->
         if ds.shape[:1] != (n,):
             bad(f"{key} has {ds.shape[0] if ds.shape else 0} rows, num_samples is {n}")
         arrays[key] = ds[()]
-    act_shape = tuple(meta.action_space.shape)
+    act_shape = tuple(meta.action_space.shape or ())
     if "actions" in arrays:
         a = arrays["actions"]
         if a.shape[1:] != act_shape:
             bad(f"actions have shape {a.shape[1:]} per step, the action space is {act_shape}")
         if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
             bad(f"actions contain NaN/inf (first at step {int(np.argwhere(~np.isfinite(a))[0][0])})")
+        if isinstance(meta.action_space, gym.spaces.Discrete) and a.dtype.kind == "i" and a.size:
+            n_actions = int(meta.action_space.n)
+            outside = (a < 0) | (a >= n_actions)
+            if outside.any():
+                step = int(np.argmax(outside))
+                bad(f"actions[{step}] is {int(a[step])}, outside the Discrete({n_actions}) action space")
     if (
         "rewards" in arrays
         and arrays["rewards"].dtype.kind == "f"

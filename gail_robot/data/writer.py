@@ -25,7 +25,9 @@ from gail_robot.data.schema import (
     EnvMeta,
     demo_index,
     demo_name,
+    describe_space,
     header_attrs,
+    is_discrete,
     obs_key_spaces,
     open_h5,
     read_header,
@@ -273,8 +275,10 @@ class DemoWriter:
             self._sink_base = len(self.saved)
         if self._idle_buffer is None:
             shapes = {k: (box.shape, box.dtype) for k, box in self._obs_spaces.items()}
-            act_shape = tuple(self.meta.action_space.shape)
-            self._idle_buffer = EpisodeBuffer(shapes, act_shape, self.meta.state_size)
+            space = self.meta.action_space
+            act_shape = tuple(space.shape or ())
+            n_actions = int(space.n) if isinstance(space, gym.spaces.Discrete) else 0
+            self._idle_buffer = EpisodeBuffer(shapes, act_shape, self.meta.state_size, n_actions=n_actions)
         self._buffer, self._idle_buffer = self._idle_buffer, None
         self._buffer.reset(seed, source, model_file)
 
@@ -348,10 +352,15 @@ class DemoWriter:
         got = {k: v.shape[1:] for k, v in episode.obs.items()}
         if got != shapes:
             raise UserError(f"{self.path}: {name} has observations {got}, the observation space {shapes}")
-        act = tuple(self.meta.action_space.shape)
+        act = tuple(self.meta.action_space.shape or ())
         if episode.actions.shape[1:] != act:
             raise UserError(
                 f"{self.path}: {name} has actions of shape {episode.actions.shape[1:]}, expected {act}"
+            )
+        if (episode.actions.dtype == np.int64) != is_discrete(self.meta.action_space):
+            raise UserError(
+                f"{self.path}: {name} has {episode.actions.dtype} actions, the action space is "
+                f"{describe_space(self.meta.action_space)}"
             )
 
     def _publish_once(self, edit: Any) -> None:

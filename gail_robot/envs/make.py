@@ -1,7 +1,12 @@
-"""Single-env construction: ``gymnasium.make`` + flat observations + normalised actions."""
+"""Single-env construction: ``gymnasium.make`` + flat observations + normalised actions.
+
+The action spaces the project acts in: a continuous ``Box`` (a float vector, normalised to
+``[-1, 1]``) or ``Discrete(n)`` (int64 indices ``0 .. n - 1``, passed through unchanged).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -53,24 +58,64 @@ def make_env(
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         raise UserError(f"{env_id}: only flat Box (or Dict) observation spaces are supported")
     check_action_space(env_id, env.action_space)
-    if normalize_actions:
+    if normalize_actions and isinstance(env.action_space, gym.spaces.Box):
         env = NormalizedActions(env)
     return env
 
 
+#: what :func:`check_action_space` accepts, for its one-line refusals
+SUPPORTED_ACTIONS = "a continuous Box (a float vector) or Discrete(n)"
+
+
 def check_action_space(env_id: str, space: gym.Space[Any]) -> None:
-    """Refuse action spaces the project cannot act in (only continuous Box actions, for now).
+    """Refuse action spaces the project cannot act in: only a 1-D float ``Box`` or ``Discrete(n)``.
 
     Raises:
-        UserError: one line naming the space and what is supported.
+        UserError: one line naming the space and what is supported (MultiDiscrete, MultiBinary,
+            Dict, Tuple, image or integer Box action spaces, a ``Discrete`` with ``start != 0`` or
+            fewer than 2 actions).
     """
     if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
         if np.issubdtype(space.dtype, np.floating):
             return
-    raise UserError(
-        f"{env_id} has action space {space}; only continuous Box action spaces (a float vector) "
-        "are supported (discrete and other action spaces are not, yet)"
-    )
+    if isinstance(space, gym.spaces.Discrete) and int(space.start) == 0 and int(space.n) >= 2:
+        return
+    raise UserError(f"{env_id} has action space {space}; supported action spaces: {SUPPORTED_ACTIONS}")
+
+
+@dataclass(frozen=True)
+class PolicyActions:
+    """What a policy for an env outputs, read off the env (see :func:`policy_actions`).
+
+    Attributes:
+        low: ``(act_dim,) float32`` env action bounds of a Box; ``(0,)`` for ``Discrete``.
+        high: ``(act_dim,) float32``; ``(0,)`` for ``Discrete``.
+        n_actions: ``n`` of a ``Discrete(n)`` space; 0 for a Box.
+    """
+
+    low: np.ndarray
+    high: np.ndarray
+    n_actions: int = 0
+
+    @property
+    def discrete(self) -> bool:
+        return self.n_actions > 0
+
+    @property
+    def act_dim(self) -> int:
+        """Continuous action dimensions (0 for ``Discrete``)."""
+        return int(self.low.shape[0])
+
+
+def policy_actions(env: gym.Env[Any, Any]) -> PolicyActions:
+    """The :class:`PolicyActions` of an env built by :func:`make_env` (normalised or not)."""
+    if isinstance(env, NormalizedActions):
+        return PolicyActions(env.low.copy(), env.high.copy())
+    space = env.action_space
+    if isinstance(space, gym.spaces.Discrete):
+        return PolicyActions(np.zeros(0, np.float32), np.zeros(0, np.float32), int(space.n))
+    assert isinstance(space, gym.spaces.Box)
+    return PolicyActions(space.low.astype(np.float32), space.high.astype(np.float32))
 
 
 def follow_robot(env: gym.Env[Any, Any]) -> None:

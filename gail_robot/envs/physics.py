@@ -25,6 +25,12 @@ def mujoco_env(env: Any) -> Any:
     return base
 
 
+def has_physics(env: Any) -> bool:
+    """Whether ``env`` is a MuJoCo env (classic-control tasks such as CartPole are not)."""
+    base = getattr(env, "unwrapped", env)
+    return hasattr(base, "model") and hasattr(base, "data")
+
+
 def state_size(env: Any) -> int:
     """Length S of the physics state vector of ``env``."""
     base = mujoco_env(env)

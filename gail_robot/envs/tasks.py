@@ -9,13 +9,15 @@ Each task says (docs/DESIGN.md §6):
   early (Kostrikov et al. 2019, "Discriminator-Actor-Critic", sec. 4.1).
 * ``success``: what counts as a successful episode when recording and evaluating: ``info`` reads
   ``info["is_success"]`` of the last step; ``survive`` means reaching the time limit without
-  terminating; ``auto`` is ``info`` when the env reports ``is_success`` and ``survive`` otherwise.
+  terminating; ``goal`` means terminating (the goal is reached) before the time limit; ``auto`` is
+  ``info`` when the env reports ``is_success`` and ``survive`` otherwise.
 * ``teleop``: how teleop input maps to actions: ``cartesian`` (``[dx, dy, dz, grip]`` of the arm's
   Cartesian controller) or ``joint`` (one action dimension at a time).
 * ``expert``: entry point ``"module:Class"`` of the task's scripted expert, or ``None``.
 
 The project's arm tasks are declared next to their ``gym.register`` calls
-(:mod:`gail_robot.envs`); the Gymnasium MuJoCo tasks are declared here by name, for every version.
+(:mod:`gail_robot.envs`); the Gymnasium MuJoCo tasks and the classic-control tasks with
+``Discrete`` actions (CartPole, Acrobot, MountainCar) are declared here by name, for every version.
 Any other env gets :data:`DEFAULT_TASK`: ``gail`` reward, ``auto`` success, joint teleop, no expert.
 Another project registering its own tasks declares them with :func:`declare_task`.
 """
@@ -29,7 +31,7 @@ from gymnasium.envs.registration import parse_env_id
 
 from gail_robot.core import DiscRewardKind
 
-SuccessKind = Literal["info", "survive", "auto"]
+SuccessKind = Literal["info", "survive", "goal", "auto"]
 TeleopKind = Literal["cartesian", "joint"]
 
 
@@ -39,7 +41,7 @@ class TaskInfo:
 
     Attributes:
         reward_kind: discriminator reward for ``gail.reward: auto``: ``"gail"``, ``"neg"`` or ``"airl"``.
-        success: ``"info"``, ``"survive"`` or ``"auto"``.
+        success: ``"info"``, ``"survive"``, ``"goal"`` or ``"auto"``.
         teleop: ``"cartesian"`` or ``"joint"``.
         expert: scripted expert entry point ``"module:Class"``, or ``None``.
     """
@@ -52,8 +54,8 @@ class TaskInfo:
     def __post_init__(self) -> None:
         if self.reward_kind not in ("gail", "airl", "neg"):
             raise ValueError(f"reward_kind must be gail, airl or neg, got {self.reward_kind!r}")
-        if self.success not in ("info", "survive", "auto"):
-            raise ValueError(f"success must be info, survive or auto, got {self.success!r}")
+        if self.success not in ("info", "survive", "goal", "auto"):
+            raise ValueError(f"success must be info, survive, goal or auto, got {self.success!r}")
         if self.teleop not in ("cartesian", "joint"):
             raise ValueError(f"teleop must be cartesian or joint, got {self.teleop!r}")
         if self.expert is not None and ":" not in self.expert:
@@ -63,6 +65,8 @@ class TaskInfo:
         """Whether an episode whose last step gave ``info``, ``terminated``, ``truncated`` succeeded."""
         if self.success == "info" or (self.success == "auto" and "is_success" in info):
             return bool(info.get("is_success", False))
+        if self.success == "goal":
+            return bool(terminated)
         return bool(truncated and not terminated)
 
 
@@ -90,8 +94,17 @@ GYMNASIUM_MUJOCO_TASKS: dict[str, TaskInfo] = {
     )
 }
 
+# Gymnasium's classic control with Discrete actions (the GAIL paper's first tasks, Ho & Ermon 2016):
+# CartPole ends on failure (the pole falls) like a walker; Acrobot and MountainCar end on success
+# (the goal height is reached), so GAIL wants the per-step cost log D <= 0 (docs/DESIGN.md §8.1).
+CLASSIC_CONTROL_TASKS: dict[str, TaskInfo] = {
+    "CartPole": _WALKER,
+    "Acrobot": TaskInfo(reward_kind="neg", success="goal", teleop="joint"),
+    "MountainCar": TaskInfo(reward_kind="neg", success="goal", teleop="joint"),
+}
+
 _BY_ID: dict[str, TaskInfo] = {}
-_BY_NAME: dict[str, TaskInfo] = dict(GYMNASIUM_MUJOCO_TASKS)
+_BY_NAME: dict[str, TaskInfo] = {**GYMNASIUM_MUJOCO_TASKS, **CLASSIC_CONTROL_TASKS}
 
 
 def declare_task(env_id: str, info: TaskInfo) -> None:
@@ -129,6 +142,7 @@ def declared_tasks() -> dict[str, TaskInfo]:
 
 
 __all__ = [
+    "CLASSIC_CONTROL_TASKS",
     "DEFAULT_TASK",
     "GYMNASIUM_MUJOCO_TASKS",
     "TaskInfo",

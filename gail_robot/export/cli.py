@@ -53,7 +53,8 @@ def main(args: argparse.Namespace) -> int:
     else:
         controller = "yes"
     print(
-        f"exported {meta['env_id']} policy ({meta['obs_dim']} obs -> {meta['act_dim']} actions, "
+        f"exported {meta['env_id']} policy ({meta['obs_dim']} obs -> "
+        f"{bundle.describe_actions() if bundle.discrete else str(meta['act_dim'])} actions, "
         f"dt {meta['dt']:.4g} s) to {args.out} [{fmt}]; C++ controller: {controller}"
     )
     if fmt == "pt2":

@@ -35,6 +35,7 @@ from gail_robot.errors import UserError
 from gail_robot.export.controller_spec import controller_spec
 from gail_robot.export.module import (
     MODES,
+    ExportedDiscretePolicy,
     ExportedPolicy,
     build_module,
     example_batch,
@@ -92,6 +93,14 @@ def build_meta(bundle: PolicyBundle, env: Any, fmt: str, mode: str, source: str 
             f"the policy expects {obs_dim} observations, {bundle.env_id} gives {env.observation_space.shape}"
         )
     layout, task, controller_note = controller_spec(env)
+    if bundle.discrete:
+        # Refused in Python (gail-robot controller run reads this note): no C++ change needed.
+        layout, task = None, None
+        controller_note = (
+            "the C++ controller runs continuous-control policies; "
+            f"this one has {bundle.describe_actions()} actions"
+        )
+    model = getattr(base, "model", None)  # None: not a MuJoCo env (classic control)
     model_path = getattr(base, "fullpath", None)
     model_sha = None
     if model_path and os.path.exists(model_path):
@@ -103,11 +112,17 @@ def build_meta(bundle: PolicyBundle, env: Any, fmt: str, mode: str, source: str 
         "module_format": fmt,
         "module_mode": mode if fmt == "torchscript" else None,
         "input": "raw observation float32 (B, obs_dim)",
-        "output": "action float32 (B, act_dim) in env units, clipped to [action_low, action_high]",
+        "output": "action index int64 (B,): the argmax of the logits"
+        if bundle.discrete
+        else "action float32 (B, act_dim) in env units, clipped to [action_low, action_high]",
         "env_id": bundle.env_id,
         "env_kwargs": _jsonable(dict(bundle.env_kwargs)),
         "obs_dim": obs_dim,
         "act_dim": act_dim,
+        "n_actions": bundle.n_actions,
+        "action_space": {"type": "Discrete", "n": bundle.n_actions}
+        if bundle.discrete
+        else {"type": "Box", "shape": [act_dim]},
         "obs_low": _jsonable(np.asarray(getattr(obs_space, "low", []), dtype=np.float64)),
         "obs_high": _jsonable(np.asarray(getattr(obs_space, "high", []), dtype=np.float64)),
         # The normalisation in full precision: gail_robot.policy_io rebuilds a PolicyBundle from these.
@@ -116,9 +131,10 @@ def build_meta(bundle: PolicyBundle, env: Any, fmt: str, mode: str, source: str 
         "obs_clip": float(bundle.obs_clip),
         "action_low": _jsonable(np.asarray(bundle.action_low, dtype=np.float64)),
         "action_high": _jsonable(np.asarray(bundle.action_high, dtype=np.float64)),
-        "dt": float(getattr(base, "dt", float("nan"))),
+        # classic control has no dt attribute: its step is `tau` (CartPole, MountainCar has none)
+        "dt": float(getattr(base, "dt", getattr(base, "tau", float("nan")))),
         "frame_skip": int(getattr(base, "frame_skip", 1)),
-        "timestep": float(base.model.opt.timestep),
+        "timestep": float(model.opt.timestep) if model is not None else None,
         "model_file": os.path.basename(model_path) if model_path else None,
         "model_path": str(model_path) if model_path else None,
         "model_sha256": model_sha,
@@ -151,7 +167,9 @@ def _atomic_target(out: Path) -> Path:
     return out.with_name(f".{out.name}.tmp-{os.getpid()}")
 
 
-def save_torchscript(module: ExportedPolicy, meta: dict[str, Any], out: Path, mode: str = "script") -> None:
+def save_torchscript(
+    module: ExportedPolicy | ExportedDiscretePolicy, meta: dict[str, Any], out: Path, mode: str = "script"
+) -> None:
     """Script (or trace) ``module`` and write it with ``meta.json`` to ``out`` (atomic rename)."""
     scripted = to_torchscript(module, mode)
     tmp = _atomic_target(out)

@@ -3,7 +3,9 @@
 :class:`ExportedPolicy` maps a raw observation ``(B, obs_dim) float32`` to the deterministic action
 ``(B, act_dim) float32`` in the environment's own units, clipped to the action bounds. The frozen
 observation normalisation, the action unscaling and the clipping live inside it, so a C++ controller
-needs nothing from Python (docs/DESIGN.md §5).
+needs nothing from Python (docs/DESIGN.md §5). A policy for a ``Discrete(n)`` action space exports
+as :class:`ExportedDiscretePolicy`: the same normalisation, then the argmax of the logits as an
+int64 index ``(B,)``.
 
 Scripted, not traced, is the default (``mode="script"``): the wrapper's checks (observation width,
 dtype conversion) survive in the graph, nothing depends on an example batch, and an actor with
@@ -91,7 +93,35 @@ class ExportedPolicy(nn.Module):
         return torch.clamp(action, self.action_low, self.action_high)
 
 
-def build_module(bundle: PolicyBundle) -> ExportedPolicy:
+class ExportedDiscretePolicy(nn.Module):
+    """Raw observation ``(B, obs_dim)`` -> the deterministic ``Discrete`` action, int64 ``(B,)``.
+
+    ``argmax(actor(normalize_torch(obs, mean, std, obs_clip)))``: the logits' argmax, as
+    :meth:`PolicyBundle.act` (ties go to the lowest index in both).
+    """
+
+    obs_mean: torch.Tensor  # (obs_dim,) float64
+    obs_std: torch.Tensor  # (obs_dim,) float64, normalization_std(var)
+
+    def __init__(
+        self, actor: nn.Module, obs_mean: np.ndarray, obs_var: np.ndarray, obs_clip: float, n_actions: int
+    ) -> None:
+        super().__init__()
+        self.actor = actor
+        self.obs_dim = int(obs_mean.shape[0])
+        self.n_actions = int(n_actions)
+        self.obs_clip = float(obs_clip)
+        self.register_buffer("obs_mean", torch.from_numpy(np.array(obs_mean, dtype=np.float64)))
+        self.register_buffer("obs_std", normalization_std(obs_var))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if obs.dim() != 2 or obs.size(1) != self.obs_dim:
+            raise ValueError(f"expected observations of shape (B, {self.obs_dim}), got {list(obs.shape)}")
+        x = normalize_torch(obs, self.obs_mean, self.obs_std, self.obs_clip)
+        return torch.argmax(self.actor(x), dim=1)
+
+
+def build_module(bundle: PolicyBundle) -> ExportedPolicy | ExportedDiscretePolicy:
     """The eager wrapper module of ``bundle`` (deep copy of the actor, eval mode, no gradients).
 
     Raises:
@@ -103,11 +133,18 @@ def build_module(bundle: PolicyBundle) -> ExportedPolicy:
     high = np.asarray(bundle.action_high, dtype=np.float32)
     if obs_mean.ndim != 1 or obs_var.shape != obs_mean.shape:
         raise ValueError(f"obs_mean/obs_var must be (obs_dim,), got {obs_mean.shape} and {obs_var.shape}")
-    if low.ndim != 1 or high.shape != low.shape or not np.all(np.isfinite(low) & np.isfinite(high)):
+    discrete = bundle.n_actions > 0
+    if not discrete and (
+        low.ndim != 1 or high.shape != low.shape or not np.all(np.isfinite(low) & np.isfinite(high))
+    ):
         raise ValueError("action_low/action_high must be finite (act_dim,) arrays")
     actor = copy.deepcopy(bundle.actor).eval()
     for param in actor.parameters():  # (ScriptModules, e.g. a re-exported actor, lack requires_grad_)
         param.requires_grad_(False)
+    if discrete:
+        return ExportedDiscretePolicy(
+            actor, obs_mean, obs_var, float(bundle.obs_clip), bundle.n_actions
+        ).eval()
     return ExportedPolicy(actor, obs_mean, obs_var, float(bundle.obs_clip), low, high).eval()
 
 
@@ -117,7 +154,9 @@ def example_batch(obs_dim: int, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, obs_dim, generator=torch_rng)
 
 
-def to_torchscript(module: ExportedPolicy, mode: str = "script") -> torch.jit.ScriptModule:
+def to_torchscript(
+    module: ExportedPolicy | ExportedDiscretePolicy, mode: str = "script"
+) -> torch.jit.ScriptModule:
     """Compile the wrapper to TorchScript (see the module docstring for script vs trace).
 
     Raises:

@@ -47,7 +47,8 @@ def rollout(
     try:
         obs, _ = env.reset(seed=seed)
         for _ in range(steps):
-            action = np.asarray(policy(np.asarray(obs, dtype=np.float32)[None]), dtype=np.float32)[0]
+            # (an int64 index for a Discrete action space: the env takes it as it is)
+            action = np.asarray(policy(np.asarray(obs, dtype=np.float32)[None]))[0]
             obs, reward, terminated, truncated, _ = env.step(action)
             actions.append(action)
             rewards.append(float(reward))
@@ -74,10 +75,14 @@ def collect_env_observations(bundle: PolicyBundle, n: int, seed: int = 0, noise:
         while len(out) < n:
             out.append(np.asarray(obs, dtype=np.float32))
             action = bundle.act(np.asarray(obs, dtype=np.float32))
-            action = np.clip(
-                action + noise * (high - low) / 2 * rng.uniform(-1, 1, size=low.shape), low, high
-            )
-            obs, _, terminated, truncated, _ = env.step(action.astype(np.float32))
+            if bundle.discrete:  # the same spread for a Discrete policy: a random action with p = noise
+                if rng.uniform() < noise:
+                    action = np.asarray(rng.integers(bundle.n_actions), dtype=np.int64)
+            else:
+                action = np.clip(
+                    action + noise * (high - low) / 2 * rng.uniform(-1, 1, size=low.shape), low, high
+                ).astype(np.float32)
+            obs, _, terminated, truncated, _ = env.step(action)
             if terminated or truncated:
                 episode += 1
                 obs, _ = env.reset(seed=seed + episode)

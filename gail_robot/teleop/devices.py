@@ -589,8 +589,12 @@ class _ExpertBase:
     def __init__(self, env: gym.Env[Any, Any], noise: float, seed: int | None, render: bool) -> None:
         if noise < 0:
             raise UserError(f"--noise must be >= 0, got {noise}")
-        box = env.action_space
-        assert isinstance(box, gym.spaces.Box)
+        space = env.action_space
+        # Discrete(n): actions are int64 indices, passed through as they are (no noise, no clipping)
+        self.n_actions = int(space.n) if isinstance(space, gym.spaces.Discrete) else 0
+        if self.n_actions and noise > 0:
+            raise UserError(f"--noise perturbs continuous actions; {space} actions take no noise")
+        box = space if isinstance(space, gym.spaces.Box) else gym.spaces.Box(0.0, 0.0, (0,))
         self.low = np.asarray(box.low, dtype=np.float64)
         self.high = np.asarray(box.high, dtype=np.float64)
         finite = np.isfinite(self.low) & np.isfinite(self.high)
@@ -600,7 +604,9 @@ class _ExpertBase:
         self.viewer: Any = open_viewer(env) if render else None
 
     def noisy(self, action: np.ndarray) -> np.ndarray:
-        """Add N(0, (noise * half range)^2) and clip to the bounds."""
+        """Add N(0, (noise * half range)^2) and clip to the bounds (a Discrete action: int64 as it is)."""
+        if self.n_actions:
+            return np.asarray(action, dtype=np.int64)
         out = np.asarray(action, dtype=np.float64)
         if self.noise > 0:
             out = out + self.rng.normal(0.0, 1.0, size=out.shape) * self.noise * self.half
@@ -700,7 +706,9 @@ class RandomDevice(_ExpertBase):
         """Nothing to reset."""
 
     def act(self, obs: Any) -> np.ndarray:
-        """A uniform action within the (finite) bounds."""
+        """A uniform action within the (finite) bounds, or a uniform index of a Discrete space."""
+        if self.n_actions:
+            return np.asarray(self.rng.integers(self.n_actions), dtype=np.int64)
         low = np.where(np.isfinite(self.low), self.low, -1.0)
         high = np.where(np.isfinite(self.high), self.high, 1.0)
         return self.rng.uniform(low, high).astype(np.float32)
@@ -719,7 +727,17 @@ def make_device(
     speed: float = 1.0,
     render: bool = False,
 ) -> Device:
-    """Build a device by its ``--device`` name."""
+    """Build a device by its ``--device`` name.
+
+    Raises:
+        UserError: an unknown name, or a teleop device for a ``Discrete`` action space (they drive
+            continuous actions; record those with ``--device policy`` or ``random``).
+    """
+    if name in ("keyboard", "gamepad", "spacemouse") and isinstance(env.action_space, gym.spaces.Discrete):
+        raise UserError(
+            f"--device {name} drives continuous actions; for {env.action_space} actions record with "
+            "--device policy --policy FILE (or --device random)"
+        )
     if name == "keyboard":
         return KeyboardDevice(env, speed=speed)
     if name == "gamepad":

@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 
 from gail_robot.data.writer import DemoWriter
-from gail_robot.envs.physics import get_physics_state, model_xml
+from gail_robot.envs.physics import get_physics_state, has_physics, model_xml
 from gail_robot.envs.tasks import task_info
 from gail_robot.errors import UserError
 from gail_robot.teleop.devices import Device, Event
@@ -111,9 +111,22 @@ def record(
         reported = len(writer.saved)
 
     try:
-        _loop(env, device, writer, stats, status, report, waiting, episodes=episodes, seed=seed,
-              only_success=only_success, min_return=min_return, max_steps=max_steps,
-              max_attempts=max_attempts, realtime=realtime)
+        _loop(
+            env,
+            device,
+            writer,
+            stats,
+            status,
+            report,
+            waiting,
+            episodes=episodes,
+            seed=seed,
+            only_success=only_success,
+            min_return=min_return,
+            max_steps=max_steps,
+            max_attempts=max_attempts,
+            realtime=realtime,
+        )
         writer.flush()
         report()
     except UserError:
@@ -142,7 +155,10 @@ def _loop(
     """The episodes of :func:`record` (same arguments); finished ones go into ``waiting``."""
     pace = device.interactive if realtime is None else realtime
     dt = float(getattr(env.unwrapped, "dt", 0.0))
-    xml = model_xml(env)
+    # envs without MuJoCo physics (classic control) store empty states: not replayable from states
+    physics = has_physics(env)
+    xml = model_xml(env) if physics else None
+    no_state = np.zeros(0, np.float64)
     attempts = queued = 0
     limit = max_attempts if max_attempts is not None else 10 * episodes + 10
     describe = getattr(device, "describe", lambda: "")
@@ -174,7 +190,7 @@ def _loop(
             if Event.SAVE in events and writer.episode_length > 0:
                 outcome = "save"
                 break
-            state = get_physics_state(env)
+            state = get_physics_state(env) if physics else no_state
             action = device.act(obs)
             if not np.all(np.isfinite(action)):
                 step = writer.episode_length
@@ -229,7 +245,8 @@ def _loop(
             status.message(f"episode {attempts}: {reject}")
             continue
         steps = writer.episode_length
-        name = writer.end_episode(success=success, final_state=get_physics_state(env), cut=outcome == "save")
+        final_state = get_physics_state(env) if physics else no_state
+        name = writer.end_episode(success=success, final_state=final_state, cut=outcome == "save")
         queued += 1
         # reported as saved only once the writer's sink confirms it is on disk
         line = f"{steps} steps, return {ep_return:.2f}, success {'yes' if success else 'no'}"
