@@ -29,12 +29,9 @@ void check_module_widths(const PolicyMeta& meta, const std::function<at::Tensor(
   at::Tensor out;
   try {
     out = forward(at::zeros({1, meta.obs_dim}, at::kFloat));
-  } catch (const std::exception& e) {
-    std::string what = e.what();
-    what = what.substr(0, what.find('\n'));
-    // ExportedPolicy's own check says "expected observations of shape (B, N), got [...]".
-    throw std::runtime_error(meta.path + ": the module does not accept meta.json's obs_dim " +
-                             std::to_string(meta.obs_dim) + " (mismatched file: " + what + ")");
+  } catch (const std::exception&) {
+    throw std::runtime_error(meta.path + ": the module does not accept (1, " + std::to_string(meta.obs_dim) +
+                             ") observations, meta.json's obs_dim (mismatched file)");
   }
   if (out.scalar_type() != at::kFloat || out.dim() != 2 || out.size(0) != 1 || out.size(1) != meta.act_dim) {
     std::string shape;

@@ -164,6 +164,10 @@ std::unique_ptr<Backend> load_torchscript(const PolicyMeta& meta, const PolicyOp
     throw std::runtime_error(meta.path + " is corrupt (libtorch cannot load its TorchScript module)");
   }
   module.eval();
+  if (module.hasattr("obs_dim") && module.attr("obs_dim").isInt() && module.attr("obs_dim").toInt() != meta.obs_dim)
+    throw std::runtime_error(meta.path + ": the module takes " + std::to_string(module.attr("obs_dim").toInt()) +
+                             " observations, meta.json says obs_dim " + std::to_string(meta.obs_dim) +
+                             " (mismatched file)");
   check_module_widths(meta, [&](const at::Tensor& x) { return module.forward({x}).toTensor(); });
   if (options.backend != "libtorch") {
     std::string why_not;
