@@ -3,11 +3,18 @@
 All three run in the same invocation on the same policy (a 2x256 tanh MLP for Hopper-v5 by default,
 or ``--policy RUN_DIR|CHECKPOINT``), single-threaded, after a warm-up, and the table reports ratios
 against the C++ controller measured in this run. The C++ numbers come from the controller's own JSON
-report (time around ``forward`` in the closed loop, with MuJoCo stepping in between calls).
+report (time around ``act()`` in the closed loop, with MuJoCo stepping in between calls).
 
     python benchmarks/bench_export.py [--policy RUN_DIR] [--calls 5000] [--pt2] [--onnx] [--json]
 
 Target (issue 6): C++ median under 25 us for a 2x256 MLP on the development machine.
+
+``--library`` instead measures the C++ policy library's ``act()`` (``policy_check``: p50 / p99 / max and heap
+allocations per call) for 2x64, 2x256 and a Humanoid-sized (348 -> 2x256 -> 17) MLP beside Python's
+TorchScript forward in the same run, with the libtorch interpreter backend and unflushed denormals as
+the knobs; ``--realtime-seconds S`` then runs the real-time loop example at 500 Hz for S seconds.
+Targets (issue 18, ratios in one run): act() p50 <= 0.3 x Python TorchScript forward p50, act() p99 <=
+2 x its own p50, zero deadline misses at 500 Hz for 60 s on an idle machine.
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +39,9 @@ from gail_robot import controller, export
 from gail_robot.policy_io import PolicyBundle, load_policy, save_checkpoint
 
 TARGET_CPP_P50_US = 25.0
+TARGET_ACT_P50_RATIO = 0.3  # act() p50 / Python TorchScript forward p50
+TARGET_ACT_P99_OVER_P50 = 2.0
+LIBRARY_POLICIES = (("Hopper-v5", [64, 64]), ("Hopper-v5", [256, 256]), ("Humanoid-v5", [256, 256]))
 
 
 def random_policy(tmp: Path, env_id: str, hidden: list[int]) -> PolicyBundle:
@@ -71,6 +83,132 @@ def time_calls(fn: Callable[[], Any], calls: int, warmup: int) -> np.ndarray:
     return out
 
 
+def policy_check(build_dir: str | None, policy: Path, calls: int, warmup: int, *args: str) -> dict[str, Any]:
+    """The policy library's act() measured by policy_check (p50/p99/max us, allocations per call)."""
+    cmd = [str(controller.policy_check_path(build_dir)), "--policy", str(policy), "--calls", str(calls)]
+    proc = subprocess.run([*cmd, "--warmup", str(warmup), *args], capture_output=True, text=True, check=True)
+    return dict(json.loads(proc.stdout))
+
+
+def library_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    """One block of rows per policy size: Python TorchScript forward, then act() of each C++ variant."""
+    out = []
+    for env_id, hidden in LIBRARY_POLICIES:
+        work = tmp / f"{env_id}-{'x'.join(map(str, hidden))}"
+        work.mkdir()
+        bundle = random_policy(work, env_id, hidden)
+        path = work / "policy.pt"
+        meta = export.export_policy(bundle, path)
+        obs = np.asarray(export.collect_env_observations(bundle, 1, seed=0)[0], dtype=np.float32)
+        obs_t = torch.from_numpy(obs[None].copy())
+        with export.torchscript_calls():
+            module = torch.jit.load(str(path))
+        with torch.inference_mode():
+            python = time_calls(lambda m=module, x=obs_t: m(x), args.calls, args.warmup)
+        label = f"{meta['obs_dim']}->{'x'.join(map(str, hidden))}->{meta['act_dim']}"
+        ref = float(np.median(python))
+        out.append(
+            {
+                "policy": label,
+                "path": "Python: TorchScript forward",
+                "p50_us": ref,
+                "p99_us": float(np.percentile(python, 99)),
+                "max_us": float(python.max()),
+                "allocs_per_call": None,
+            }
+        )
+        for name, extra in (
+            ("C++ act(): native kernels", []),
+            ("C++ act(): native, denormals not flushed", ["--no-flush-denormals"]),
+            ("C++ act(): libtorch interpreter (frozen)", ["--backend", "libtorch"]),
+        ):
+            r = policy_check(args.build_dir, path, args.calls, args.warmup, *extra)
+            out.append(
+                {
+                    "policy": label,
+                    "path": f"{name} [{r['backend']}]",
+                    "p50_us": r["act_us_p50"],
+                    "p99_us": r["act_us_p99"],
+                    "max_us": r["act_us_max"],
+                    "allocs_per_call": r["allocations"] / r["calls"],
+                }
+            )
+        for row in out[-4:]:
+            row["p50_over_python"] = row["p50_us"] / ref
+    return out
+
+
+def realtime_loop(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """The real-time loop example at 500 Hz on a 2x256 Hopper policy for --realtime-seconds."""
+    bundle = random_policy(tmp, "Hopper-v5", [256, 256])
+    path = tmp / "rt.pt"
+    meta = export.export_policy(bundle, path)
+    binary = controller.binary_path(args.build_dir).parent / controller.REALTIME_LOOP_NAME
+    model = controller.default_model(meta)
+    cmd = [str(binary), "--policy", str(path), "--model", str(model), "--hz", "500", "--seconds"]
+    load_before = os.getloadavg()
+    proc = subprocess.run([*cmd, str(args.realtime_seconds)], capture_output=True, text=True, check=True)
+    report = dict(json.loads(proc.stdout))
+    report["loadavg_before"], report["loadavg_after"] = load_before, os.getloadavg()
+    return report
+
+
+def library_main(args: argparse.Namespace) -> int:
+    """``--library``: the act() table (and the real-time loop)."""
+    try:
+        controller.policy_check_path(args.build_dir)
+    except Exception:
+        print("building the policy library and controller ...", file=sys.stderr)
+        controller.build_controller(args.build_dir)
+    with tempfile.TemporaryDirectory(prefix="bench-policy-lib-") as tmp_name:
+        rows = library_rows(args, Path(tmp_name))
+        rt = realtime_loop(args, Path(tmp_name)) if args.realtime_seconds > 0 else None
+    header = {
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "calls": args.calls,
+        "loadavg": os.getloadavg(),
+        "cpus": os.cpu_count(),
+    }
+    if args.json:
+        print(json.dumps({**header, "rows": rows, "realtime_loop": rt}, indent=1))
+        return 0
+    print(
+        f"batch 1, 1 thread, {args.calls} calls after {args.warmup} warm-up, torch {torch.__version__}, "
+        f"load average {header['loadavg'][0]:.2f} on {header['cpus']} CPUs"
+    )
+    print(
+        f"| {'MLP':<16} | {'path':<56} | {'p50 us':>7} | {'p99 us':>7} | {'max us':>7} | "
+        f"{'p50 / Py TS':>11} | {'allocs/call':>11} |"
+    )
+    print(f"|{'-' * 18}|{'-' * 58}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 13}|{'-' * 13}|")
+    for r in rows:
+        allocs = "" if r["allocs_per_call"] is None else f"{r['allocs_per_call']:.1f}"
+        print(
+            f"| {r['policy']:<16} | {r['path']:<56} | {r['p50_us']:7.2f} | {r['p99_us']:7.2f} | "
+            f"{r['max_us']:7.1f} | {r['p50_over_python']:10.2f}x | {allocs:>11} |"
+        )
+    for r in rows:
+        if r["path"].startswith("C++ act(): native kernels"):
+            ok_ratio = r["p50_over_python"] <= TARGET_ACT_P50_RATIO
+            ok_tail = r["p99_us"] <= TARGET_ACT_P99_OVER_P50 * r["p50_us"]
+            print(
+                f"{r['policy']}: p50 <= {TARGET_ACT_P50_RATIO} x Python TS: "
+                f"{'met' if ok_ratio else 'NOT met'}; "
+                f"p99 <= {TARGET_ACT_P99_OVER_P50:g} x p50: {'met' if ok_tail else 'NOT met'}"
+            )
+    if rt is not None:
+        print(
+            f"real-time loop, {rt['env_id']} 2x256 at {rt['hz']:g} Hz for {rt['seconds']:g} s: "
+            f"{rt['deadline_misses']} deadline misses of {rt['ticks']} ticks; wake-up lateness p50/p99/max "
+            f"{rt['wake_late_us_p50']:.0f}/{rt['wake_late_us_p99']:.0f}/{rt['wake_late_us_max']:.0f} us; "
+            f"act() p50/p99/max {rt['act_us_p50']:.1f}/{rt['act_us_p99']:.1f}/{rt['act_us_max']:.1f} us; "
+            f"load average {rt['loadavg_before'][0]:.2f} -> {rt['loadavg_after'][0]:.2f} "
+            f"(SCHED_OTHER, not pinned)"
+        )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default=None, help="run dir or checkpoint (default: random 2x256 Hopper)")
@@ -84,7 +222,19 @@ def main() -> int:
     )
     parser.add_argument("--onnx", action="store_true", help="also time ONNX Runtime (needs onnxruntime)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--library", action="store_true", help="measure the C++ policy library's act() instead"
+    )
+    parser.add_argument(
+        "--realtime-seconds",
+        type=float,
+        default=0.0,
+        help="with --library: run the 500 Hz loop example this long",
+    )
     args = parser.parse_args()
+    if args.library:
+        torch.set_num_threads(1)
+        return library_main(args)
 
     # The controller runs one intra-op and one inter-op thread; give Python the same.
     torch.set_num_threads(1)

@@ -1,10 +1,15 @@
-"""``gail-robot controller``: build and run the C++ deployment controller (``csrc/controller/``).
+"""``gail-robot controller``: build the C++ policy library and the deployment controller, run the controller.
 
-The controller is a separate CMake project (libtorch from the installed torch wheel, MuJoCo from the
-installed mujoco wheel), never part of the Python package build:
+Both are compiled on the user's machine, never by the Python package build (the library links the installed
+torch wheel's libtorch; docs/DESIGN.md §5): ``csrc/policy/`` is the library ``gail_robot::policy``, built
+and installed into ``BUILD_DIR/prefix``; ``csrc/controller/`` holds the controller and the real-time loop
+example, built on the installed library with ``find_package`` as a user's application would be (MuJoCo
+from the installed mujoco wheel).
 
-- ``gail-robot controller build [--build-dir DIR]`` configures and builds it, prints the binary path;
+- ``gail-robot controller build [--build-dir DIR]`` builds and installs both, prints the controller's path;
 - ``gail-robot controller path`` prints the path of the built binary;
+- ``gail-robot controller cmake-prefix`` prints the directory to put on ``CMAKE_PREFIX_PATH`` for
+  ``find_package(gail_robot_policy CONFIG REQUIRED)``;
 - ``gail-robot controller run POLICY.pt [--model XML] [--steps N] ...`` runs the closed loop and
   prints the controller's JSON report (the model defaults to the env's MJCF named in meta.json).
 
@@ -25,11 +30,14 @@ from typing import Any
 from gail_robot.errors import UserError
 
 BINARY_NAME = "gail-robot-controller"
+REALTIME_LOOP_NAME = "gail-robot-realtime-loop"
+POLICY_CHECK_NAME = "policy_check"
+PACKAGE_CONFIG = Path("lib") / "cmake" / "gail_robot_policy" / "gail_robot_policyConfig.cmake"
 _PACKAGE_DIR = Path(__file__).resolve().parent
-# Source checkouts (and editable installs) hold csrc/ next to the package; a wheel may carry a copy
-# in gail_robot/controller_src/ (where the top-level CMake install puts it, if it does).
+# Source checkouts (and editable installs) hold csrc/ next to the package; a wheel carries a copy of
+# csrc/policy, csrc/controller and csrc/softplus.h in gail_robot/csrc/ (the top-level CMake install).
 DEFAULT_SOURCE_DIR = _PACKAGE_DIR.parent / "csrc" / "controller"
-PACKAGED_SOURCE_DIR = _PACKAGE_DIR / "controller_src"
+PACKAGED_SOURCE_DIR = _PACKAGE_DIR / "csrc" / "controller"
 # build/controller/ of a source checkout; a per-user cache for an installed wheel (never site-packages).
 DEFAULT_BUILD_DIR = (
     _PACKAGE_DIR.parent / "build" / "controller"
@@ -46,10 +54,9 @@ def _source_dir(source_dir: str | Path | None) -> Path:
     else:
         src = PACKAGED_SOURCE_DIR
     if not (src / "CMakeLists.txt").is_file():
-        raise UserError(
-            f"controller sources not found in {src}: build from a source checkout of gail-robot "
-            "(the wheel does not ship csrc/), or pass --source-dir"
-        )
+        raise UserError(f"controller sources not found in {src}: reinstall gail-robot, or pass --source-dir")
+    if not (src.parent / "policy" / "CMakeLists.txt").is_file():
+        raise UserError(f"policy library sources not found next to {src} (expected {src.parent / 'policy'})")
     return src
 
 
@@ -67,25 +74,67 @@ def binary_path(build_dir: str | Path | None = None) -> Path:
     return path
 
 
-def cmake_arguments(source: Path, build: Path) -> list[str]:
-    """The configure command: libtorch and MuJoCo located through the installed Python wheels."""
+def cmake_prefix(build_dir: str | Path | None = None) -> Path:
+    """The install prefix of the built policy library (for ``CMAKE_PREFIX_PATH``); UserError if not built."""
+    prefix = _build_dir(build_dir).resolve() / "prefix"
+    if not (prefix / PACKAGE_CONFIG).is_file():
+        raise UserError(
+            f"the policy library is not installed in {prefix}: run 'gail-robot controller build' first"
+        )
+    return prefix
+
+
+def policy_check_path(build_dir: str | Path | None = None) -> Path:
+    """``policy_check``, the policy library's test tool (built in ``BUILD_DIR/policy``)."""
+    path = _build_dir(build_dir) / "policy" / POLICY_CHECK_NAME
+    if not path.is_file():
+        raise UserError(
+            f"{POLICY_CHECK_NAME} is not built in {path.parent}: run 'gail-robot controller build'"
+        )
+    return path
+
+
+def _generator(build: Path) -> list[str]:
+    # Ninja when available (faster no-op rebuilds); never switch generators on an existing build dir.
+    return ["-G", "Ninja"] if shutil.which("ninja") and not (build / "CMakeCache.txt").exists() else []
+
+
+def cmake_arguments(source: Path, build: Path, jobs: int) -> list[list[str]]:
+    """The commands: configure, build and install the library, then configure and build the controller.
+
+    libtorch comes from the installed torch wheel, MuJoCo from the installed mujoco wheel.
+    """
     import mujoco
     import torch.utils
 
-    cmd = [
-        "cmake",
-        "-S",
-        str(source),
-        "-B",
-        str(build),
-        "-DCMAKE_BUILD_TYPE=Release",
-        f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
-        f"-DMUJOCO_DIR={Path(mujoco.__file__).resolve().parent}",
+    lib_build, prefix = build / "policy", build / "prefix"
+    return [
+        [
+            "cmake",
+            "-S",
+            str(source.parent / "policy"),
+            "-B",
+            str(lib_build),
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+            f"-DCMAKE_INSTALL_PREFIX={prefix}",
+            *_generator(lib_build),
+        ],
+        ["cmake", "--build", str(lib_build), "--parallel", str(jobs)],
+        ["cmake", "--install", str(lib_build)],
+        [
+            "cmake",
+            "-S",
+            str(source),
+            "-B",
+            str(build),
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-DCMAKE_PREFIX_PATH={prefix}",
+            f"-DMUJOCO_DIR={Path(mujoco.__file__).resolve().parent}",
+            *_generator(build),
+        ],
+        ["cmake", "--build", str(build), "--parallel", str(jobs)],
     ]
-    # Ninja when available (faster no-op rebuilds); never switch generators on an existing build dir.
-    if shutil.which("ninja") and not (build / "CMakeCache.txt").exists():
-        cmd += ["-G", "Ninja"]
-    return cmd
 
 
 def build_controller(
@@ -94,7 +143,7 @@ def build_controller(
     jobs: int | None = None,
     verbose: bool = False,
 ) -> Path:
-    """Configure and build ``gail-robot-controller``; returns the binary's path.
+    """Build and install the policy library, then build the controller on it; returns the binary's path.
 
     Re-running on an existing build directory only recompiles what changed. The build log is kept in
     ``BUILD_DIR/build.log``.
@@ -109,7 +158,7 @@ def build_controller(
     build.mkdir(parents=True, exist_ok=True)
     log_path = build / "build.log"
     jobs = jobs or max(1, min(os.cpu_count() or 1, 4))
-    steps = [cmake_arguments(src, build), ["cmake", "--build", str(build), "--parallel", str(jobs)]]
+    steps = cmake_arguments(src, build, jobs)
     with log_path.open("w") as log:
         for cmd in steps:
             log.write("$ " + " ".join(cmd) + "\n")
@@ -124,7 +173,7 @@ def build_controller(
                 tail = "\n".join(proc.stdout.strip().splitlines()[-20:])
                 if not verbose:
                     sys.stderr.write(tail + "\n")
-                raise UserError(f"controller build failed at '{' '.join(cmd[:2])}' (full log: {log_path})")
+                raise UserError(f"controller build failed at '{' '.join(cmd[:3])}' (full log: {log_path})")
     return binary_path(build)
 
 
@@ -151,15 +200,16 @@ def controller_command(
     extra: list[str] | None = None,
 ) -> list[str]:
     """The ``gail-robot-controller`` command line for ``policy`` (model resolved from its meta.json)."""
-    from gail_robot.export import read_meta
+    from gail_robot.export import detect_format, read_meta
 
     policy = Path(policy)
-    meta = read_meta(policy)
-    fmt = meta.get("module_format", "torchscript")
-    if fmt != "torchscript":
+    fmt = detect_format(policy) if policy.is_file() else "torchscript"  # (read_meta reports a missing file)
+    if fmt not in ("torchscript", "pt2"):
         raise UserError(
-            f"{policy} is a {fmt} export: the C++ controller runs TorchScript files (--format torchscript)"
+            f"{policy} is a {fmt} export: the C++ controller runs TorchScript and pt2 files "
+            "(--format torchscript)"
         )
+    meta = read_meta(policy)
     if meta.get("observation_layout") is None:
         note = meta.get("controller_note") or "no observation layout in meta.json"
         raise UserError(f"{policy} cannot run in the C++ controller: {note}")
@@ -213,6 +263,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--verbose", action="store_true", help="show the compiler output")
     path = sub.add_parser("path", help="print the path of the built controller binary")
     path.add_argument("--build-dir", default=None)
+    prefix = sub.add_parser(
+        "cmake-prefix", help="print the policy library's install prefix (for CMAKE_PREFIX_PATH)"
+    )
+    prefix.add_argument("--build-dir", default=None)
     run = sub.add_parser("run", help="run an exported policy in the C++ closed loop (prints JSON)")
     run.add_argument("policy", help="exported TorchScript policy (gail-robot export)")
     run.add_argument("--model", default=None, help="MJCF model (default: the env's model named in meta.json)")
@@ -243,6 +297,9 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.action == "path":
         print(binary_path(args.build_dir))
+        return 0
+    if args.action == "cmake-prefix":
+        print(cmake_prefix(args.build_dir))
         return 0
     if args.steps < 1:
         raise UserError("--steps must be at least 1")

@@ -1,8 +1,10 @@
-"""Shared fixtures. ``ray_cluster``: one real two-node Ray cluster on localhost for the whole session."""
+"""Shared fixtures. ``ray_cluster``: one real two-node Ray cluster on localhost for the whole session;
+``controller_build``: the C++ policy library and controller, built once per session."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,3 +29,18 @@ def ray_cluster() -> Iterator[Any]:
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def controller_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the policy library (installed into ``BUILD/prefix``) and the controller once per session.
+
+    Deliberately not skipped when cmake or a compiler is missing: CI must build the C++ side so that
+    deployment cannot rot (cmake comes with the [dev] extra). Returns the build directory.
+    """
+    from gail_robot import controller
+
+    build_dir = tmp_path_factory.mktemp("controller-build")
+    binary = controller.build_controller(build_dir)
+    assert binary == build_dir.resolve() / "gail-robot-controller" and binary.is_file()
+    return build_dir

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "json.hpp"
+#include <gail_robot/json.hpp>
 
 namespace gail_robot {
 

@@ -1,32 +1,26 @@
-// gail-robot-controller: closes the loop between an exported gail_robot policy (TorchScript, run with
-// libtorch) and a MuJoCo model (C API), the way a robot controller would, and prints one JSON object.
+// gail-robot-controller: closes the loop between an exported gail_robot policy (run by the gail_robot::policy
+// library) and a MuJoCo model (C API), the way a robot controller would, and prints one JSON object.
 //
 //   gail-robot-controller --policy policy.pt --model hopper.xml --steps 1000
 //                         [--state-file S.txt | --init-qpos Q.txt --init-qvel V.txt]
 //                         [--actions-out A.txt] [--obs-out O.txt] [--no-terminate] [--realtime]
-//                         [--warmup N] [--seed S --reset-noise X] [--no-freeze]
+//                         [--warmup N] [--seed S --reset-noise X] [--backend auto|native|libtorch]
 //                         [--realtime [--spin]] [--cpu N] [--rt-priority P]
 //
 // --realtime paces the loop at the control timestep (sleeping, or busy-waiting with --spin); --cpu
 // pins the control thread to one core and --rt-priority P asks for SCHED_FIFO priority P with the
 // process memory locked (needs CAP_SYS_NICE / root): what a robot's control thread would do.
 //
-// Real-time habits: everything is loaded and warmed up before the loop; one intra-op and one inter-op
-// thread (no pool wake-ups in the control thread); inference mode (no autograd bookkeeping); one input
-// tensor allocated once and filled in place; no allocation or I/O inside the loop other than the
-// optional --actions-out/--obs-out logs, which are buffered and written after the loop.
-#include <ATen/Parallel.h>
+// Real-time habits: everything is loaded and warmed up before the loop (gail_robot::Policy::load does the
+// policy's part: see its header); no allocation or I/O inside the loop other than the optional
+// --actions-out/--obs-out logs, which are buffered and written after the loop. realtime_loop.cpp is the
+// fixed-rate template for a robot's own loop.
 #include <mujoco/mujoco.h>
-#include <pthread.h>
-#include <sched.h>
-#include <sys/mman.h>
-#include <torch/script.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -37,8 +31,9 @@
 #include <thread>
 #include <vector>
 
-#include "json.hpp"
+#include <gail_robot/policy.hpp>
 #include "locomotion.hpp"
+#include "scheduling.hpp"
 
 namespace {
 
@@ -50,7 +45,7 @@ struct Options {
   int warmup = 200;
   bool terminate = true;
   bool realtime = false;
-  bool freeze = true;
+  std::string backend = "auto";
   bool spin = false;
   int cpu = -1;
   int rt_priority = 0;
@@ -61,7 +56,7 @@ struct Options {
 const char* kUsage =
     "usage: gail-robot-controller --policy POLICY.pt --model MODEL.xml [--steps N] [--warmup N]\n"
     "         [--state-file FILE | --init-qpos FILE --init-qvel FILE] [--seed S --reset-noise X]\n"
-    "         [--actions-out FILE] [--obs-out FILE] [--no-terminate] [--no-freeze]\n"
+    "         [--actions-out FILE] [--obs-out FILE] [--no-terminate] [--backend auto|native|libtorch]\n"
     "         [--realtime [--spin]] [--cpu N] [--rt-priority P]\n";
 
 Options parse_args(int argc, char** argv) {
@@ -85,7 +80,7 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--reset-noise") o.reset_noise = std::stod(next());
     else if (a == "--no-terminate") o.terminate = false;
     else if (a == "--realtime") o.realtime = true;
-    else if (a == "--no-freeze") o.freeze = false;
+    else if (a == "--backend") o.backend = next();
     else if (a == "--spin") o.spin = true;
     else if (a == "--cpu") o.cpu = std::stoi(next());
     else if (a == "--rt-priority") o.rt_priority = std::stoi(next());
@@ -142,35 +137,15 @@ struct ModelHandle {
 // MuJoCo prints warnings to stdout by default; stdout carries the JSON report, so send them to stderr.
 void warning_to_stderr(const char* msg) { std::fprintf(stderr, "MuJoCo warning: %s\n", msg); }
 
-// The exported module, frozen unless asked otherwise, and its meta.json.
-torch::jit::Module load_policy(const Options& opt, gail_robot::json::Value* meta) {
-  torch::jit::ExtraFilesMap extra{{"meta.json", ""}};
-  torch::jit::Module policy;
-  try {
-    policy = torch::jit::load(opt.policy, torch::kCPU, extra);
-  } catch (const c10::Error&) {
-    throw std::runtime_error("cannot load policy " + opt.policy + " (not a TorchScript file?)");
-  }
-  if (extra["meta.json"].empty())
-    throw std::runtime_error(opt.policy + " has no meta.json (not exported by gail-robot)");
-  *meta = gail_robot::json::parse(extra["meta.json"]);
-  policy.eval();
-  if (opt.freeze) {
-    // Inline the weights as constants (no attribute lookups per call); numerics are unchanged.
-    policy = torch::jit::freeze(policy, std::nullopt, /*optimize_numerics=*/false);
-  }
-  return policy;
-}
-
 // The model and the policy must describe the same robot at the same control rate.
-void check_model(const mjModel* m, const gail_robot::json::Value& meta, int act_dim, double dt) {
+void check_model(const mjModel* m, const gail_robot::PolicyMeta& meta, int act_dim, double dt) {
   if (m->nu != act_dim)
     throw std::runtime_error("model has " + std::to_string(m->nu) + " actuators, the policy outputs " +
                              std::to_string(act_dim) + " actions (wrong --model?)");
-  if (meta.has("dt") && std::abs(meta.at("dt").as_number() - dt) > 1e-9)
+  if (meta.dt > 0 && std::abs(meta.dt - dt) > 1e-9)
     throw std::runtime_error("model timestep x frame_skip = " + std::to_string(dt) +
-                             " s differs from the policy's control timestep " +
-                             std::to_string(meta.at("dt").as_number()) + " s (wrong --model?)");
+                             " s differs from the policy's control timestep " + std::to_string(meta.dt) +
+                             " s (wrong --model?)");
 }
 
 // Initial state: a full mjSTATE_INTEGRATION state, or qpos/qvel (default qpos0 / zero, optionally
@@ -209,27 +184,6 @@ void set_initial_state(const mjModel* m, mjData* d, const Options& opt) {
   mj_forward(m, d);
 }
 
-// Optional real-time scheduling of the control thread: pin it to a core, SCHED_FIFO, locked memory.
-void apply_scheduling(const Options& opt) {
-  if (opt.cpu >= 0) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(opt.cpu, &set);
-    if (int err = pthread_setaffinity_np(pthread_self(), sizeof(set), &set))
-      throw std::runtime_error("cannot pin the control thread to cpu " + std::to_string(opt.cpu) + ": " +
-                               std::strerror(err));
-  }
-  if (opt.rt_priority > 0) {
-    if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0)
-      throw std::runtime_error(std::string("mlockall failed (needs CAP_IPC_LOCK): ") + std::strerror(errno));
-    sched_param param{};
-    param.sched_priority = opt.rt_priority;
-    if (int err = pthread_setschedparam(pthread_self(), SCHED_FIFO, &param))
-      throw std::runtime_error("cannot set SCHED_FIFO priority " + std::to_string(opt.rt_priority) +
-                               " (needs CAP_SYS_NICE): " + std::strerror(err));
-  }
-}
-
 // A JSON string literal's contents (env ids are plain, but the report must stay valid JSON regardless).
 std::string json_escape(const std::string& text) {
   std::string out;
@@ -253,15 +207,16 @@ void write_rows(const std::string& path, const std::vector<float>& values, int c
 
 int run(const Options& opt) {
   mju_user_warning = warning_to_stderr;
-  at::set_num_threads(1);
-  at::set_num_interop_threads(1);
 
   // ---- load everything before the loop ------------------------------------------------------------
-  gail_robot::json::Value meta;
-  torch::jit::Module policy = load_policy(opt, &meta);
-  const int obs_dim = meta.at("obs_dim").as_int();
-  const int act_dim = meta.at("act_dim").as_int();
-  const int frame_skip = meta.at("frame_skip").as_int();
+  gail_robot::PolicyOptions policy_options;
+  policy_options.backend = opt.backend;
+  policy_options.warmup_calls = opt.warmup;
+  gail_robot::Policy policy = gail_robot::Policy::load(opt.policy, policy_options);
+  const gail_robot::PolicyMeta& meta = policy.meta();
+  const int obs_dim = policy.obs_dim();
+  const int act_dim = policy.act_dim();
+  const int frame_skip = meta.frame_skip;
 
   ModelHandle h;
   char err[1000] = "";
@@ -272,33 +227,25 @@ int run(const Options& opt) {
   mjData* d = h.d;
   const double dt = m->opt.timestep * frame_skip;
   check_model(m, meta, act_dim, dt);
-  gail_robot::ObservationBuilder observe(m, meta.at("observation_layout"), obs_dim);
-  gail_robot::LocomotionTask task(m, meta.at("task"));
+  gail_robot::ObservationBuilder observe(m, meta.raw.at("observation_layout"), obs_dim);
+  gail_robot::LocomotionTask task(m, meta.raw.at("task"));
   set_initial_state(m, d, opt);
 
   // ---- buffers and warm-up ------------------------------------------------------------------------
-  c10::InferenceMode inference_guard;
-  torch::Tensor input = torch::zeros({1, obs_dim}, torch::kFloat32);
-  float* input_ptr = input.data_ptr<float>();
-  std::vector<torch::jit::IValue> inputs{input};
-  auto forward = [&]() -> torch::Tensor {
-    torch::Tensor out = policy.forward(inputs).toTensor();
-    if (out.scalar_type() != torch::kFloat32 || out.numel() != act_dim || !out.is_contiguous())
-      throw std::runtime_error("policy output is not a contiguous float32 (1, act_dim) tensor");
-    return out;
-  };
-  // Warm up on the real first observation: the profiling executor specialises on the first calls, and
-  // the first calls touch every page of the weights.
+  std::vector<float> observation(static_cast<std::size_t>(obs_dim));
+  float* input_ptr = observation.data();
+  std::vector<float> action(static_cast<std::size_t>(act_dim));
+  // Warm up on the real first observation too (load() warmed up on the normalisation mean).
   observe.build(d, input_ptr);
-  for (int i = 0; i < opt.warmup; ++i) forward();
+  for (int i = 0; i < opt.warmup; ++i) policy.act(input_ptr, action.data());
+  policy.reset();
 
   std::vector<double> infer_us;
   infer_us.reserve(static_cast<size_t>(opt.steps));
   std::vector<float> action_log, obs_log;
   if (!opt.actions_out.empty()) action_log.reserve(static_cast<size_t>(opt.steps * act_dim));
   if (!opt.obs_out.empty()) obs_log.reserve(static_cast<size_t>(opt.steps * obs_dim));
-  std::vector<float> action(static_cast<size_t>(act_dim));
-  apply_scheduling(opt);
+  gail_robot::apply_scheduling(opt.cpu, opt.rt_priority);
 
   // ---- the control loop ---------------------------------------------------------------------------
   double episode_return = 0.0;
@@ -312,9 +259,8 @@ int run(const Options& opt) {
     if (!opt.obs_out.empty()) obs_log.insert(obs_log.end(), input_ptr, input_ptr + obs_dim);
 
     const auto t0 = Clock::now();
-    torch::Tensor out = forward();
-    const float* out_ptr = out.data_ptr<float>();
-    std::copy(out_ptr, out_ptr + act_dim, action.begin());
+    // A non-finite observation is refused and the last action held (policy.refused() counts them).
+    policy.act(input_ptr, action.data());
     const auto t1 = Clock::now();
     infer_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
 
@@ -349,13 +295,15 @@ int run(const Options& opt) {
   // ---- logs and the report ------------------------------------------------------------------------
   if (!opt.actions_out.empty()) write_rows(opt.actions_out, action_log, act_dim);
   if (!opt.obs_out.empty()) write_rows(opt.obs_out, obs_log, obs_dim);
-  const std::string env_id = json_escape(meta.has("env_id") ? meta.at("env_id").as_string() : "");
+  const std::string env_id = json_escape(meta.env_id);
   std::printf(
       "{\"env_id\": \"%s\", \"steps\": %ld, \"return\": %.10g, \"fell\": %s, \"infer_us_p50\": %.3f, "
-      "\"infer_us_p99\": %.3f, \"infer_us_max\": %.3f, \"loop_hz\": %.1f, \"dt\": %.6g, \"realtime\": %s}\n",
+      "\"infer_us_p99\": %.3f, \"infer_us_max\": %.3f, \"loop_hz\": %.1f, \"dt\": %.6g, \"realtime\": %s, "
+      "\"backend\": \"%s\", \"refused\": %llu}\n",
       env_id.c_str(), steps, episode_return, fell ? "true" : "false", percentile(infer_us, 0.5),
       percentile(infer_us, 0.99), *std::max_element(infer_us.begin(), infer_us.end()),
-      static_cast<double>(steps) / loop_s, dt, opt.realtime ? "true" : "false");
+      static_cast<double>(steps) / loop_s, dt, opt.realtime ? "true" : "false", policy.backend().c_str(),
+      static_cast<unsigned long long>(policy.refused()));
   return 0;
 }
 
@@ -366,7 +314,7 @@ int main(int argc, char** argv) {
     return run(parse_args(argc, argv));
   } catch (const std::exception& e) {
     std::string what = e.what();
-    // c10::Error carries a C++ backtrace after the first line; a user needs only the first line.
+    // Keep the first line only (libtorch errors carry a backtrace after it).
     what = what.substr(0, what.find('\n'));
     std::fprintf(stderr, "gail-robot-controller: error: %s\n", what.c_str());
     return 2;

@@ -46,8 +46,8 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("--verify-obs must be at least 1000")
     bundle = load_policy(args.source)
     meta = export_policy(bundle, args.out, fmt=fmt, mode=args.mode, source=str(args.source))
-    if fmt != "torchscript":
-        controller = "no (it runs TorchScript files)"
+    if fmt == "onnx":
+        controller = "no (it runs TorchScript and pt2 files)"
     elif meta["observation_layout"] is None:
         controller = f"no ({meta['controller_note']})"
     else:

@@ -287,12 +287,34 @@ def detect_format(path: str | Path) -> str:
     return fmt
 
 
+def check_meta(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` if this version can run the file; UserError for a newer format or an inconsistent layout.
+
+    The same refusals as the C++ library's (csrc/policy/src/meta.cpp), so both sides agree on a file.
+    """
+    version = meta.get("format_version")
+    if isinstance(version, int) and version > META_FORMAT_VERSION:
+        raise UserError(
+            f"{path} was written by a newer gail-robot (policy format version {version}; this version "
+            f"reads up to {META_FORMAT_VERSION}): upgrade gail-robot"
+        )
+    layout, obs_dim = meta.get("observation_layout"), meta.get("obs_dim")
+    if isinstance(layout, list) and isinstance(obs_dim, int):
+        total = sum(int(segment.get("size", 0)) for segment in layout)
+        if total != obs_dim:
+            raise UserError(
+                f"{path}: meta.json's observation_layout has {total} values but obs_dim is {obs_dim} "
+                "(mismatched file)"
+            )
+    return meta
+
+
 def _zip_meta(path: Path) -> dict[str, Any]:
     with zipfile.ZipFile(path) as archive:
         names = [n for n in archive.namelist() if n.endswith("/extra/meta.json")]
         if not names:
             raise UserError(f"{path} has no meta.json: it was not exported by gail-robot")
-        return dict(json.loads(archive.read(names[0])))
+        return check_meta(path, dict(json.loads(archive.read(names[0]))))
 
 
 def _onnx_meta(path: Path) -> dict[str, Any]:
@@ -303,7 +325,7 @@ def _onnx_meta(path: Path) -> dict[str, Any]:
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     if "meta.json" not in props:
         raise UserError(f"{path} has no meta.json: it was not exported by gail-robot")
-    return dict(json.loads(props["meta.json"]))
+    return check_meta(path, dict(json.loads(props["meta.json"])))
 
 
 def _existing_file(path: str | Path) -> Path:
@@ -344,6 +366,12 @@ def load_exported(path: str | Path) -> LoadedPolicy:
     with torchscript_calls():
         module = torch.jit.load(str(path), map_location="cpu")
     module.eval()
+    module_obs_dim = getattr(module, "obs_dim", meta.get("obs_dim"))
+    if module_obs_dim != meta.get("obs_dim"):
+        raise UserError(
+            f"{path}: the module takes {module_obs_dim} observations, meta.json says obs_dim "
+            f"{meta.get('obs_dim')} (mismatched file)"
+        )
 
     def run_ts(obs: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

@@ -1,7 +1,8 @@
 // A small JSON reader for the policy's meta.json (objects, arrays, numbers, strings, bools, null).
 //
-// The controller must not depend on anything beyond libtorch and MuJoCo, and meta.json is written by
-// gail_robot.export with Python's json module, so a strict recursive-descent reader is enough here.
+// Part of the public API of gail_robot::policy (Policy::meta().raw): the library and its users must not
+// depend on a JSON package, and meta.json is written by gail_robot.export with Python's json module, so a
+// strict recursive-descent reader is enough here.
 #pragma once
 
 #include <cstdlib>

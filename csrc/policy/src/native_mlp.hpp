@@ -1,0 +1,43 @@
+// The allocation-free kernels: the exported module's arithmetic (docs/DESIGN.md §5) for an MLP actor, on
+// buffers allocated once. No libtorch here: building one is torchscript_backend.cpp's job.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace gail_robot::detail {
+
+enum class Activation { kTanh, kRelu, kElu, kSilu };
+
+struct NativeLayer {
+  int n_in = 0, n_out = 0;
+  std::vector<float> w;  // (n_in, n_out) row-major: the transpose of torch's Linear.weight
+  std::vector<float> b;  // (n_out,)
+};
+
+// obs -> clip((obs - mean) / std, +-clip) in float64, rounded to float32 -> Linear/activation layers ->
+// [tanh of the first act_dim outputs (a squashed actor)] -> clip to [-1, 1] -> low + (a + 1) / 2 * range,
+// clipped to [low, high] in float32: the ops and order of ExportedPolicy.forward.
+struct NativeMlpSpec {
+  std::vector<double> obs_mean, obs_std;
+  double obs_clip = 0.0;
+  std::vector<NativeLayer> layers;
+  std::vector<Activation> activations;  // after each hidden layer: layers.size() - 1 of them
+  bool tanh_head = false;               // TanhGaussianActor: tanh(net(x)[:act_dim])
+  std::vector<float> action_low, action_high, action_range;
+};
+
+class NativeMlp {
+ public:
+  explicit NativeMlp(NativeMlpSpec spec);  // checks every shape; throws std::runtime_error
+  // One observation -> one action; touches only buffers allocated in the constructor.
+  void run(const float* obs, float* action) noexcept;
+  int obs_dim() const noexcept { return static_cast<int>(spec_.obs_mean.size()); }
+  int act_dim() const noexcept { return static_cast<int>(spec_.action_low.size()); }
+
+ private:
+  NativeMlpSpec spec_;
+  std::vector<float> h0_, h1_;  // ping-pong activations, as wide as the widest layer
+};
+
+}  // namespace gail_robot::detail
