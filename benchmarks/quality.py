@@ -34,6 +34,7 @@ Usage:
     python benchmarks/quality.py --demos demos.hdf5 --methods bc gail-ppo bc+gail-ppo
     python benchmarks/quality.py --tasks Hopper-v5 Walker2d-v5 --out runs/quality
     python benchmarks/quality.py --list                        # the task table
+    python benchmarks/quality.py --table walkers [--tasks Ant-v5]  # a README table over 5 seeds (sweeps)
 """
 
 from __future__ import annotations
@@ -493,7 +494,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--tasks", nargs="+", default=["Hopper-v5"], choices=sorted(TASKS))
+    parser.add_argument("--tasks", nargs="+", default=None, choices=sorted(TASKS))
+    parser.add_argument(
+        "--table",
+        choices=["hopper", "walkers", "arm", "classic"],
+        help="build a README table over --seeds seeds with gail-robot sweep (benchmarks/quality_tables.py)",
+    )
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per row of a --table (default 5)")
     parser.add_argument("--list", action="store_true", help="print the task table and exit")
     parser.add_argument("--methods", nargs="+", choices=METHODS, help="learners (default: per task)")
     parser.add_argument("--skip-trpo", action="store_true", help="no GAIL-TRPO")
@@ -515,6 +522,13 @@ def main() -> None:
     parser.add_argument("--nice", type=int, default=0, help="run the commands under nice -n N")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args()
+    if args.table:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from quality_tables import main_table
+
+        out = Path(args.out if args.out != "runs/quality" else "runs/quality-tables")
+        sys.exit(main_table(args.table, out, args.seeds, args.tasks))
+    args.tasks = args.tasks or ["Hopper-v5"]
     if args.list:
         for name, spec in TASKS.items():
             expert = " ".join(spec.expert_train) if spec.expert_train else "scripted"

@@ -1,0 +1,212 @@
+"""The README's quality tables, every row over seeds with confidence intervals (``gail-robot sweep``).
+
+``python benchmarks/quality.py --table NAME`` calls :func:`main_table` here. For each task of the
+table and each method it runs one sweep (``gail-robot sweep <task config> --seeds 5 --seed-start 0``:
+seeds 0-4, fixed before any run, never chosen after the fact) on the shipped demos
+(``datasets/experts/<task>/demos.hdf5``), normalised between a uniform random policy (measured here,
+50 episodes) and the demos' mean return. GAIL rows run both generators as one sweep
+(``--grid gail.generator=ppo,trpo``). Sweeps resume when rerun, so a table can be built over several
+sessions: rerun the same command.
+
+Outputs: ``OUT/<table>/<task>/<method>/`` (ordinary sweep directories), and, committed with the
+repository, ``benchmarks/results/<table>/<task>-<method>.json`` (each sweep's ``summary.json``),
+``benchmarks/results/<table>/table.md`` (the README table) and ``<table>.png`` (IQM with 95 % CI per
+task and method, rliable-style interval estimates).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One sweep of a table: a task, a method and its budget.
+
+    Attributes:
+        task: shipped config name (also the demos' directory under ``datasets/experts``).
+        env_id: Gymnasium id (for the random-policy return).
+        method: ``bc`` or ``gail`` (both generators, as grid points).
+        steps: env steps per run (GAIL) / ignored by BC.
+        sets: extra ``--set`` overrides.
+    """
+
+    task: str
+    env_id: str
+    method: str
+    steps: int
+    sets: tuple[str, ...] = ()
+
+
+def _walker(task: str, steps: int) -> list[Row]:
+    return [Row(task, task, "bc", steps), Row(task, task, "gail", steps)]
+
+
+TABLES: dict[str, list[Row]] = {
+    "hopper": _walker("Hopper-v5", 1_000_000),
+    "walkers": [
+        *_walker("Hopper-v5", 1_000_000),
+        *_walker("Walker2d-v5", 2_000_000),
+        *_walker("HalfCheetah-v5", 2_000_000),
+        *_walker("Ant-v5", 2_000_000),
+    ],
+    "arm": [
+        Row("ArmReach-v0", "gail_robot/ArmReach-v0", "bc", 500_000),
+        Row("ArmReach-v0", "gail_robot/ArmReach-v0", "gail", 500_000),
+        Row("ArmPush-v0", "gail_robot/ArmPush-v0", "bc", 2_000_000),
+        Row("ArmPush-v0", "gail_robot/ArmPush-v0", "gail", 2_000_000),
+        Row("ArmPickPlace-v0", "gail_robot/ArmPickPlace-v0", "bc", 2_000_000),
+        Row("ArmPickPlace-v0", "gail_robot/ArmPickPlace-v0", "gail", 2_000_000),
+    ],
+    "classic": [
+        Row(task, env, method, steps, ("gail.max_demos=1", "bc.max_demos=1") if task == "CartPole-v1" else ())
+        for task, env, steps in (
+            ("CartPole-v1", "CartPole-v1", 200_000),
+            ("Acrobot-v1", "Acrobot-v1", 300_000),
+            ("MountainCar-v0", "MountainCar-v0", 500_000),
+        )
+        for method in ("bc", "gail")
+    ],
+}
+
+
+def random_return(env_id: str, episodes: int = 50) -> float:
+    """Mean return of uniform random actions (reset seeds 0..episodes-1)."""
+    import gymnasium as gym
+    import numpy as np
+
+    import gail_robot.envs  # noqa: F401  (registers the arm tasks)
+
+    env = gym.make(env_id)
+    env.action_space.seed(0)
+    returns = []
+    for episode in range(episodes):
+        env.reset(seed=episode)
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return float(np.mean(returns))
+
+
+def sweep_command(row: Row, out: Path, seeds: int, random_ret: float) -> list[str]:
+    demos = REPO / "datasets" / "experts" / row.task / "demos.hdf5"
+    cmd = [
+        sys.executable,
+        "-m",
+        "gail_robot.cli",
+        "sweep",
+        row.task,
+        "--seeds",
+        str(seeds),
+        "--seed-start",
+        "0",
+    ]
+    cmd += ["--steps", str(row.steps), "--out", str(out), "--demos", str(demos)]
+    cmd += ["--random-return", f"{random_ret:.6g}", "--no-progress"]
+    cmd += ["--set", "run.eval_interval=50000"]
+    if row.method == "bc":
+        cmd += ["--set", "algo=bc"]
+    else:
+        cmd += ["--grid", "gail.generator=ppo,trpo"]
+    for s in row.sets:
+        cmd += ["--set", s]
+    return cmd
+
+
+def table_markdown(entries: list[tuple[Row, dict[str, Any]]]) -> str:
+    lines = [
+        "| task | method | n | IQM (normalised) | 95 % CI | mean | frac ≥ 0.9 | median steps to 0.9 | "
+        "median wall to 0.9 | success |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row, summary in entries:
+        runs = summary.get("runs", [])
+        for group in summary.get("groups", []):
+            name = (
+                "BC"
+                if row.method == "bc"
+                else f"GAIL-{group['overrides'].get('gail.generator', '?').upper()}"
+            )
+            members = [r for r in runs if r["overrides"] == group["overrides"]]
+            success = [r["success_rate"] for r in members if r.get("success_rate") is not None]
+            steps = group.get("median_steps_to_0.9")
+            wall = group.get("median_wall_to_0.9")
+            lines.append(
+                f"| {row.task} | {name} | {group['n']} | {group['iqm']:.2f} | "
+                f"[{group['ci_low']:.2f}, {group['ci_high']:.2f}] | {group['mean']:.2f} | "
+                f"{group['frac_ge_0.9']:.1f} | {'never' if steps is None else f'{steps / 1e3:.0f}k'} | "
+                f"{'—' if wall is None else f'{wall:.0f} s'} | "
+                f"{f'{sum(success) / len(success):.2f}' if success else '—'} |"
+            )
+    return "\n".join(lines)
+
+
+def plot_intervals(entries: list[tuple[Row, dict[str, Any]]], path: Path) -> None:
+    """IQM with its 95 % CI per task and method (rliable's interval-estimate plot)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, iqm, low, high = [], [], [], []
+    for row, summary in entries:
+        for group in summary.get("groups", []):
+            gen = group["overrides"].get("gail.generator")
+            labels.append(f"{row.task} {'BC' if row.method == 'bc' else 'GAIL-' + str(gen).upper()}")
+            iqm.append(group["iqm"])
+            low.append(group["ci_low"])
+            high.append(group["ci_high"])
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(labels) + 1.2))
+    y = list(range(len(labels)))[::-1]
+    for yi, m, lo, hi in zip(y, iqm, low, high, strict=True):
+        ax.plot([lo, hi], [yi, yi], lw=6, alpha=0.4, color="C0")
+        ax.plot([m], [yi], "|", ms=14, color="k")
+    ax.axvline(0.9, ls="--", color="gray", lw=1)
+    ax.set_yticks(y, labels)
+    ax.set_xlabel("normalised score: IQM and 95 % stratified-bootstrap CI over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main_table(name: str, out: Path, seeds: int, only: list[str] | None) -> int:
+    rows = [r for r in TABLES[name] if not only or r.task in only]
+    results_dir = RESULTS / name
+    results_dir.mkdir(parents=True, exist_ok=True)
+    randoms: dict[str, float] = {}
+    entries: list[tuple[Row, dict[str, Any]]] = []
+    failed = 0
+    for row in rows:
+        if row.env_id not in randoms:
+            randoms[row.env_id] = random_return(row.env_id)
+        sweep_dir = out / name / row.task / row.method
+        cmd = sweep_command(row, sweep_dir, seeds, randoms[row.env_id])
+        print("$ " + " ".join(cmd[1:]), flush=True)
+        code = subprocess.run(cmd).returncode
+        summary_path = sweep_dir / "summary.json"
+        if code != 0:
+            failed += 1
+            print(f"sweep exited {code}: {sweep_dir}", flush=True)
+        if summary_path.is_file():
+            shutil.copyfile(summary_path, results_dir / f"{row.task}-{row.method}.json")
+            entries.append((row, json.loads(summary_path.read_text())))
+    if entries:
+        table = table_markdown(entries)
+        (results_dir / "table.md").write_text(table + "\n")
+        plot_intervals(entries, results_dir / f"{name}.png")
+        print("\n" + table)
+        print(f"\n{results_dir / 'table.md'}, {results_dir / (name + '.png')}")
+    return 1 if failed else 0
