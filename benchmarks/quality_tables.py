@@ -80,25 +80,10 @@ TABLES: dict[str, list[Row]] = {
 
 
 def random_return(env_id: str, episodes: int = 50) -> float:
-    """Mean return of uniform random actions (reset seeds 0..episodes-1)."""
-    import gymnasium as gym
-    import numpy as np
+    """Mean return of uniform random actions (reset seeds 0..episodes-1), as quality.py measures it."""
+    from quality import random_return as measure
 
-    import gail_robot.envs  # noqa: F401  (registers the arm tasks)
-
-    env = gym.make(env_id)
-    env.action_space.seed(0)
-    returns = []
-    for episode in range(episodes):
-        env.reset(seed=episode)
-        total, done = 0.0, False
-        while not done:
-            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return float(np.mean(returns))
+    return measure(env_id, episodes)[0]
 
 
 def sweep_command(row: Row, out: Path, seeds: int, random_ret: float) -> list[str]:
