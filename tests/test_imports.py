@@ -175,3 +175,16 @@ def test_no_import_cycles() -> None:
 @pytest.mark.parametrize("name", sorted(n for n in MODULES if not n.endswith("__main__")))
 def test_every_module_imports(name: str) -> None:
     importlib.import_module(name)
+
+
+def test_ray_stays_off_the_default_code_path() -> None:
+    """Ray is an optional extra: the command, the trainers and the vector envs load without it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gail_robot.cli, gail_robot.algos.trainer, gail_robot.envs.ray_vector, "
+        "gail_robot.sweep.cli; "
+        "assert 'ray' not in sys.modules, 'ray imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
