@@ -119,12 +119,13 @@ class RolloutWorker:
         self.obs = obs
         return obs, infos
 
-    def replay(self, seeds: list[int | None], actions: np.ndarray) -> None:
-        """Reset with ``seeds`` and execute ``actions (T, n, act_dim)``: the states of a lost worker."""
+    def replay(self, seeds: list[int | None], rounds: list[np.ndarray]) -> None:
+        """Reset with ``seeds``, then execute each ``(T, n, ...)`` block of ``rounds`` (a lost worker)."""
         self.reset(seeds)
         assert self.envs is not None
-        for step_actions in actions:
-            self.obs = self.envs.step(step_actions)[0]
+        for actions in rounds:
+            for step_actions in actions:
+                self.obs = self.envs.step(step_actions)[0]
 
     def step(self, actions: np.ndarray) -> Any:
         assert self.envs is not None
@@ -244,13 +245,8 @@ class RayVectorEnv(SlicedVectorEnv):
         if seeds is None:
             return
         sl = self._slices[i]
-        act_dim = self._history[0].shape[2:] if self._history else self.single_action_space.shape
-        actions = (
-            np.concatenate([h[:, sl] for h in self._history])
-            if self._history
-            else np.zeros((0, self._sizes[i], *(act_dim or ())), np.float32)
-        )
-        self._get_with_replacement([i], lambda j: self._workers[j].replay.remote(seeds[sl], actions))
+        rounds = [h[:, sl] for h in self._history]
+        self._get_with_replacement([i], lambda j: self._workers[j].replay.remote(seeds[sl], rounds))
 
     def _get_with_replacement(self, indices: list[int], submit: Callable[[int], Any]) -> list[Any]:
         """Submit ``submit(i)`` to workers ``indices`` and collect the results, replacing dead workers."""
