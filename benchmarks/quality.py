@@ -35,6 +35,7 @@ Usage:
     python benchmarks/quality.py --tasks Hopper-v5 Walker2d-v5 --out runs/quality
     python benchmarks/quality.py --list                        # the task table
     python benchmarks/quality.py --table walkers [--tasks Ant-v5]  # a README table over 5 seeds (sweeps)
+    python benchmarks/quality.py --table walkers --collect      # archive finished runs, rebuild the table
 """
 
 from __future__ import annotations
@@ -501,6 +502,12 @@ def main() -> None:
         help="build a README table over --seeds seeds with gail-robot sweep (benchmarks/quality_tables.py)",
     )
     parser.add_argument("--seeds", type=int, default=5, help="seeds per row of a --table (default 5)")
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="with --table: archive the runs finished so far under benchmarks/results and rebuild the table; "
+        "run nothing",
+    )
     parser.add_argument("--list", action="store_true", help="print the task table and exit")
     parser.add_argument("--methods", nargs="+", choices=METHODS, help="learners (default: per task)")
     parser.add_argument("--skip-trpo", action="store_true", help="no GAIL-TRPO")
@@ -527,7 +534,7 @@ def main() -> None:
         from quality_tables import main_table
 
         out = Path(args.out if args.out != "runs/quality" else "runs/quality-tables")
-        sys.exit(main_table(args.table, out, args.seeds, args.tasks))
+        sys.exit(main_table(args.table, out, args.seeds, args.tasks, collect=args.collect))
     args.tasks = args.tasks or ["Hopper-v5"]
     if args.list:
         for name, spec in TASKS.items():

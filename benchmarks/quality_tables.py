@@ -12,6 +12,14 @@ Outputs: ``OUT/<table>/<task>/<method>/`` (ordinary sweep directories), and, com
 repository, ``benchmarks/results/<table>/<task>-<method>.json`` (each sweep's ``summary.json``),
 ``benchmarks/results/<table>/table.md`` (the README table) and ``<table>.png`` (IQM with 95 % CI per
 task and method, rliable-style interval estimates).
+
+**Carrying a table across machines.** A table takes many hours on two cores, longer than one session
+on one machine. The small files of every finished run (``eval.json``, ``metrics.jsonl``,
+``config.yaml``) and the sweep's ``sweep.json`` are archived under
+``benchmarks/results/<table>/runs/<task>/<method>/`` (committed, a few hundred kB per sweep) and put
+back into ``OUT`` before the sweep starts, where the sweep counts them as finished (``eval.json``).
+``--collect`` only archives what has finished so far and rebuilds the table and figure, without
+running anything: run it before committing while a table is still being built.
 """
 
 from __future__ import annotations
@@ -77,6 +85,47 @@ TABLES: dict[str, list[Row]] = {
         for method in ("bc", "gail")
     ],
 }
+
+
+#: The files of a finished run that the table needs (final evaluation, curve, what was run).
+ARCHIVED_FILES = ("eval.json", "metrics.jsonl", "config.yaml")
+
+
+def archive_runs(sweep_dir: Path, archive: Path) -> int:
+    """Copy the small files of every finished run of ``sweep_dir`` into ``archive``; how many runs."""
+    count = 0
+    for eval_file in sorted(sweep_dir.glob("**/eval.json")):
+        run_dir = eval_file.parent
+        dest = archive / run_dir.relative_to(sweep_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ARCHIVED_FILES:
+            if (run_dir / name).is_file():
+                shutil.copyfile(run_dir / name, dest / name)
+        count += 1
+    if count and (sweep_dir / "sweep.json").is_file():
+        shutil.copyfile(sweep_dir / "sweep.json", archive / "sweep.json")
+    return count
+
+
+def restore_runs(archive: Path, sweep_dir: Path) -> int:
+    """Put archived finished runs back into ``sweep_dir`` where it lacks them; how many runs.
+
+    ``eval.json`` is copied last so that a run only ever looks finished with its curve beside it."""
+    count = 0
+    if not archive.is_dir():
+        return 0
+    for eval_file in sorted(archive.glob("**/eval.json")):
+        dest = sweep_dir / eval_file.parent.relative_to(archive)
+        if (dest / "eval.json").is_file():
+            continue
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ARCHIVED_FILES:
+            if (eval_file.parent / name).is_file():
+                shutil.copyfile(eval_file.parent / name, dest / name)
+        count += 1
+    if (archive / "sweep.json").is_file() and not (sweep_dir / "sweep.json").is_file():
+        shutil.copyfile(archive / "sweep.json", sweep_dir / "sweep.json")
+    return count
 
 
 def random_return(env_id: str, episodes: int = 50) -> float:
@@ -167,7 +216,7 @@ def plot_intervals(entries: list[tuple[Row, dict[str, Any]]], path: Path) -> Non
     plt.close(fig)
 
 
-def main_table(name: str, out: Path, seeds: int, only: list[str] | None) -> int:
+def main_table(name: str, out: Path, seeds: int, only: list[str] | None, collect: bool = False) -> int:
     rows = [r for r in TABLES[name] if not only or r.task in only]
     results_dir = RESULTS / name
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -178,13 +227,29 @@ def main_table(name: str, out: Path, seeds: int, only: list[str] | None) -> int:
         if row.env_id not in randoms:
             randoms[row.env_id] = random_return(row.env_id)
         sweep_dir = out / name / row.task / row.method
+        archive = results_dir / "runs" / row.task / row.method
         cmd = sweep_command(row, sweep_dir, seeds, randoms[row.env_id])
+        if collect:
+            if sweep_dir.is_dir():
+                archived = archive_runs(sweep_dir, archive)
+                print(f"{row.task} {row.method}: {archived} finished runs archived in {archive}", flush=True)
+            if not (archive / "sweep.json").is_file():
+                continue
+            # The summary of the archived runs only: nothing is started, a running sweep is not touched.
+            sweep_dir = archive
+            cmd = [*sweep_command(row, archive, seeds, randoms[row.env_id]), "--report-only"]
+        else:
+            restored = restore_runs(archive, sweep_dir)
+            if restored:
+                print(f"{row.task} {row.method}: {restored} finished runs restored from {archive}")
         print("$ " + " ".join(cmd[1:]), flush=True)
         code = subprocess.run(cmd).returncode
         summary_path = sweep_dir / "summary.json"
         if code != 0:
             failed += 1
             print(f"sweep exited {code}: {sweep_dir}", flush=True)
+        if not collect:
+            archive_runs(sweep_dir, archive)
         if summary_path.is_file():
             shutil.copyfile(summary_path, results_dir / f"{row.task}-{row.method}.json")
             entries.append((row, json.loads(summary_path.read_text())))

@@ -378,6 +378,7 @@ def sweep_cli(*argv: str) -> list[str]:
             "need --expert-return R or --demos",
         ),
         (sweep_cli("--set", "ppo.nope=1"), "unknown config key 'ppo.nope'"),
+        (sweep_cli("--report-only"), "no finished run of this sweep to report on"),
     ],
 )
 def test_bad_input_is_one_line(

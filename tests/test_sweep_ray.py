@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,6 +86,23 @@ def test_three_seeds_write_the_summary(
 
     again = evaluate_policy(load_policy(out / "seed_1" / "final.pt"), 10, seed=EVAL_SEED_OFFSET + 1)
     assert again.returns == json.loads((out / "seed_1" / "eval.json").read_text())["returns"]
+
+    # --report-only on the small files of two finished runs (what benchmarks/quality.py archives):
+    # their records are unchanged, nothing is started, the missing run is listed as not finished
+    archive = tmp_path / "archive"
+    for name in ("seed_0", "seed_2"):
+        (archive / name).mkdir(parents=True)
+        for file in ("eval.json", "metrics.jsonl", "config.yaml"):
+            shutil.copyfile(out / name / file, archive / name / file)
+    shutil.copyfile(out / "sweep.json", archive / "sweep.json")
+    capsys.readouterr()
+    assert cli_main(sweep_argv(archive, 3, 1024, "--report-only")) == 0
+    assert capsys.readouterr().out.strip() == f"{archive / 'summary.json'} (2 of 3 runs finished)"
+    partial = json.loads((archive / "summary.json").read_text())
+    assert partial["runs"] == [runs[0], runs[2]] and partial["groups"][0]["n"] == 2
+    assert "seed_1" in (archive / "summary.md").read_text().split("Not finished")[1]
+    kept = sorted(p.name for p in (archive / "seed_0").iterdir())
+    assert kept == ["config.yaml", "eval.json", "metrics.jsonl"]
 
 
 def _tree_fingerprint(directory: Path) -> dict[str, tuple[int, str]]:

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gail_robot.errors import UserError
+
+if TYPE_CHECKING:
+    from gail_robot.sweep.plan import RunPlan, SweepArgs
+    from gail_robot.sweep.report import Reference
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--random-return", type=float, default=0.0, metavar="R0", help="return of a score of 0 (default 0)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (run lines stay)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite summary.json/.md and curves.png from the runs finished so far; start nothing",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -89,6 +99,8 @@ def main(args: argparse.Namespace) -> int:
         named = {"gail": first.gail.demos, "bc": first.bc.demos}.get(first.algo)
         demos = Path(named) if named else None
     reference = reference_returns(args.expert_return, args.random_return, demos)
+    if args.report_only:
+        return _report_only(out, sweep_args, runs, reference)
     require_ray()  # a missing extra is one line before anything is written
     run_sweep(
         out,
@@ -98,4 +110,17 @@ def main(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         progress=not args.no_progress,
     )
+    return 0
+
+
+def _report_only(out: Path, sweep_args: SweepArgs, runs: list[RunPlan], reference: Reference) -> int:
+    """The reports of a sweep that may still be running elsewhere (each file is written atomically)."""
+    from gail_robot.sweep.plan import EVAL_FILE
+    from gail_robot.sweep.report import write_reports
+
+    finished = sum((out / run.name / EVAL_FILE).is_file() for run in runs)
+    if not finished:
+        raise UserError(f"{out}: no finished run of this sweep to report on")
+    path = write_reports(out, sweep_args, runs, reference)
+    print(f"{path} ({finished} of {len(runs)} runs finished)")
     return 0
