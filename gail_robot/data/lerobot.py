@@ -285,13 +285,13 @@ def to_lerobot(src: DemoDataset, out: Path, task: str | None = None, overwrite: 
 
         episodes = {k: [r[k] for r in episode_rows] for k in episode_rows[0]}
         ep_cols = {}
-        for k, values in episodes.items():
-            if isinstance(values[0], np.ndarray):  # per-episode vectors keep their dtype
+        for k, per_episode in episodes.items():
+            if isinstance(per_episode[0], np.ndarray):  # per-episode vectors keep their dtype
                 ep_cols[k] = pa.array(
-                    [v.tolist() for v in values], pa.list_(pa.from_numpy_dtype(values[0].dtype))
+                    [v.tolist() for v in per_episode], pa.list_(pa.from_numpy_dtype(per_episode[0].dtype))
                 )
             else:
-                ep_cols[k] = pa.array(values)
+                ep_cols[k] = pa.array(per_episode)
         path = tmp / EPISODES_PATH.format(chunk_index=0, file_index=0)
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table(ep_cols), path)
@@ -511,7 +511,7 @@ def from_lerobot(src: Path, out: Path, overwrite: bool = False) -> LeRobotImport
     else:
         for feat in obs_names.values():
             cols[feat] = cols[feat].reshape(n_all, -1)  # a shape (1,) observation stays a vector
-        boxes = {
+        boxes: dict[str, gym.Space[Any]] = {
             key: gym.spaces.Box(-np.inf, np.inf, shape=cols[feat].shape[1:], dtype=cols[feat].dtype.type)
             for key, feat in obs_names.items()
         }
