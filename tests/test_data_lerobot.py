@@ -70,6 +70,14 @@ def test_round_trip_is_bit_exact_with_masks_and_attributes(hopper: Path, tmp_pat
     assert "exists already" in one_line_error(
         run_cli("data", "convert", str(src), "--to", "lerobot", "--out", str(out))
     )
+    assert "goes with --to lerobot" in one_line_error(
+        run_cli("data", "convert", str(src), "--to", "npz", "--out", str(tmp_path / "x.npz"), "--task", "t")
+    )
+    # --overwrite replaces the directory as a whole (built beside it, then renamed into place)
+    (out / "stale.txt").write_text("old")
+    convert(str(src), str(out), to="lerobot", overwrite=True)
+    assert not (out / "stale.txt").exists() and (out / "meta/info.json").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_layout_follows_the_published_v3_format(hopper: Path, tmp_path: Path) -> None:

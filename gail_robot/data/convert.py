@@ -482,6 +482,8 @@ def convert(
             raise UserError("say which format to write with --to (robomimic, npz, minari or lerobot)")
     if to not in FORMATS:
         raise UserError(f"unknown format '{to}' (choose from {', '.join(FORMATS)})")
+    if task is not None and to != "lerobot":
+        raise UserError("--task is the LeRobot dataset's task description: it goes with --to lerobot")
     if (src_format == "gail_robot") == (to == "gail_robot"):
         raise UserError(f"convert goes from or to the gail_robot format, not {src_format} -> {to}")
     out_path = Path(out)
