@@ -18,6 +18,7 @@ from test_data_tools import assert_same_demos, make_demos
 
 from gail_robot.data import DemoDataset
 from gail_robot.data.convert import convert
+from gail_robot.data.lerobot import read_extras
 from gail_robot.data.validate import validate_file
 
 pa = pytest.importorskip("pyarrow")
@@ -33,8 +34,8 @@ def hopper(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def with_interventions(src: Path, dst: Path) -> None:
     """A copy of ``src`` whose demos carry an intervention recording's optional datasets, added with
-    plain h5py (as any writer would store them): ``policy_actions`` (N, A) float32 and
-    ``interventions`` (N,) bool."""
+    plain h5py (as the intervention recorder stores them, docs/DESIGN.md §3): ``policy_actions``
+    (N, A) float32 and ``interventions`` (N,) uint8 0/1 flags."""
     dst.write_bytes(src.read_bytes())
     rng = np.random.default_rng(1)
     with h5py.File(dst, "r+") as f:
@@ -42,7 +43,7 @@ def with_interventions(src: Path, dst: Path) -> None:
             g = f["data"][name]
             n, a = g["actions"].shape
             g["policy_actions"] = rng.uniform(-1, 1, (n, a)).astype(np.float32)
-            g["interventions"] = rng.random(n) < 0.3
+            g["interventions"] = (rng.random(n) < 0.3).astype(np.uint8)
 
 
 def test_round_trip_is_bit_exact_with_masks_and_attributes(hopper: Path, tmp_path: Path) -> None:
@@ -65,7 +66,7 @@ def test_round_trip_is_bit_exact_with_masks_and_attributes(hopper: Path, tmp_pat
     for x, y in zip(a, b, strict=True):
         assert y.attrs["source"] == x.attrs["source"] and y.attrs["return"] == x.attrs["return"]
         assert y.obs["state"].dtype == x.obs["state"].dtype == np.float64
-        assert y.extras == {} == x.extras
+    assert read_extras(back, b.demo_names) == {n: {} for n in a.demo_names}
     assert validate_file(back) == []
     assert "exists already" in one_line_error(
         run_cli("data", "convert", str(src), "--to", "lerobot", "--out", str(out))
@@ -169,27 +170,30 @@ def test_layout_follows_the_published_v3_format(hopper: Path, tmp_path: Path) ->
 def test_intervention_datasets_travel_as_extra_features(hopper: Path, tmp_path: Path) -> None:
     src = tmp_path / "interv.hdf5"
     with_interventions(hopper, src)
-    orig = list(DemoDataset(src))
-    assert sorted(orig[0].extras) == ["interventions", "policy_actions"]
+    names = DemoDataset(src).demo_names
+    orig = read_extras(src, names)
+    assert sorted(orig["demo_0"]) == ["interventions", "policy_actions"]
     out = tmp_path / "lr"
     convert(str(src), str(out), to="lerobot")
     feats = json.loads((out / "meta/info.json").read_text())["features"]
-    assert feats["interventions"] == {"dtype": "bool", "shape": [1], "names": None}
+    assert feats["interventions"] == {"dtype": "uint8", "shape": [1], "names": None}
     assert feats["policy_actions"] == {"dtype": "float32", "shape": [3], "names": None}
     table = pq.read_table(out / "data/chunk-000/file-000.parquet")
     np.testing.assert_array_equal(
         table.column("interventions").to_numpy(zero_copy_only=False),
-        np.concatenate([d.extras["interventions"] for d in orig]),
+        np.concatenate([orig[n]["interventions"] for n in names]),
     )
     back = tmp_path / "back.hdf5"
     convert(str(out), str(back))
     assert_same_demos(src, back)
-    for x, y in zip(orig, DemoDataset(back), strict=True):
-        assert sorted(y.extras) == sorted(x.extras)
-        for name in x.extras:
-            assert y.extras[name].dtype == x.extras[name].dtype
-            np.testing.assert_array_equal(y.extras[name], x.extras[name])
+    got = read_extras(back, names)
+    for n in names:
+        assert sorted(got[n]) == sorted(orig[n])
+        for key, values in orig[n].items():
+            assert got[n][key].dtype == values.dtype
+            np.testing.assert_array_equal(got[n][key], values)
     assert validate_file(back) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.hdf5", "interv.hdf5", "lr"]
 
 
 def test_arm_task_fps_and_a_dict_free_box_observation(tmp_path: Path) -> None:
@@ -267,7 +271,9 @@ def test_import_of_a_dataset_written_by_lerobot(tmp_path: Path) -> None:
     assert d0.terminated.tolist() == [False, False, False, True] and not d0.truncated.any()
     assert d1.truncated.tolist() == [False, False, True] and not d1.terminated.any()
     np.testing.assert_array_equal(d1.rewards, [4, 5, 6])
-    np.testing.assert_array_equal(d0.extras["complementary_info.is_intervention"], [0, 1, 1, 0])
+    extras = read_extras(out, ds.demo_names)
+    np.testing.assert_array_equal(extras["demo_0"]["complementary_info.is_intervention"], [0, 1, 1, 0])
+    assert extras["demo_1"]["complementary_info.is_intervention"].dtype == np.float32
     assert d0.states.shape == (4, 0) and d0.attrs["source"] == "lerobot:so100"
     act = ds.action_space
     np.testing.assert_array_equal(act.low, np.concatenate([d0.actions, d1.actions]).min(axis=0))

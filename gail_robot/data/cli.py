@@ -174,9 +174,9 @@ def main(args: argparse.Namespace) -> int:
             task=args.task,
             notes=notes,
         )
-        print(f"converted {n} demos: {args.src} ({src_format}) -> {args.out} ({to})")
-        for note in notes:
+        for note in notes:  # what an import could not keep
             print(f"note: {note}")
+        print(f"converted {n} demos: {args.src} ({src_format}) -> {args.out} ({to})")
         return 0
     if cmd == "merge":
         from gail_robot.data.edit import merge

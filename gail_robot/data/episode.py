@@ -24,11 +24,6 @@ COMPRESSION = "gzip"
 COMPRESSION_LEVEL = 1
 #: target bytes per chunk of numeric data (rows per chunk = this / bytes per row).
 CHUNK_BYTES = 64 * 1024
-#: the per-step and per-demo datasets of every demo group (schema v1); any other dataset of a demo
-#: group with one row per step is an *extra* per-step dataset (``Episode.extras``, docs/DESIGN.md §3)
-CORE_DATASETS = ("actions", "rewards", "terminated", "truncated", "dones", "states", "final_state")
-#: the groups of every demo group
-CORE_GROUPS = ("obs", "next_obs")
 
 
 def chunk_rows(row_bytes: int, length: int) -> int:
@@ -70,13 +65,10 @@ class Episode:
         source: who acted (``"teleop:keyboard"``, ``"scripted"``, ``"policy:<file>"``, ...).
         success: whether the episode solved the task.
         model_file: MJCF XML of the model, when known.
-        extras: optional per-step datasets ``{name: (N, ...)}`` stored beside ``actions`` under
-            their name (e.g. an intervention recording's ``policy_actions`` and ``interventions``);
-            kept with their dtype. Names must not be core dataset names or contain ``/``.
 
     Raises:
         ValueError: empty episode, row counts or shapes that disagree, an episode end before the
-            last step, a bad extra name.
+            last step.
     """
 
     obs: dict[str, np.ndarray]
@@ -91,7 +83,6 @@ class Episode:
     source: str = "unknown"
     success: bool = False
     model_file: str | None = field(default=None, repr=False)
-    extras: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         def cast(name: str, dtype: Any, ndim: int) -> np.ndarray:
@@ -124,15 +115,6 @@ class Episode:
             if obs.shape != nxt.shape:
                 raise ValueError(f"episode obs[{key!r}] has shape {obs.shape}, next_obs[{key!r}] {nxt.shape}")
             rows[f"obs[{key!r}]"] = obs
-        extras = {}
-        for name, value in self.extras.items():
-            if name in CORE_DATASETS or name in CORE_GROUPS or "/" in name or not name:
-                raise ValueError(f"episode extra dataset name {name!r} is reserved or invalid")
-            extras[name] = np.asarray(value)
-            if extras[name].ndim == 0:
-                raise ValueError(f"episode extra {name!r} must have one row per step, got a scalar")
-            rows[f"extras[{name!r}]"] = extras[name]
-        object.__setattr__(self, "extras", extras)
         for name, arr in rows.items():
             if len(arr) != n:
                 raise ValueError(f"episode {name} has {len(arr)} rows, actions have {n}")
@@ -220,7 +202,6 @@ def write_episode(
         ("dones", ends.astype(np.uint8)),  # robomimic reads dones
         ("states", episode.states),
         ("final_state", episode.final_state),
-        *episode.extras.items(),
     ):
         _create(group, key, arr, cache)
     data.attrs["total"] = int(data.attrs["total"]) + len(episode)

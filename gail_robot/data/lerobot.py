@@ -36,11 +36,20 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import h5py
 import numpy as np
 
-from gail_robot.data.episode import Episode
+from gail_robot.data.episode import Episode, dataset_options
 from gail_robot.data.reader import Demo, DemoDataset
-from gail_robot.data.schema import EnvMeta, demo_name, obs_key_spaces, space_from_json, space_to_json
+from gail_robot.data.schema import (
+    EnvMeta,
+    demo_name,
+    obs_key_spaces,
+    open_h5,
+    space_from_json,
+    space_to_json,
+)
+from gail_robot.data.transaction import publish_once
 from gail_robot.data.writer import DemoWriter
 from gail_robot.errors import UserError
 
@@ -60,6 +69,10 @@ SIDE_VERSION = 1
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
 #: the frame columns every LeRobot dataset has
 INDEX_FEATURES = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+#: the datasets of every demo group (schema v1, docs/DESIGN.md §3); any other dataset of a demo group
+#: with one row per step is an *extra* per-step dataset (e.g. an intervention recording's
+#: ``policy_actions`` and ``interventions``), carried as a feature of its own name
+CORE_DATASETS = ("actions", "rewards", "terminated", "truncated", "dones", "states", "final_state")
 #: frame columns this converter maps onto demo fields (the rest of a foreign dataset become extras)
 STEP_FEATURES = ("action", "next.reward", "next.done", "next.terminated", "next.truncated", "physics_state")
 EP = "gail_robot/"  # prefix of our episode-table columns
@@ -156,6 +169,7 @@ def _tasks_table(pa: Any, tasks: list[str]) -> Any:
 def _frames(
     pa: Any,
     demo: Demo,
+    extras: dict[str, np.ndarray],
     ep_index: int,
     start: int,
     fps: int,
@@ -176,7 +190,7 @@ def _frames(
     cols["next.truncated"] = demo.truncated
     if demo.states.shape[1] > 0:
         cols["physics_state"] = demo.states
-    for name, values in demo.extras.items():
+    for name, values in extras.items():
         cols[name] = values
     frame = np.arange(n, dtype=np.int64)
     cols["timestamp"] = (frame / fps).astype(np.float32)
@@ -185,6 +199,36 @@ def _frames(
     cols["index"] = start + frame
     cols["task_index"] = np.zeros(n, dtype=np.int64)
     return cols, pa.table({k: _column(pa, v) for k, v in cols.items()})
+
+
+def read_extras(path: Path, names: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    """``{demo: {name: (N, ...)}}``: the extra per-step datasets of each demo, read from the file
+    itself (whatever wrote them: an intervention recording, a converter, h5py)."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    with open_h5(path) as f:
+        for demo in names:
+            g = f["data"][demo]
+            n = len(g["actions"])
+            out[demo] = {
+                key: item[()]
+                for key, item in g.items()
+                if key not in CORE_DATASETS
+                and isinstance(item, h5py.Dataset)
+                and item.ndim >= 1
+                and item.shape[0] == n
+            }
+    return out
+
+
+def _add_extras(path: Path, extras: dict[str, dict[str, np.ndarray]]) -> None:
+    """Write extra per-step datasets into the demo groups of ``path`` (one transaction)."""
+
+    def edit(f: h5py.File) -> None:
+        for demo, datasets in extras.items():
+            for key, values in datasets.items():
+                f["data"][demo].create_dataset(key, data=values, **dataset_options(values))
+
+    publish_once(path, edit)
 
 
 def _check_exportable(src: DemoDataset) -> dict[str, str]:
@@ -211,11 +255,13 @@ def to_lerobot(src: DemoDataset, out: Path, task: str | None = None, overwrite: 
     demos = list(src)
     if not demos:
         raise UserError(f"{src.path}: no demos to convert")
-    extras = sorted(demos[0].extras)
+    step_extras = read_extras(src.path, [d.name for d in demos])
+    extras = sorted(step_extras[demos[0].name])
     for d in demos:
-        if sorted(d.extras) != extras:
+        if sorted(step_extras[d.name]) != extras:
             raise UserError(
-                f"{src.path}: {d.name} has extra datasets {sorted(d.extras)}, {demos[0].name} has {extras}; "
+                f"{src.path}: {d.name} has extra datasets {sorted(step_extras[d.name])}, "
+                f"{demos[0].name} has {extras}; "
                 "LeRobot needs the same features in every episode"
             )
     clash = [n for n in extras if n in STEP_FEATURES or n in INDEX_FEATURES or n.startswith("observation.")]
@@ -240,7 +286,7 @@ def to_lerobot(src: DemoDataset, out: Path, task: str | None = None, overwrite: 
         writer = None
         file_bytes = 0
         for i, d in enumerate(demos):
-            cols, table = _frames(pa, d, i, start, fps, names, next_names)
+            cols, table = _frames(pa, d, step_extras[d.name], i, start, fps, names, next_names)
             if not features:
                 features = {name: _feature(values) for name, values in cols.items()}
             if writer is not None and file_bytes + table.nbytes > DATA_FILE_SIZE_IN_MB * 1024 * 1024:
@@ -329,7 +375,7 @@ def to_lerobot(src: DemoDataset, out: Path, task: str | None = None, overwrite: 
             "control_dt": dt,
             "observation_features": names,
             "next_observation_features": next_names,
-            "extras": {x: list(demos[0].extras[x].shape[1:]) for x in extras},
+            "extras": {x: list(step_extras[demos[0].name][x].shape[1:]) for x in extras},
             "masks": src.masks(),
             "converted_from": src.path.name,
         }
@@ -585,14 +631,28 @@ def from_lerobot(src: Path, out: Path, overwrite: bool = False) -> LeRobotImport
                     source=str(row.get(EP + "source") or f"lerobot:{src.name}"),
                     success=bool(success),
                     model_file=row.get(EP + "model_file") or None,
-                    extras={x: cols[x][s] for x in extras},
                 )
             except ValueError as exc:
                 raise UserError(f"{src}: episode {int(e)}: {exc}") from None
+            if extras:
+                step_extras[name] = {x: cols[x][s] for x in extras}
             yield name, episode
 
     if not len(episode_ids):
         raise UserError(f"{src}: no frames in data/")
-    with DemoWriter(out, meta=meta, mode="w" if overwrite else "x") as writer:
-        writer.write_demos(demos(), masks)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out}: exists already (pass --overwrite to replace it)")
+    # The demos, then their extra datasets, go into a hidden file renamed into place when both are
+    # written: the output appears complete or not at all.
+    step_extras: dict[str, dict[str, np.ndarray]] = {}
+    tmp = out.parent / f".{out.name}.{os.getpid()}.lerobot.hdf5"
+    try:
+        with DemoWriter(tmp, meta=meta, mode="w") as writer:
+            writer.write_demos(demos(), masks)
+        if step_extras:
+            _add_extras(tmp, step_extras)
+        os.replace(tmp, out)
+    finally:
+        for leftover in (tmp, tmp.parent / f".{tmp.name}.lock"):
+            leftover.unlink(missing_ok=True)
     return LeRobotImport(len(episode_ids), visual)

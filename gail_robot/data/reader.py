@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import gymnasium as gym
 import h5py
 import numpy as np
 
-from gail_robot.data.episode import CORE_DATASETS, Episode
+from gail_robot.data.episode import Episode
 from gail_robot.data.schema import (
     EnvMeta,
     describe_space,
@@ -102,8 +102,6 @@ class Demo:
         states: ``(N, S) float64`` physics state before each step.
         final_state: ``(S,) float64`` physics state after the last step.
         attrs: the demo group's attributes (seed, source, success, return, model_file, ...).
-        extras: the demo's extra per-step datasets ``{name: (N, ...)}`` (datasets of the demo group
-            beyond schema v1's, such as an intervention recording's; empty for plain demos).
     """
 
     name: str
@@ -116,7 +114,6 @@ class Demo:
     states: np.ndarray
     final_state: np.ndarray
     attrs: dict[str, Any]
-    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -141,7 +138,6 @@ class Demo:
             source=str(self.attrs.get("source", "unknown")),
             success=self.success,
             model_file=self.attrs.get("model_file"),
-            extras=dict(self.extras),
         )
 
 
@@ -345,20 +341,7 @@ class DemoDataset:
             states=g["states"][()],
             final_state=g["final_state"][()],
             attrs=_attrs_dict(g.attrs),
-            extras=self._extras(g),
         )
-
-    @staticmethod
-    def _extras(g: h5py.Group) -> dict[str, np.ndarray]:
-        """The extra per-step datasets of a demo group (one row per step, not in schema v1's list)."""
-        n = len(g["actions"])
-        out = {}
-        for name, item in g.items():
-            if name in CORE_DATASETS or not isinstance(item, h5py.Dataset):
-                continue
-            if item.ndim >= 1 and item.shape[0] == n:
-                out[name] = item[()]
-        return out
 
     def demo_attrs(self, demo: int | str) -> dict[str, Any]:
         """Attributes of one demo without reading its arrays."""
