@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -20,6 +21,7 @@ from gail_robot.data import DemoDataset
 from gail_robot.data.convert import convert
 from gail_robot.data.lerobot import read_extras
 from gail_robot.data.validate import validate_file
+from gail_robot.errors import UserError
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -68,12 +70,10 @@ def test_round_trip_is_bit_exact_with_masks_and_attributes(hopper: Path, tmp_pat
         assert y.obs["state"].dtype == x.obs["state"].dtype == np.float64
     assert read_extras(back, b.demo_names) == {n: {} for n in a.demo_names}
     assert validate_file(back) == []
-    assert "exists already" in one_line_error(
-        run_cli("data", "convert", str(src), "--to", "lerobot", "--out", str(out))
-    )
-    assert "goes with --to lerobot" in one_line_error(
-        run_cli("data", "convert", str(src), "--to", "npz", "--out", str(tmp_path / "x.npz"), "--task", "t")
-    )
+    with pytest.raises(UserError, match="exists already"):
+        convert(str(src), str(out), to="lerobot")
+    with pytest.raises(UserError, match="goes with --to lerobot"):
+        convert(str(src), str(tmp_path / "x.npz"), to="npz", task="t")
     # --overwrite replaces the directory as a whole (built beside it, then renamed into place)
     (out / "stale.txt").write_text("old")
     convert(str(src), str(out), to="lerobot", overwrite=True)
@@ -280,43 +280,42 @@ def test_import_of_a_dataset_written_by_lerobot(tmp_path: Path) -> None:
     assert validate_file(out) == []
 
 
+def bad(src: Path, out: Path, match: str, **kwargs: Any) -> None:
+    """``convert`` refuses with a one-line UserError and writes nothing."""
+    with pytest.raises(UserError, match=match) as info:
+        convert(str(src), str(out), **kwargs)
+    assert "\n" not in str(info.value)
+    assert not out.exists()
+
+
 def test_bad_lerobot_input_is_one_line(hopper: Path, tmp_path: Path) -> None:
+    out = tmp_path / "x.hdf5"
     empty = tmp_path / "empty"
     empty.mkdir()
-    out = str(tmp_path / "x.hdf5")
-    assert "no meta/info.json" in one_line_error(run_cli("data", "convert", str(empty), "--out", out))
+    bad(empty, out, "not a LeRobot dataset \\(no meta/info.json\\)")
     no_info = tmp_path / "no_info"
     write_foreign(no_info)
     (no_info / "meta/info.json").unlink()
-    assert "not a LeRobot dataset (no meta/info.json)" in one_line_error(
-        run_cli("data", "convert", str(no_info), "--out", out)
-    )
+    bad(no_info, out, "no meta/info.json")
     old = tmp_path / "old"
     write_foreign(old, version="v2.1")
-    assert "codebase_version v2.1 is not supported" in one_line_error(
-        run_cli("data", "convert", str(old), "--out", out)
-    )
+    bad(old, out, "codebase_version v2.1 is not supported")
     images = tmp_path / "images"
     write_foreign(images, with_state=False)
-    assert "only image/video observations (observation.images.front)" in one_line_error(
-        run_cli("data", "convert", str(images), "--out", out)
-    )
     broken = tmp_path / "broken"
     write_foreign(broken)
     (broken / "meta/info.json").write_text("{not json")
-    assert "cannot read meta/info.json" in one_line_error(
-        run_cli("data", "convert", str(broken), "--out", out)
-    )
+    bad(broken, out, "cannot read meta/info.json")
     short = tmp_path / "short"
     write_foreign(short)
     pq.write_table(
         pa.table({"episode_index": [0, 1], "length": [5, 3], "tasks": [["pick"], ["pick"]]}),
         short / "meta/episodes/chunk-000/file-000.parquet",
     )
-    assert "episode 0 has 4 frames, its metadata says 5" in one_line_error(
-        run_cli("data", "convert", str(short), "--out", out)
+    bad(short, out, "episode 0 has 4 frames, its metadata says 5")
+    bad(hopper, out, "not a LeRobot dataset directory", source_format="lerobot")
+    # the command: one stderr line, no traceback, non-zero exit
+    assert "only image/video observations (observation.images.front)" in one_line_error(
+        run_cli("data", "convert", str(images), "--out", str(out))
     )
-    assert "not a LeRobot dataset directory" in one_line_error(
-        run_cli("data", "convert", str(hopper), "--from", "lerobot", "--out", out)
-    )
-    assert not Path(out).exists()
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

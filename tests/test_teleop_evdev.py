@@ -37,7 +37,7 @@ def virtual_gamepad() -> tuple[Any, Any]:
     centred = evdev.AbsInfo(value=0, min=-32768, max=32767, fuzz=0, flat=0, resolution=0)
     # SDL numbers buttons and axes in event-code order: SOUTH (A) 0, EAST (B) 1, NORTH 2, WEST 3,
     # TL 4, TR 5, SELECT (Back) 6, START 7; ABS_X 0, ABS_Y 1, ABS_Z 2, ABS_RX 3, ABS_RY 4, ABS_RZ 5:
-    # the layout GamepadDevice reads (README: recording demonstrations).
+    # the layout GamepadDevice reads.
     caps = {
         e.EV_KEY: [
             e.BTN_SOUTH,
