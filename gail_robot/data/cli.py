@@ -31,16 +31,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    p = sub.add_parser("convert", help="to/from robomimic, flat .npz and Minari")
-    p.add_argument("src", help="demo file, robomimic file, .npz file or Minari dataset id")
-    p.add_argument("--out", required=True, help="output file, or Minari dataset id for --to minari")
-    p.add_argument("--to", choices=("gail_robot", "robomimic", "npz", "minari"), help="output format")
+    formats = ("gail_robot", "robomimic", "npz", "minari", "lerobot")
+    p = sub.add_parser("convert", help="to/from robomimic, flat .npz, Minari and LeRobot v3.0")
     p.add_argument(
-        "--from",
-        dest="source_format",
-        choices=("gail_robot", "robomimic", "npz", "minari"),
-        help="input format (default: detected)",
+        "src", help="demo file, robomimic file, .npz file, LeRobot dataset directory or Minari dataset id"
     )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output file, LeRobot dataset directory for --to lerobot, or Minari dataset id for --to minari",
+    )
+    p.add_argument("--to", choices=formats, help="output format")
+    p.add_argument("--from", dest="source_format", choices=formats, help="input format (default: detected)")
+    p.add_argument("--task", help="--to lerobot: the dataset's task description (default: the env id)")
     p.add_argument(
         "--minari-root", help="Minari datasets directory (default: MINARI_DATASETS_PATH or ~/.minari)"
     )
@@ -160,9 +163,19 @@ def main(args: argparse.Namespace) -> int:
     if cmd == "convert":
         from gail_robot.data.convert import convert
 
+        notes: list[str] = []
         src_format, to, n = convert(
-            args.src, args.out, args.to, args.source_format, args.minari_root, args.overwrite
+            args.src,
+            args.out,
+            args.to,
+            args.source_format,
+            args.minari_root,
+            args.overwrite,
+            task=args.task,
+            notes=notes,
         )
+        for note in notes:  # what an import could not keep
+            print(f"note: {note}")
         print(f"converted {n} demos: {args.src} ({src_format}) -> {args.out} ({to})")
         return 0
     if cmd == "merge":

@@ -1,4 +1,4 @@
-"""Converting demo files to and from robomimic's layout, flat ``.npz`` and Minari datasets.
+"""Converting demo files to and from robomimic's layout, flat ``.npz``, Minari and LeRobot datasets.
 
 Round trips (gail_robot -> X -> gail_robot) preserve every step: observations, next observations,
 actions, rewards, terminations, truncations, physics states and the final state, plus the per-demo
@@ -35,7 +35,7 @@ from gail_robot.data.transaction import publish_once
 from gail_robot.data.writer import DemoWriter
 from gail_robot.errors import UserError
 
-FORMATS = ("gail_robot", "robomimic", "npz", "minari")
+FORMATS = ("gail_robot", "robomimic", "npz", "minari", "lerobot")
 #: per-step info key that carries the physics state through Minari (rows: states + final state)
 MINARI_STATE_INFO = "physics_state"
 
@@ -49,10 +49,13 @@ def _episode(src: object, name: str, **fields: Any) -> Episode:
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
-    """``gail_robot``, ``robomimic`` or ``npz`` from a file's content; ``minari`` for anything else."""
+    """``gail_robot``, ``robomimic`` or ``npz`` from a file's content, ``lerobot`` for a directory;
+    ``minari`` for anything else (a dataset id)."""
     p = Path(path)
     if p.suffix == ".npz":
         return "npz"
+    if p.is_dir():
+        return "lerobot"
     if p.is_file():
         if not h5py.is_hdf5(p):
             raise UserError(f"{p}: not an HDF5 or .npz file")
@@ -459,12 +462,16 @@ def convert(
     source_format: str | None = None,
     minari_root: str | None = None,
     overwrite: bool = False,
+    task: str | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[str, str, int]:
     """Convert ``src`` to ``out``; returns ``(from_format, to_format, demos)``.
 
-    Exactly one side is a gail_robot file: export (gail_robot -> robomimic / npz / minari) or
-    import (robomimic / npz / minari -> gail_robot). Formats are detected from the file content or
-    the extension (``.npz``); a Minari dataset is named by its id.
+    Exactly one side is a gail_robot file: export (gail_robot -> robomimic / npz / minari / lerobot)
+    or import (robomimic / npz / minari / lerobot -> gail_robot). Formats are detected from the file
+    content, the extension (``.npz``) or a directory (LeRobot); a Minari dataset is named by its id.
+    ``task`` is the LeRobot task string (default: the env id); what an import could not keep is
+    appended to ``notes``.
     """
     src_format = source_format or detect_format(src)
     if src_format not in FORMATS:
@@ -472,9 +479,11 @@ def convert(
     if to is None:
         to = "gail_robot" if src_format != "gail_robot" else ("npz" if out.endswith(".npz") else None)
         if to is None:
-            raise UserError("say which format to write with --to (robomimic, npz or minari)")
+            raise UserError("say which format to write with --to (robomimic, npz, minari or lerobot)")
     if to not in FORMATS:
         raise UserError(f"unknown format '{to}' (choose from {', '.join(FORMATS)})")
+    if task is not None and to != "lerobot":
+        raise UserError("--task is the LeRobot dataset's task description: it goes with --to lerobot")
     if (src_format == "gail_robot") == (to == "gail_robot"):
         raise UserError(f"convert goes from or to the gail_robot format, not {src_format} -> {to}")
     out_path = Path(out)
@@ -489,7 +498,11 @@ def convert(
                     f"{src}: demos with a {describe_space(dataset.action_space)} action space cannot be "
                     f"converted to {to} (only continuous Box actions convert)"
                 )
-            if to == "robomimic":
+            if to == "lerobot":
+                from gail_robot.data.lerobot import to_lerobot
+
+                n = to_lerobot(dataset, out_path, task, overwrite)
+            elif to == "robomimic":
                 n = to_robomimic(dataset, out_path)
             elif to == "npz":
                 n = to_npz(dataset, out_path)
@@ -501,6 +514,13 @@ def convert(
         n = from_robomimic(Path(src), out_path, overwrite)
     elif src_format == "npz":
         n = from_npz(Path(src), out_path, overwrite)
+    elif src_format == "lerobot":
+        from gail_robot.data.lerobot import from_lerobot
+
+        result = from_lerobot(Path(src), out_path, overwrite)
+        n = result.episodes
+        if result.dropped and notes is not None:
+            notes.append(f"image/video features not imported: {', '.join(result.dropped)}")
     else:
         n = from_minari(src, out_path, minari_root, overwrite)
     return src_format, to, n

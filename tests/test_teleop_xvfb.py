@@ -1,0 +1,110 @@
+"""Keyboard teleop through the real MuJoCo viewer window: a private X server (Xvfb), real key events
+(xdotool / XTEST) sent to the window that ``gail-robot record --device keyboard`` opens, and checks
+that the recorded file reflects the keys (motion in the pressed direction, the gripper toggle, save
+and discard)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from xdisplay import LineWatcher, XDisplay
+
+from gail_robot.data import DemoDataset
+from gail_robot.data.validate import validate_file
+from gail_robot.envs.arm import OBS_SLICES
+
+# Episodes far longer than the test (2000 steps = 100 s at 20 Hz) that do not stop at the goal:
+# every episode ends by a key.
+ENV_KWARGS = '{"max_episode_steps": 2000, "terminate_on_success": false}'
+
+
+@pytest.fixture
+def xdisplay() -> XDisplay:
+    x = XDisplay.start_or_skip()
+    yield x
+    x.close()
+
+
+def test_viewer_keys_drive_the_recording(xdisplay: XDisplay, tmp_path: Path) -> None:
+    out = tmp_path / "keys.hdf5"
+    cmd = [
+        sys.executable, "-m", "gail_robot.cli", "record",
+        "--env", "gail_robot/ArmReach-v0", "--env-kwargs", ENV_KWARGS,
+        "--device", "keyboard", "--episodes", "2", "--out", str(out), "--no-fsync",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        env=xdisplay.env(MUJOCO_GL="glfw"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = LineWatcher(proc.stderr)
+    try:
+        try:
+            window = xdisplay.wait_window("^MuJoCo", timeout=90, alive=proc)
+        except RuntimeError as exc:
+            if "cannot open the MuJoCo viewer" in log.text():  # no GLX under this X server
+                pytest.skip(f"the viewer cannot open under Xvfb: {log.text().splitlines()[-1]}")
+            raise AssertionError(f"{exc}; recorder said: {log.text()}") from None
+        xdisplay.focus(window)
+        log.wait_for("keyboard map")  # the recorder is in its loop
+        # episode 1: Backspace discards it. Also the handshake: once it is reported, the viewer
+        # thread is handling key events (its first frames can take seconds under software GL, and
+        # keys queued meanwhile would arrive at once).
+        xdisplay.key("BackSpace")
+        log.wait_for("discarded episode 1", timeout=90)
+        # episode 2: Up (+x) held for a while, then Enter saves it
+        xdisplay.key("Up", repeat=12, delay=0.1)
+        time.sleep(0.5)
+        xdisplay.key("Return")
+        log.wait_for("saved demo_0")
+        # episode 3: Left (+y), Insert closes the gripper, Left again, Enter saves it
+        xdisplay.key("Left", repeat=6, delay=0.1)
+        time.sleep(0.5)
+        xdisplay.key("Insert")
+        time.sleep(0.3)
+        xdisplay.key("Left", repeat=6, delay=0.1)
+        time.sleep(0.5)
+        xdisplay.key("Return")
+        log.wait_for("saved demo_1")
+        assert proc.wait(timeout=60) == 0, log.text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.join()
+    assert "2 demos saved" in log.text() and "1 discarded" in log.text()
+
+    ds = DemoDataset(out)
+    assert ds.demo_names == ["demo_0", "demo_1"] and validate_file(out) == []
+    d0, d1 = ds.demo(0), ds.demo(1)
+    for d in (d0, d1):
+        assert d.attrs["source"] == "teleop:keyboard"
+        assert d.truncated[-1] and not d.terminated.any()  # cut by Enter, not ended by the env
+        assert len(d) < 2000
+    # the discarded attempt used seed 0: the saved demos are attempts 2 and 3
+    assert (d0.attrs["seed"], d1.attrs["seed"]) == (1, 2)
+
+    # demo_0: +x only, gripper open throughout, the tool point moved along +x
+    a0 = d0.actions
+    assert (a0[:, 0] > 0).sum() >= 3 and (a0[:, 0] >= 0).all()
+    assert (a0[:, 1:3] == 0).all() and (a0[:, 3] == -1).all()
+    ee = OBS_SLICES["ee_pos"]
+    moved = d0.next_obs["state"][-1, ee] - d0.obs["state"][0, ee]
+    assert moved[0] > 0.02 and abs(moved[0]) > abs(moved[1]), moved
+
+    # demo_1: +y only; one gripper toggle (open -> closed) between the two bursts of Left
+    a1 = d1.actions
+    assert (a1[:, 1] > 0).sum() >= 3 and (a1[:, 1] >= 0).all()
+    assert (a1[:, [0, 2]] == 0).all()
+    grip = a1[:, 3]
+    assert grip[0] == -1 and grip[-1] == 1 and np.count_nonzero(np.diff(grip)) == 1
+    toggle = int(np.argmax(grip > 0))
+    assert (a1[:toggle, 1] > 0).any() and (a1[toggle:, 1] > 0).any()
