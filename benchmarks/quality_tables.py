@@ -174,6 +174,9 @@ def table_markdown(entries: list[tuple[Row, dict[str, Any]]]) -> str:
                 if row.method == "bc"
                 else f"GAIL-{group['overrides'].get('gail.generator', '?').upper()}"
             )
+            if not group["n"]:  # no finished seed yet
+                lines.append(f"| {row.task} | {name} | 0 | — | — | — | — | — | — | — |")
+                continue
             members = [r for r in runs if r["overrides"] == group["overrides"]]
             success = [r["success_rate"] for r in members if r.get("success_rate") is not None]
             steps = group.get("median_steps_to_0.9")
@@ -198,6 +201,8 @@ def plot_intervals(entries: list[tuple[Row, dict[str, Any]]], path: Path) -> Non
     labels, iqm, low, high = [], [], [], []
     for row, summary in entries:
         for group in summary.get("groups", []):
+            if not group["n"]:
+                continue
             gen = group["overrides"].get("gail.generator")
             labels.append(f"{row.task} {'BC' if row.method == 'bc' else 'GAIL-' + str(gen).upper()}")
             iqm.append(group["iqm"])
