@@ -465,7 +465,7 @@ int run(const Options& opt) {
     std::string out = "[";
     char buf[64];
     for (std::size_t i = 0; i < values.size(); ++i) {
-      std::snprintf(buf, sizeof(buf), "%s%.10g", i ? ", " : "", values[i]);
+      std::snprintf(buf, sizeof(buf), "%s%.17g", i ? ", " : "", values[i]);
       out += buf;
     }
     return out + "]";
@@ -473,7 +473,7 @@ int run(const Options& opt) {
   std::vector<double> success_values(successes.begin(), successes.end());
   const std::string env_id = json_escape(meta.env_id);
   std::printf(
-      "{\"env_id\": \"%s\", \"episodes\": %ld, \"steps\": %ld, \"return\": %.10g, \"success_rate\": %s, "
+      "{\"env_id\": \"%s\", \"episodes\": %ld, \"steps\": %ld, \"return\": %.17g, \"success_rate\": %s, "
       "\"fell\": %s, \"returns\": %s, \"episode_steps\": %s, \"successes\": %s, \"infer_us_p50\": %.3f, "
       "\"infer_us_p99\": %.3f, \"infer_us_max\": %.3f, \"loop_hz\": %.1f, \"dt\": %.6g, \"realtime\": %s, "
       "\"backend\": \"%s\", \"refused\": %llu}\n",
