@@ -295,17 +295,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--state-file",
         default=None,
-        help="initial mjSTATE_INTEGRATION states (text, e.g. np.savetxt): one row per episode, or one for all",
+        help="initial mjSTATE_INTEGRATION states (text, np.savetxt): one row per episode, or one for all",
     )
     run.add_argument("--init-qpos", default=None, help="initial qpos (text, nq numbers)")
     run.add_argument("--init-qvel", default=None, help="initial qvel (text, nv numbers)")
     run.add_argument("--actions-out", default=None, help="write the actions, one line per step")
     run.add_argument("--obs-out", default=None, help="write the observations, one line per step")
     run.add_argument(
-        "--states-out", default=None, help="write the mjSTATE_INTEGRATION state after each step, one line per step"
+        "--states-out",
+        default=None,
+        help="write the mjSTATE_INTEGRATION state after each step, one line per step",
     )
     run.add_argument(
-        "--no-terminate", action="store_true", help="keep running after the robot fell (or an arm task succeeded)"
+        "--no-terminate",
+        action="store_true",
+        help="keep running after the robot fell (or an arm task succeeded)",
     )
     run.add_argument("--realtime", action="store_true", help="pace the loop at the control timestep")
     run.add_argument("--spin", action="store_true", help="with --realtime: busy-wait instead of sleeping")

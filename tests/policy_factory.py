@@ -85,7 +85,12 @@ def make_arm_seeking_checkpoint(
         w1[k, rel.start + k] = gain
     b1[3] = float(np.arctanh(0.999 * grip))
     payload["actor"].update(
-        {"mean_net.0.weight": w1, "mean_net.0.bias": b1, "mean_net.2.weight": torch.eye(4), "mean_net.2.bias": torch.zeros(4)}
+        {
+            "mean_net.0.weight": w1,
+            "mean_net.0.bias": b1,
+            "mean_net.2.weight": torch.eye(4),
+            "mean_net.2.bias": torch.zeros(4),
+        }
     )
     payload["obs_norm"] = {"mean": np.zeros(OBS_DIM), "var": np.ones(OBS_DIM), "clip": 10.0}
     return save_checkpoint(path, payload)

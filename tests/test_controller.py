@@ -297,7 +297,7 @@ def test_arm_controller_matches_the_python_env_bit_for_bit(
 
 
 def test_arm_episodes_and_success_rate_match_gail_robot_eval(controller_build: Path, tmp_path: Path) -> None:
-    """--episodes N from Python's reset states gives eval's returns, lengths and success, episode by episode."""
+    """--episodes N from Python's reset states: eval's returns, lengths and successes, episode by episode."""
     from gail_robot.evaluate import run_episode
 
     env_id = "gail_robot/ArmReach-v0"
@@ -373,7 +373,9 @@ def test_arm_resets_follow_the_env_distributions(controller_build: Path, tmp_pat
     env.close()
     # The arm at home, target on the TCP, gripper open, cube on the table axis-aligned: as the env.
     for name in ("joint_pos", "joint_vel", "ee_pos", "ee_target", "gripper_opening", "cube_quat"):
-        np.testing.assert_allclose(field(name), np.broadcast_to(reference[arm.OBS_SLICES[name]], field(name).shape), atol=1e-6)
+        np.testing.assert_allclose(
+            field(name), np.broadcast_to(reference[arm.OBS_SLICES[name]], field(name).shape), atol=1e-6
+        )
     cube, goal = field("cube_pos"), field("goal_pos")
     assert np.all(cube[:, :2] >= arm.CUBE_LOW - 1e-6) and np.all(cube[:, :2] <= arm.CUBE_HIGH + 1e-6)
     np.testing.assert_allclose(cube[:, 2], arm.CUBE_HALF_SIZE, atol=1e-6)
@@ -465,5 +467,9 @@ def test_arm_realtime_loop_runs_the_three_rates(controller_build: Path, tmp_path
     # 40 control steps: the goal-seeking policy finishes several ArmReach episodes, all successfully.
     assert report["episodes"] >= 2 and report["successes"] == report["episodes"]
     assert 0 < report["act_us_p50"] <= report["act_us_max"]
-    assert 0 < report["step_tick_work_us_p50"] <= report["control_tick_work_us_max"] + report["step_tick_work_us_max"]
+    assert (
+        0
+        < report["step_tick_work_us_p50"]
+        <= report["control_tick_work_us_max"] + report["step_tick_work_us_max"]
+    )
     assert 0 <= report["deadline_misses"] <= report["deadlines_skipped"]

@@ -396,7 +396,9 @@ def test_ik_step_equals_the_damped_least_squares_formula() -> None:
         posture = ik.null_gain * (ik.rest_qpos - qpos)
         gram = jac @ jac.T + ik.damping**2 * np.eye(6)
         step = np.clip(jac.T @ np.linalg.solve(gram, error - jac @ posture) + posture, -0.25, 0.25)
-        np.testing.assert_allclose(qpos_target, np.clip(qpos + step, ik.joint_low, ik.joint_high), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(
+            qpos_target, np.clip(qpos + step, ik.joint_low, ik.joint_high), rtol=0, atol=1e-12
+        )
         feedforward = jac.T @ np.linalg.solve(gram, np.concatenate([velocity, np.zeros(3)]))
         np.testing.assert_allclose(qvel_target, feedforward, rtol=0, atol=1e-11)
     env.close()

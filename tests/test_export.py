@@ -404,10 +404,12 @@ def test_pt2_export_matches(
 @pytest.mark.parametrize("env_id", ["gail_robot/ArmReach-v0", "gail_robot/ArmPickPlace-v0"])
 def test_project_arm_task_exports_for_the_controller(tmp_path: Path, env_id: str) -> None:
     """An arm task exports and verifies; meta.json carries its named-field layout and the arm task spec."""
-    import gail_robot.envs  # noqa: F401  (registers the arm tasks)
+    import gail_robot.envs
     from gail_robot.envs import arm
 
-    bundle = load_policy(make_checkpoint(tmp_path / "arm.pt", env_id=env_id, env_kwargs={"reward_type": "sparse"}))
+    bundle = load_policy(
+        make_checkpoint(tmp_path / "arm.pt", env_id=env_id, env_kwargs={"reward_type": "sparse"})
+    )
     out = tmp_path / "arm_policy.pt"
     meta = export.export_policy(bundle, out)
     assert [s["field"] for s in meta["observation_layout"]] == list(arm.OBS_SLICES)

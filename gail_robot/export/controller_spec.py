@@ -62,7 +62,8 @@ def observation_layout(env: Any) -> list[dict[str, Any]] | None:
         from gail_robot.envs.arm import OBS_SLICES
 
         return [
-            {"field": name, "offset": 0, "size": sl.stop - sl.start, "clip": None} for name, sl in OBS_SLICES.items()
+            {"field": name, "offset": 0, "size": sl.stop - sl.start, "clip": None}
+            for name, sl in OBS_SLICES.items()
         ]
     family = locomotion_family(env)
     if family is None:
@@ -287,7 +288,11 @@ def controller_spec(env: Any) -> tuple[list[dict[str, Any]] | None, dict[str, An
     """
     layout = observation_layout(env)
     if layout is None:
-        return None, None, "the C++ controller supports the Gymnasium v5 locomotion envs and the arm tasks only"
+        return (
+            None,
+            None,
+            "the C++ controller supports the Gymnasium v5 locomotion envs and the arm tasks only",
+        )
     try:
         check_layout(env, layout)
     except RuntimeError as exc:  # an unknown Gymnasium variant: refuse in C++, keep the export
