@@ -10,8 +10,9 @@ from the installed mujoco wheel).
 - ``gail-robot controller path`` prints the path of the built binary;
 - ``gail-robot controller cmake-prefix`` prints the directory to put on ``CMAKE_PREFIX_PATH`` for
   ``find_package(gail_robot_policy CONFIG REQUIRED)``;
-- ``gail-robot controller run POLICY.pt [--model XML] [--steps N] ...`` runs the closed loop and
-  prints the controller's JSON report (the model defaults to the env's MJCF named in meta.json).
+- ``gail-robot controller run POLICY.pt [--model XML] [--steps N] [--episodes N] ...`` runs the closed
+  loop and prints the controller's JSON report (the model defaults to the env's MJCF named in meta.json;
+  walkers and the arm tasks, whose report carries ``success_rate`` over the episodes).
 
 The binary itself is ``gail-robot-controller``; see its ``--help`` for the options it takes.
 """
@@ -186,20 +187,28 @@ def default_model(meta: dict[str, Any]) -> Path:
     if name:
         import gymnasium
 
-        candidate = Path(gymnasium.__file__).parent / "envs" / "mujoco" / "assets" / str(name)
-        if candidate.is_file():
-            return candidate
+        # Gymnasium's walkers, or the project's own arm scene (gail_robot/envs/assets).
+        for assets in (
+            Path(gymnasium.__file__).parent / "envs" / "mujoco" / "assets",
+            _PACKAGE_DIR / "envs" / "assets",
+        ):
+            candidate = assets / str(name)
+            if candidate.is_file():
+                return candidate
     raise UserError("cannot find the policy's MJCF model here: pass --model MODEL.xml")
 
 
 def controller_command(
     policy: str | Path,
     model: str | Path | None = None,
-    steps: int = 1000,
+    steps: int | None = None,
     build_dir: str | Path | None = None,
     extra: list[str] | None = None,
 ) -> list[str]:
-    """The ``gail-robot-controller`` command line for ``policy`` (model resolved from its meta.json)."""
+    """The ``gail-robot-controller`` command line for ``policy`` (model resolved from its meta.json).
+
+    ``steps`` None: the controller's default, the env's time limit (1000 where meta.json has none).
+    """
     from gail_robot.export import detect_format, read_meta
 
     policy = Path(policy)
@@ -222,16 +231,16 @@ def controller_command(
         str(policy),
         "--model",
         str(model_path),
-        "--steps",
-        str(steps),
     ]
+    if steps is not None:
+        cmd += ["--steps", str(steps)]
     return cmd + list(extra or [])
 
 
 def run_controller(
     policy: str | Path,
     model: str | Path | None = None,
-    steps: int = 1000,
+    steps: int | None = None,
     build_dir: str | Path | None = None,
     extra: list[str] | None = None,
 ) -> dict[str, Any]:
@@ -270,24 +279,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = sub.add_parser("run", help="run an exported policy in the C++ closed loop (prints JSON)")
     run.add_argument("policy", help="exported TorchScript policy (gail-robot export)")
     run.add_argument("--model", default=None, help="MJCF model (default: the env's model named in meta.json)")
-    run.add_argument("--steps", type=int, default=1000, help="control steps (the loop stops early on a fall)")
+    run.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="control steps per episode (default: the env's time limit; an episode ends early on a fall, "
+        "or on an arm task's success when the env terminates on success)",
+    )
+    run.add_argument(
+        "--episodes", type=int, default=None, help="episodes (arm tasks: the report gives success_rate)"
+    )
     run.add_argument(
         "--build-dir", default=None, help=f"where the controller was built (default: {DEFAULT_BUILD_DIR})"
     )
     run.add_argument(
-        "--state-file", default=None, help="initial mjSTATE_INTEGRATION state (text, e.g. np.savetxt)"
+        "--state-file",
+        default=None,
+        help="initial mjSTATE_INTEGRATION states (text, np.savetxt): one row per episode, or one for all",
     )
     run.add_argument("--init-qpos", default=None, help="initial qpos (text, nq numbers)")
     run.add_argument("--init-qvel", default=None, help="initial qvel (text, nv numbers)")
     run.add_argument("--actions-out", default=None, help="write the actions, one line per step")
     run.add_argument("--obs-out", default=None, help="write the observations, one line per step")
-    run.add_argument("--no-terminate", action="store_true", help="keep running after the robot fell")
+    run.add_argument(
+        "--states-out",
+        default=None,
+        help="write the mjSTATE_INTEGRATION state after each step, one line per step",
+    )
+    run.add_argument(
+        "--no-terminate",
+        action="store_true",
+        help="keep running after the robot fell (or an arm task succeeded)",
+    )
     run.add_argument("--realtime", action="store_true", help="pace the loop at the control timestep")
     run.add_argument("--spin", action="store_true", help="with --realtime: busy-wait instead of sleeping")
     run.add_argument("--cpu", type=int, default=None, help="pin the control thread to this core")
     run.add_argument("--rt-priority", type=int, default=None, help="SCHED_FIFO priority (needs CAP_SYS_NICE)")
-    run.add_argument("--reset-noise", type=float, default=None, help="uniform noise on the initial qpos/qvel")
-    run.add_argument("--seed", type=int, default=None, help="seed of --reset-noise")
+    run.add_argument(
+        "--reset-noise", type=float, default=None, help="walkers: uniform noise on the initial qpos/qvel"
+    )
+    run.add_argument(
+        "--seed", type=int, default=None, help="seed of the resets (--reset-noise; arm tasks' cube and goal)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -301,10 +334,14 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "cmake-prefix":
         print(cmake_prefix(args.build_dir))
         return 0
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise UserError("--steps must be at least 1")
+    if args.episodes is not None and args.episodes < 1:
+        raise UserError("--episodes must be at least 1")
     extra: list[str] = []
     for flag, value in (
+        ("--episodes", args.episodes),
+        ("--states-out", args.states_out),
         ("--state-file", args.state_file),
         ("--init-qpos", args.init_qpos),
         ("--init-qvel", args.init_qvel),

@@ -2,7 +2,8 @@
 
 Records scripted-expert demos of ``gail_robot/ArmReach-v0``, trains GAIL (PPO generator) on them
 with the shipped config, evaluates the learned policy and exports it to TorchScript. It composes
-the real subcommands, so it exercises exactly what a user runs by hand.
+the real subcommands, so it exercises exactly what a user runs by hand. The exported policy runs in
+the C++ controller too (the summary's ``cpp`` line: ``gail-robot controller build``, then ``run``).
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def main(args: argparse.Namespace) -> int:
         "run": str(run_dir),
         "policy": str(policy),
         "wall_s": round(time.monotonic() - started, 1),
+        "cpp": f"gail-robot controller build; gail-robot controller run {policy} --episodes {args.episodes}",
     }
     print(json.dumps(summary), file=sys.stderr)
     return 0

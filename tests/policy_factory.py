@@ -54,3 +54,43 @@ def make_checkpoint(
     }
     env.close()
     return save_checkpoint(path, payload)
+
+
+def make_arm_seeking_checkpoint(
+    path: Path,
+    env_id: str,
+    env_kwargs: dict[str, Any] | None = None,
+    toward: str = "cube_rel_ee",
+    grip: float = 1.0,
+    gain: float = 20.0,
+) -> Path:
+    """An arm-task checkpoint whose actor moves the tool point toward a point: a hand-set 49→4→4 MLP.
+
+    ``action[:3] = tanh(gain * obs[toward])`` (``toward`` names a relative-vector field of
+    ``gail_robot.envs.arm.OBS_SLICES``: ``cube_rel_ee`` drives the closed fingers into the cube, a
+    contact-rich closed loop; ``goal_rel_ee`` solves ArmReach), ``action[3] = grip`` (±1 closes/opens);
+    identity normalisation. A real checkpoint of a real GaussianActor: export and the C++ library see an
+    ordinary MLP policy.
+    """
+    from gail_robot.envs.arm import OBS_DIM, OBS_SLICES
+    from gail_robot.policy_io import load_checkpoint
+
+    make_checkpoint(path, env_id, env_kwargs, hidden=(4,))
+    payload = load_checkpoint(path)
+    for key in ("format", "format_version", "_path"):
+        payload.pop(key, None)
+    rel = OBS_SLICES[toward]
+    w1, b1 = torch.zeros(4, OBS_DIM), torch.zeros(4)
+    for k in range(3):
+        w1[k, rel.start + k] = gain
+    b1[3] = float(np.arctanh(0.999 * grip))
+    payload["actor"].update(
+        {
+            "mean_net.0.weight": w1,
+            "mean_net.0.bias": b1,
+            "mean_net.2.weight": torch.eye(4),
+            "mean_net.2.bias": torch.zeros(4),
+        }
+    )
+    payload["obs_norm"] = {"mean": np.zeros(OBS_DIM), "var": np.ones(OBS_DIM), "clip": 10.0}
+    return save_checkpoint(path, payload)

@@ -364,3 +364,41 @@ def test_ik_converges_and_stays_finite_out_of_reach() -> None:
         assert (error < 1e-3) if reachable else (error > 0.3)
     with pytest.raises(ValueError, match="no site named"):
         DifferentialIK(model, "nope", arm.ARM_JOINTS, rest_qpos=np.zeros(7))
+
+
+def test_ik_step_equals_the_damped_least_squares_formula() -> None:
+    """The mju_* Cholesky path (what arm.cpp reproduces bit for bit) is the textbook DLS step.
+
+    Reference in NumPy: dq = clip(J^T (J J^T + lambda^2 I)^-1 (e - J p) + p), qdot = J^T (...)^-1 [v; 0],
+    with p the null-space posture pull, over states of a random rollout and random targets.
+    """
+    env = gym.make("gail_robot/ArmPush-v0")
+    env.reset(seed=1)
+    base = arm_env(env)
+    ik, model, data = base.ik, base.model, base.data
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        env.step(rng.uniform(-1, 1, 4).astype(np.float32))
+        target = data.site_xpos[ik.site_id] + rng.uniform(-0.05, 0.05, 3)
+        velocity = rng.uniform(-0.5, 0.5, 3)
+        qpos_target, qvel_target = ik.joint_targets(data, target, arm.DOWN_QUAT, velocity)
+
+        jacp, jacr = np.zeros((3, model.nv)), np.zeros((3, model.nv))
+        mujoco.mj_jacSite(model, data, jacp, jacr, ik.site_id)
+        jac = np.vstack([jacp[:, ik.dof_ids], ik.orientation_weight * jacr[:, ik.dof_ids]])
+        site_quat, inverse, error_quat, rotation = np.zeros(4), np.zeros(4), np.zeros(4), np.zeros(3)
+        mujoco.mju_mat2Quat(site_quat, data.site_xmat[ik.site_id])
+        mujoco.mju_negQuat(inverse, site_quat)
+        mujoco.mju_mulQuat(error_quat, arm.DOWN_QUAT, inverse)
+        mujoco.mju_quat2Vel(rotation, error_quat, 1.0)
+        error = np.concatenate([target - data.site_xpos[ik.site_id], ik.orientation_weight * rotation])
+        qpos = data.qpos[ik.qpos_ids]
+        posture = ik.null_gain * (ik.rest_qpos - qpos)
+        gram = jac @ jac.T + ik.damping**2 * np.eye(6)
+        step = np.clip(jac.T @ np.linalg.solve(gram, error - jac @ posture) + posture, -0.25, 0.25)
+        np.testing.assert_allclose(
+            qpos_target, np.clip(qpos + step, ik.joint_low, ik.joint_high), rtol=0, atol=1e-12
+        )
+        feedforward = jac.T @ np.linalg.solve(gram, np.concatenate([velocity, np.zeros(3)]))
+        np.testing.assert_allclose(qvel_target, feedforward, rtol=0, atol=1e-11)
+    env.close()

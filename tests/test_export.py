@@ -401,22 +401,42 @@ def test_pt2_export_matches(
         np.testing.assert_allclose(loaded.fn(batch), hopper_bundle.act(batch), rtol=0, atol=ATOL)
 
 
-def test_project_arm_task_exports_but_is_not_for_the_controller(tmp_path: Path) -> None:
-    """A non-locomotion env (the project's own arm task) exports and verifies; the C++ loop refuses it."""
-    import gail_robot.envs  # noqa: F401  (registers gail_robot/ArmReach-v0)
-    from gail_robot import controller
+@pytest.mark.parametrize("env_id", ["gail_robot/ArmReach-v0", "gail_robot/ArmPickPlace-v0"])
+def test_project_arm_task_exports_for_the_controller(tmp_path: Path, env_id: str) -> None:
+    """An arm task exports and verifies; meta.json carries its named-field layout and the arm task spec."""
+    import gail_robot.envs
+    from gail_robot.envs import arm
 
-    bundle = load_policy(make_checkpoint(tmp_path / "arm.pt", env_id="gail_robot/ArmReach-v0"))
+    bundle = load_policy(
+        make_checkpoint(tmp_path / "arm.pt", env_id=env_id, env_kwargs={"reward_type": "sparse"})
+    )
     out = tmp_path / "arm_policy.pt"
     meta = export.export_policy(bundle, out)
-    assert meta["observation_layout"] is None and meta["task"] is None
-    assert "locomotion" in meta["controller_note"]
+    assert [s["field"] for s in meta["observation_layout"]] == list(arm.OBS_SLICES)
+    assert sum(s["size"] for s in meta["observation_layout"]) == meta["obs_dim"] == arm.OBS_DIM
+    task = meta["task"]
+    assert task["family"] == "arm" and task["reward_type"] == "sparse" and task["terminate_on_success"]
+    assert task["task"] == ("reach" if "Reach" in env_id else "pick_place")
+    assert task["max_episode_steps"] == gail_robot.envs.ARM_TASKS[env_id].max_episode_steps
+    assert task["ik"]["rest_qpos"] == pytest.approx(gym.make(env_id).unwrapped.ik.rest_qpos.tolist())
+    assert meta["controller_note"] is None and meta["model_file"] == "arm_table.xml"
     obs = export.collect_env_observations(bundle, 200)
     with torch.inference_mode():
         got = jit_load(out)(torch.from_numpy(obs)).numpy()
     np.testing.assert_allclose(got, bundle.act(obs), rtol=0, atol=ATOL)
-    with pytest.raises(UserError, match="cannot run in the C\\+\\+ controller"):
-        controller.controller_command(out)
+
+
+def test_arm_layout_check_catches_a_wrong_layout() -> None:
+    import gail_robot.envs  # noqa: F401
+
+    env = gym.make("gail_robot/ArmPush-v0")
+    layout = export.observation_layout(env)
+    assert layout is not None
+    export.check_layout(env, layout, steps=10)
+    layout[10]["field"], layout[12]["field"] = "goal_rel_cube", "goal_pos"  # both 3 wide, order swapped
+    with pytest.raises(RuntimeError, match="disagrees"):
+        export.check_layout(env, layout, steps=5)
+    env.close()
 
 
 def test_one_rule_recognises_exported_files(tmp_path: Path, hopper_checkpoint: Path) -> None:

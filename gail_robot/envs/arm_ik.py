@@ -5,6 +5,12 @@ for the arm's position servos. The 6-D task (3 position + 3 orientation rows) us
 from ``mujoco.mj_jacSite``; the step is ``dq = J^T (J J^T + lambda^2 I)^-1 e`` (damped least squares,
 well behaved near singularities), and for a redundant arm a null-space term pulls the joints toward a
 rest posture without disturbing the end-effector.
+
+The linear algebra runs in MuJoCo's own routines (``mju_mulMatMatT``, ``mju_cholFactor``,
+``mju_cholSolve``, ``mju_mulMatVec``, ``mju_mulMatTVec``) rather than NumPy's BLAS/LAPACK, so that the
+C++ controller (``csrc/controller/arm.cpp``), calling the same functions of the same ``libmujoco``,
+reproduces this controller bit for bit (docs/DESIGN.md §5.1). ``J J^T + lambda^2 I`` is symmetric
+positive definite, so a Cholesky solve is exact where ``numpy.linalg.solve``'s LU was.
 """
 
 from __future__ import annotations
@@ -64,9 +70,17 @@ class DifferentialIK:
         self._site_quat_inv = np.zeros(4)
         self._quat_err = np.zeros(4)
         self._rot_err = np.zeros(3)
-        self._jac = np.zeros((6, len(joint_ids)))
-        self._rhs = np.zeros((6, 2))
-        self._damping_eye = (self.damping**2) * np.eye(6)
+        n = len(joint_ids)
+        self._jac = np.zeros((6, n))
+        self._err = np.zeros(6)
+        self._vel = np.zeros(6)
+        self._chol = np.zeros((6, 6))
+        self._jac_posture = np.zeros(6)
+        self._solved = np.zeros(6)
+        self._dq = np.zeros(n)
+        self._qvel_target = np.zeros(n)
+        self._diag = np.arange(6)
+        self._damping_sq = self.damping * self.damping
 
     def joint_targets(
         self,
@@ -93,25 +107,36 @@ class DifferentialIK:
         jac[:3] = self._jacp[:, self.dof_ids]
         jac[3:] = self.orientation_weight * self._jacr[:, self.dof_ids]
 
-        # Right-hand sides, column 0: the pose error; column 1: the target velocity (feedforward).
-        rhs = self._rhs
-        rhs[:3, 0] = target_pos - data.site_xpos[self.site_id]
-        # Orientation error as a world-frame rotation vector: q_err = q_target * q_site^-1.
+        # Pose error: position, then orientation as a world-frame rotation vector of
+        # q_err = q_target * q_site^-1, both weighted like their Jacobian rows.
+        err = self._err
+        err[:3] = target_pos - data.site_xpos[self.site_id]
         mujoco.mju_mat2Quat(self._site_quat, data.site_xmat[self.site_id])
         mujoco.mju_negQuat(self._site_quat_inv, self._site_quat)
         mujoco.mju_mulQuat(self._quat_err, target_quat, self._site_quat_inv)
         mujoco.mju_quat2Vel(self._rot_err, self._quat_err, 1.0)
-        rhs[3:, 0] = self.orientation_weight * self._rot_err
-        rhs[:3, 1] = 0.0 if target_vel is None else target_vel
+        err[3:] = self.orientation_weight * self._rot_err
+        vel = self._vel
+        vel[:3] = 0.0 if target_vel is None else target_vel
+        vel[3:] = 0.0
 
         qpos = data.qpos[self.qpos_ids]
         # Null-space posture term: (I - J^+ J) posture moves the elbow toward the rest posture without
         # moving the tool. With J^+ = J^T (J J^T + lambda^2 I)^-1 (damped least squares) the whole step
-        # is dq = posture + J^T (J J^T + lambda^2 I)^-1 (error - J posture): one 6x6 solve.
+        # is dq = posture + J^T (J J^T + lambda^2 I)^-1 (error - J posture): one 6x6 Cholesky factor.
         posture = self.null_gain * (self.rest_qpos - qpos)
-        rhs[:, 0] -= jac @ posture
-        dq_and_qvel = jac.T @ np.linalg.solve(jac @ jac.T + self._damping_eye, rhs)
-        dq = dq_and_qvel[:, 0] + posture
+        chol = self._chol
+        mujoco.mju_mulMatMatT(chol, jac, jac)
+        chol[self._diag, self._diag] += self._damping_sq
+        mujoco.mju_cholFactor(chol, 0.0)
+        mujoco.mju_mulMatVec(self._jac_posture, jac, posture)
+        err -= self._jac_posture
+        mujoco.mju_cholSolve(self._solved, chol, err)
+        mujoco.mju_mulMatTVec(self._dq, jac, self._solved)
+        dq = self._dq + posture
         np.clip(dq, -self.max_joint_step, self.max_joint_step, out=dq)
-        qvel_target = dq_and_qvel[:, 1]
+        # Velocity feedforward: J^+ [target_vel; 0].
+        mujoco.mju_cholSolve(self._solved, chol, vel)
+        mujoco.mju_mulMatTVec(self._qvel_target, jac, self._solved)
+        qvel_target = self._qvel_target.copy()
         return np.clip(qpos + dq, self.joint_low, self.joint_high), qvel_target
