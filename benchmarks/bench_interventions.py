@@ -73,7 +73,9 @@ def common_sets(args: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
 
 
-def run_cell(args: argparse.Namespace, task: str, seed: int, method: str, n: int | None) -> list[dict[str, Any]]:
+def run_cell(
+    args: argparse.Namespace, task: str, seed: int, method: str, n: int | None
+) -> list[dict[str, Any]]:
     """One cell: BC on n demos, or one dagger run (one row per round)."""
     work = Path(args.out) / "work" / task / f"seed_{seed}"
     work.mkdir(parents=True, exist_ok=True)
@@ -162,7 +164,9 @@ def aggregate(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
         check: dict[str, Any] = {}
         if per["bc"]:
             best = max(p["success_mean"] for p in per["bc"])
-            first = min((p for p in per["bc"] if p["success_mean"] >= best), key=lambda p: p["expert_labelled_steps"])
+            first = min(
+                (p for p in per["bc"] if p["success_mean"] >= best), key=lambda p: p["expert_labelled_steps"]
+            )
             check["bc_best_success"] = best
             check["bc_steps_for_best"] = first["expert_labelled_steps"]
             budget = TARGET_FRACTION * first["expert_labelled_steps"]
@@ -186,7 +190,11 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
     tasks = list(summary)
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
-    styles = {"bc": ("BC on full demos", "C0", "o"), "hg-dagger": ("HG-DAgger", "C1", "s"), "iwr": ("IWR", "C2", "^")}
+    styles = {
+        "bc": ("BC on full demos", "C0", "o"),
+        "hg-dagger": ("HG-DAgger", "C1", "s"),
+        "iwr": ("IWR", "C2", "^"),
+    }
     for ax, task in zip(axes[0], tasks, strict=True):
         for method, (label, color, marker) in styles.items():
             pts = summary[task]["curves"].get(method, [])
@@ -194,7 +202,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
                 continue
             x = [p["expert_labelled_steps"] for p in pts]
             ax.plot(x, [p["success_mean"] for p in pts], marker=marker, color=color, label=label)
-            ax.fill_between(x, [p["success_min"] for p in pts], [p["success_max"] for p in pts], color=color, alpha=0.15)
+            ax.fill_between(
+                x, [p["success_min"] for p in pts], [p["success_max"] for p in pts], color=color, alpha=0.15
+            )
         ax.axhline(TARGET_SUCCESS, color="grey", ls=":", lw=1)
         ax.set_xscale("log")
         ax.set_xlabel("expert-labelled steps")
@@ -237,8 +247,8 @@ def main() -> None:
                     tmp = cell.with_suffix(".tmp")
                     tmp.write_text(json.dumps(result, indent=1))
                     os.replace(tmp, cell)
-                    print(f"{name}: {time.monotonic() - start:.0f} s "
-                          f"{[(r['expert_labelled_steps'], r['success']) for r in result]}", flush=True)  # fmt: skip
+                    points = [(r["expert_labelled_steps"], r["success"]) for r in result]
+                    print(f"{name}: {time.monotonic() - start:.0f} s {points}", flush=True)
                 rows += json.loads(cell.read_text())
                 summary = aggregate(rows, args)
                 (out / "results.json").write_text(

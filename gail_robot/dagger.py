@@ -39,7 +39,9 @@ ROUND_SEED_STRIDE = 100_000
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gail_robot.teleop.intervention import INTERVENE_DEVICES
 
-    parser.add_argument("config", help="train config (YAML file or shipped name, e.g. ArmPush-v0); algo is bc")
+    parser.add_argument(
+        "config", help="train config (YAML file or shipped name, e.g. ArmPush-v0); algo is bc"
+    )
     parser.add_argument("--demos", nargs="+", metavar="FILE", help="initial demos (default: bc.demos)")
     parser.add_argument("--rounds", type=int, required=True, help="intervention rounds after round 0")
     parser.add_argument("--episodes-per-round", type=int, required=True, help="episodes recorded per round")

@@ -1,4 +1,4 @@
-"""Interventions: recording (policy drives, a person takes over), the datasets, IWR / HG-DAgger, dagger rounds."""
+"""Interventions: recording (a policy drives, a person takes over), datasets, IWR / HG-DAgger, dagger."""
 
 from __future__ import annotations
 
@@ -117,16 +117,27 @@ def test_converters_keep_the_intervention_datasets(recorded: Path, tmp_path: Pat
     ("damage", "expected"),
     [
         (lambda g: g["interventions"].__setitem__(0, 2), "interventions[0] is 2"),
-        (lambda g: g["policy_actions"].__setitem__(1, np.full(4, np.nan, np.float32)), "policy_actions contain NaN"),
+        (
+            lambda g: g["policy_actions"].__setitem__(1, np.full(4, np.nan, np.float32)),
+            "policy_actions contain NaN",
+        ),
         (lambda g: g.__delitem__("policy_actions"), "interventions without policy_actions"),
         (
-            lambda g: (g.__delitem__("policy_actions"), g.create_dataset("policy_actions", data=np.zeros((2, 4), np.float64))),
+            lambda g: (
+                g.__delitem__("policy_actions"),
+                g.create_dataset("policy_actions", data=np.zeros((2, 4), np.float64)),
+            ),
             "policy_actions has dtype float64",
         ),
-        (lambda g: (g.__delitem__("policy_actions"), g.__delitem__("interventions")), "source is 'intervention:scripted'"),
+        (
+            lambda g: (g.__delitem__("policy_actions"), g.__delitem__("interventions")),
+            "source is 'intervention:scripted'",
+        ),
     ],
 )
-def test_validate_rejects_broken_intervention_datasets(recorded: Path, tmp_path: Path, damage: Any, expected: str) -> None:
+def test_validate_rejects_broken_intervention_datasets(
+    recorded: Path, tmp_path: Path, damage: Any, expected: str
+) -> None:
     broken = tmp_path / "broken.hdf5"
     broken.write_bytes(recorded.read_bytes())
     with h5py.File(broken, "r+") as f:
@@ -160,7 +171,9 @@ def test_writer_refuses_steps_without_the_policy_action(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="needs policy_action"):
             writer.add_step(obs, np.zeros(4, np.float32), 0.0, obs, False, False, state)
         with pytest.raises(ValueError, match="policy action at step 0"):
-            writer.add_step(obs, np.zeros(4, np.float32), 0.0, obs, False, False, state, np.full(4, np.nan), True)
+            writer.add_step(
+                obs, np.zeros(4, np.float32), 0.0, obs, False, False, state, np.full(4, np.nan), True
+            )
         assert writer.episode_length == 0
         writer.discard_episode()
 
@@ -177,7 +190,9 @@ def test_expert_gate_rule_by_hand() -> None:
     gate.reset(None)
     assert gate.person_drives(None, same, near) is False  # d 1.0: best
     assert gate.person_drives(None, same, far) is True  # d 0.99 < 1.0 - 0.005 is progress; disagreement
-    assert gate.person_drives(None, same, same) is True  # second and last step of the takeover (d 0.9: window restarts)
+    assert (
+        gate.person_drives(None, same, same) is True
+    )  # second and last step of the takeover (d 0.9: window restarts)
     assert gate.person_drives(None, same, same) is False  # d 0.9: no progress (1)
     assert gate.person_drives(None, same, same) is False  # (2)
     assert gate.person_drives(None, same, same) is True  # (3): stalled, take over
@@ -215,7 +230,9 @@ class _Stick:
         return self.axes[i]
 
 
-def test_gamepad_trigger_takes_over_and_unplugging_disconnects(monkeypatch: pytest.MonkeyPatch, push_policy: Path) -> None:
+def test_gamepad_trigger_takes_over_and_unplugging_disconnects(
+    monkeypatch: pytest.MonkeyPatch, push_policy: Path
+) -> None:
     queue: list[Any] = []
     pygame = types.SimpleNamespace(
         init=lambda: None, quit=lambda: None, JOYBUTTONDOWN=1, JOYDEVICEREMOVED=2,
@@ -277,7 +294,9 @@ def test_spacemouse_motion_beyond_the_dead_zone_takes_over(monkeypatch: pytest.M
 
 def test_intervene_without_policy_or_with_another_envs_policy(push_policy: Path, tmp_path: Path) -> None:
     out = tmp_path / "x.hdf5"
-    line = one_line_error(run_cli("record", "--env", PUSH, "--device", "scripted", "--intervene", "--out", str(out)))
+    line = one_line_error(
+        run_cli("record", "--env", PUSH, "--device", "scripted", "--intervene", "--out", str(out))
+    )
     assert "--intervene needs --policy" in line
     line = one_line_error(
         run_cli("record", "--env", "gail_robot/ArmReach-v0", "--device", "scripted", "--intervene",
@@ -285,7 +304,18 @@ def test_intervene_without_policy_or_with_another_envs_policy(push_policy: Path,
     )  # fmt: skip
     assert "trained on 'gail_robot/ArmPush-v0', not 'gail_robot/ArmReach-v0'" in line
     line = one_line_error(
-        run_cli("record", "--env", PUSH, "--device", "random", "--intervene", "--policy", str(push_policy), "--out", str(out))
+        run_cli(
+            "record",
+            "--env",
+            PUSH,
+            "--device",
+            "random",
+            "--intervene",
+            "--policy",
+            str(push_policy),
+            "--out",
+            str(out),
+        )
     )
     assert "--intervene takes over with a person's device" in line
     assert not out.exists()
@@ -306,7 +336,10 @@ class _Unplugged:
     def act(self, obs: Any) -> np.ndarray:
         self.steps += 1
         action = self.inner.act(obs)
-        self.last_policy_action, self.last_intervention = self.inner.last_policy_action, self.inner.last_intervention
+        self.last_policy_action, self.last_intervention = (
+            self.inner.last_policy_action,
+            self.inner.last_intervention,
+        )
         return action
 
     def poll_events(self) -> set[Event]:
@@ -320,7 +353,9 @@ class _Unplugged:
 
 
 @pytest.mark.parametrize("choice", ["keep", "discard"])
-def test_a_device_that_disconnects_keeps_or_discards_the_episode(push_policy: Path, tmp_path: Path, choice: str) -> None:
+def test_a_device_that_disconnects_keeps_or_discards_the_episode(
+    push_policy: Path, tmp_path: Path, choice: str
+) -> None:
     env = gym.make(PUSH)
     policy = load_driving_policy(str(push_policy), env)
     inner = make_intervention_device("scripted", env, policy, make_device("scripted", env, seed=0))
@@ -390,7 +425,17 @@ def test_bc_over_several_files_checks_the_env(recorded: Path, tmp_path: Path) ->
     assert run_cli("record", "--env", "gail_robot/ArmReach-v0", "--device", "scripted", "--episodes", "1",
                    "--out", str(reach)).returncode == 0  # fmt: skip
     line = one_line_error(
-        run_cli("train", "ArmPush-v0", "--algo", "bc", "--demos", str(recorded), str(reach), "--out", str(tmp_path / "r"))
+        run_cli(
+            "train",
+            "ArmPush-v0",
+            "--algo",
+            "bc",
+            "--demos",
+            str(recorded),
+            str(reach),
+            "--out",
+            str(tmp_path / "r"),
+        )
     )
     assert "does not go with" in line and "ArmReach-v0" in line
     line = one_line_error(
@@ -420,7 +465,10 @@ def test_dagger_two_rounds_make_round_dirs_and_resume(tmp_path: Path) -> None:
     assert "round_1/interventions.hdf5" in config and "round_2/interventions.hdf5" in config
     rows = json.loads((out / "summary.json").read_text())
     assert [r["round"] for r in rows] == [0, 1, 2]
-    assert rows[0]["intervention_steps"] == 0 and rows[2]["expert_labelled_steps"] >= rows[1]["expert_labelled_steps"]
+    assert (
+        rows[0]["intervention_steps"] == 0
+        and rows[2]["expert_labelled_steps"] >= rows[1]["expert_labelled_steps"]
+    )
     # an interrupted last round (no final.pt) is retrained; finished rounds are kept
     (out / "round_2" / "final.pt").unlink()
     kept = (out / "round_1" / "final.pt").stat().st_mtime_ns

@@ -117,7 +117,9 @@ class Episode:
         if self.policy_actions is not None:
             flags = np.asarray(self.interventions)
             if flags.ndim != 1 or not (np.issubdtype(flags.dtype, np.integer) or flags.dtype == np.bool_):
-                raise ValueError(f"episode interventions must be 1-D 0/1 flags, got {flags.dtype} {flags.shape}")
+                raise ValueError(
+                    f"episode interventions must be 1-D 0/1 flags, got {flags.dtype} {flags.shape}"
+                )
             if flags.size and (flags.min() < 0 or flags.max() > 1):
                 raise ValueError("episode interventions must be 0 or 1")
             flags8 = flags.astype(np.uint8)
@@ -125,7 +127,8 @@ class Episode:
             proposed = cast("policy_actions", actions.dtype, actions.ndim)
             if proposed.shape[1:] != actions.shape[1:]:
                 raise ValueError(
-                    f"episode policy_actions have shape {proposed.shape[1:]} per step, actions {actions.shape[1:]}"
+                    f"episode policy_actions have shape {proposed.shape[1:]} per step, "
+                    f"actions {actions.shape[1:]}"
                 )
             rows["policy_actions"] = proposed
             rows["interventions"] = flags8
@@ -366,7 +369,9 @@ class EpisodeBuffer:
         proposed = None
         if self.intervention:
             if policy_action is None or intervention is None:
-                raise ValueError(f"step {step} of an intervention episode needs policy_action and intervention")
+                raise ValueError(
+                    f"step {step} of an intervention episode needs policy_action and intervention"
+                )
             if self._n_actions:
                 proposed = self._discrete_action(policy_action, step)
             else:
@@ -377,7 +382,9 @@ class EpisodeBuffer:
                         f"{self._act_shape} action"
                     )
         elif policy_action is not None or intervention is not None:
-            raise ValueError("policy_action / intervention given for an episode not started as an intervention one")
+            raise ValueError(
+                "policy_action / intervention given for an episode not started as an intervention one"
+            )
         st = np.asarray(state, dtype=np.float64)
         if st.shape != self._state_shape:
             raise ValueError(

@@ -119,7 +119,9 @@ def main(args: argparse.Namespace) -> int:
     if not isinstance(env_kwargs, dict):
         raise UserError("--env-kwargs must be a JSON object")
     if args.intervene and not args.policy:
-        raise UserError("--intervene needs --policy RUN (the run directory, checkpoint or policy.pt that drives)")
+        raise UserError(
+            "--intervene needs --policy RUN (the run directory, checkpoint or policy.pt that drives)"
+        )
     if args.intervene:
         from gail_robot.teleop.intervention import INTERVENE_DEVICES
 

@@ -536,9 +536,7 @@ class GamepadDevice(_TeleopDevice):
     def takeover(self) -> bool:
         """record --intervene: a trigger is held (past :data:`TRIGGER_HELD`)."""
         count = self.stick.get_numaxes()
-        return any(
-            i < count and float(self.stick.get_axis(i)) > self.TRIGGER_HELD for i in self.TRIGGER_AXES
-        )
+        return any(i < count and float(self.stick.get_axis(i)) > self.TRIGGER_HELD for i in self.TRIGGER_AXES)
 
     def poll_events(self) -> set[Event]:
         """Save / discard / quit."""

@@ -210,7 +210,9 @@ def _loop(
             state = get_physics_state(env) if physics else no_state
             action = device.act(obs)
             proposed = device.last_policy_action if intervention else None  # type: ignore[attr-defined]
-            if not np.all(np.isfinite(action)) or (proposed is not None and not np.all(np.isfinite(proposed))):
+            if not np.all(np.isfinite(action)) or (
+                proposed is not None and not np.all(np.isfinite(proposed))
+            ):
                 if proposed is not None and np.all(np.isfinite(action)):
                     action = proposed  # name the policy's action in the message
                 step = writer.episode_length
@@ -226,8 +228,15 @@ def _loop(
             next_obs, reward, terminated, truncated, info = env.step(action)
             if intervention:
                 writer.add_step(
-                    obs, action, float(reward), next_obs, terminated, truncated, state,
-                    proposed, bool(device.last_intervention),  # type: ignore[attr-defined]
+                    obs,
+                    action,
+                    float(reward),
+                    next_obs,
+                    terminated,
+                    truncated,
+                    state,
+                    proposed,
+                    bool(device.last_intervention),  # type: ignore[attr-defined]
                 )
             else:
                 writer.add_step(obs, action, float(reward), next_obs, terminated, truncated, state)
