@@ -140,7 +140,7 @@ def aggregate(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
     """Per task and method: mean / min / max success and mean labelled steps per demo count or round;
     the target check."""
     out: dict[str, Any] = {}
-    for task in args.tasks:
+    for task in [t for t in TASKS if any(r["task"] == t for r in rows)]:
         per: dict[str, list[dict[str, Any]]] = {}
         for method, key in (("bc", "demos"), ("hg-dagger", "round"), ("iwr", "round")):
             points = []
@@ -223,7 +223,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--demo-counts", nargs="+", type=int, default=[5, 10, 20, 40])
     parser.add_argument("--initial-demos", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--episodes-per-round", type=int, default=5)
     parser.add_argument("--eval-episodes", type=int, default=30)
     parser.add_argument("--methods", nargs="+", default=["bc", "hg-dagger", "iwr"])
@@ -249,7 +249,8 @@ def main() -> None:
                     os.replace(tmp, cell)
                     points = [(r["expert_labelled_steps"], r["success"]) for r in result]
                     print(f"{name}: {time.monotonic() - start:.0f} s {points}", flush=True)
-                rows += json.loads(cell.read_text())
+                # every finished cell in the directory (also those of earlier invocations, e.g. per task)
+                rows = [r for f in sorted(cells.glob("*.json")) for r in json.loads(f.read_text())]
                 summary = aggregate(rows, args)
                 (out / "results.json").write_text(
                     json.dumps({"args": vars(args), "summary": summary, "cells": rows}, indent=1)
