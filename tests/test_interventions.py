@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -144,8 +145,9 @@ def test_validate_rejects_broken_intervention_datasets(
         damage(f["data/demo_0"])
     problems = validate_file(broken)
     assert any(expected in p for p in problems), problems
-    result = run_cli("data", "validate", str(broken))
-    assert result.returncode == 1 and expected in result.stdout
+    if "is 2" in expected:  # the command prints the same lines (once is enough: each call imports torch)
+        result = run_cli("data", "validate", str(broken))
+        assert result.returncode == 1 and expected in result.stdout
 
 
 def test_episode_and_buffer_checks() -> None:
@@ -480,3 +482,44 @@ def test_dagger_two_rounds_make_round_dirs_and_resume(tmp_path: Path) -> None:
         assert len(ds) == 1  # not recorded twice
     line = one_line_error(run_cli(*argv[:-2], "--set", "run.tensorboard=true"))
     assert "other arguments" in line
+
+
+def test_keyboard_takeover_in_a_terminal(push_policy: Path, tmp_path: Path) -> None:
+    """The real terminal keyboard: T takes over (status line says who drives), W moves, T hands back."""
+    from test_record import PtyRecorder
+
+    out = tmp_path / "kb.hdf5"
+    rec = PtyRecorder(
+        "--env", PUSH, "--intervene", "--policy", str(push_policy), "--out", str(out), "--episodes", "1",
+    )  # fmt: skip
+
+    def last_driver() -> str:
+        policy, person = rec.output.rfind("driving: policy"), rec.output.rfind("driving: PERSON")
+        return "none" if max(policy, person) < 0 else ("policy" if policy > person else "PERSON")
+
+    try:
+        rec.read_until("take over from the policy")  # the key map names the takeover key
+        rec.read_until("driving: policy")
+        rec.type(b"t")
+        rec.read_until("driving: PERSON")
+        rec.type(b"wwww", every=0.1)
+        rec.type(b"t")
+        deadline = time.monotonic() + 30
+        while last_driver() != "policy" and time.monotonic() < deadline:
+            rec.drain()
+            time.sleep(0.05)
+        assert last_driver() == "policy"
+        rec.type(b"\n")  # save now
+        rec.read_until("saved demo_0")
+        assert rec.finish() == 0
+    finally:
+        if rec.proc.poll() is None:
+            rec.proc.kill()
+    with DemoDataset(out) as ds:
+        demo = ds.demo(0)
+    assert demo.attrs["source"] == "intervention:keyboard" and demo.interventions is not None
+    took = demo.interventions.astype(bool)
+    assert took.any() and not took.all() and not took[0]  # policy, then the person, then the policy
+    np.testing.assert_array_equal(demo.actions[~took], demo.policy_actions[~took])
+    assert (demo.actions[took, 0] == 1.0).any()  # W: +x while the person drove
+    assert validate_file(out) == []
