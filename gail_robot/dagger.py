@@ -50,9 +50,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/dagger", help="directory of the rounds (default runs/dagger)")
     parser.add_argument("--seed", type=int, default=0, help="training seed and base of the reset seeds")
     parser.add_argument("--noise", type=float, default=0.0, help="scripted person's action noise")
-    parser.add_argument("--takeover-threshold", type=float, default=0.5, metavar="D")
-    parser.add_argument("--stall-steps", type=int, default=20, metavar="N")
-    parser.add_argument("--handback-steps", type=int, default=10, metavar="K")
+    parser.add_argument(
+        "--takeover-threshold",
+        type=float,
+        default=0.5,
+        metavar="D",
+        help="scripted: take over when ||policy - expert action|| > D (default 0.5)",
+    )
+    parser.add_argument(
+        "--stall-steps",
+        type=int,
+        default=20,
+        metavar="N",
+        help="scripted: take over after N steps without progress (0: never; default 20)",
+    )
+    parser.add_argument(
+        "--handback-steps",
+        type=int,
+        default=10,
+        metavar="K",
+        help="scripted: hand back after K steps (default 10)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
         "--set",
