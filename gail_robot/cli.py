@@ -26,6 +26,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "controller": ("gail_robot.controller", "build or run the C++ deployment controller"),
     "quickstart": ("gail_robot.quickstart", "record, train, eval and export on a built-in task"),
     "sweep": ("gail_robot.sweep.cli", "K seeds (x a grid) of a config on Ray, with IQM and CIs"),
+    "dagger": (
+        "gail_robot.dagger",
+        "HG-DAgger / IWR rounds: the policy drives, a person takes over, BC retrains",
+    ),
 }
 
 

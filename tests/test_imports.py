@@ -40,6 +40,7 @@ ROOMS: dict[str, tuple[int, str]] = {
     "gail_robot.teleop.cli": (8, "cli"),
     "gail_robot.export.cli": (8, "cli"),
     "gail_robot.quickstart": (8, "cli"),
+    "gail_robot.dagger": (8, "cli"),
     "gail_robot.controller": (8, "cli"),
     "gail_robot.plot": (8, "cli"),
     # an orchestrator of train + eval like quickstart (it reuses the train command's rules and

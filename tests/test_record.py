@@ -472,8 +472,8 @@ def test_gamepad_sticks_and_buttons(monkeypatch: pytest.MonkeyPatch) -> None:
     np.testing.assert_allclose(device.act(None), [0.8, 0.0, -0.6, 1.0], atol=1e-6)
     queue.append(types.SimpleNamespace(type=1, button=7))  # Start: save
     assert device.poll_events() == {Event.SAVE}
-    queue.append(types.SimpleNamespace(type=2))  # unplugged: quit
-    assert device.poll_events() == {Event.QUIT}
+    queue.append(types.SimpleNamespace(type=2))  # unplugged: the recorder keeps or drops the episode, stops
+    assert device.poll_events() == {Event.DISCONNECT}
     pygame.joystick.get_count = lambda: 0
     with pytest.raises(UserError, match="no gamepad found"):
         make_device("gamepad", env)

@@ -17,7 +17,13 @@ import numpy as np
 import torch
 
 from gail_robot.algos.config import TrainConfig
-from gail_robot.algos.demos import concatenate, load_demo_episodes, normalize_actions
+from gail_robot.algos.demos import (
+    LabelledEpisode,
+    concatenate,
+    iwr_weights,
+    load_labelled_episodes,
+    normalize_actions,
+)
 from gail_robot.algos.run import Run
 from gail_robot.data import Transitions
 from gail_robot.envs.make import make_env, policy_actions
@@ -31,20 +37,59 @@ def split_episodes(
     episodes: list[Transitions], valid_fraction: float, rng: np.random.Generator
 ) -> tuple[Transitions, Transitions | None]:
     """Hold out whole episodes (consecutive pairs are correlated); with one demo, split its pairs."""
+    flags = [np.zeros(len(e), bool) for e in episodes]
+    train, valid, _, _ = split_flagged(episodes, flags, valid_fraction, rng)
+    return train, valid
+
+
+def split_flagged(
+    episodes: list[Transitions], flags: list[np.ndarray], valid_fraction: float, rng: np.random.Generator
+) -> tuple[Transitions, Transitions | None, np.ndarray, np.ndarray | None]:
+    """:func:`split_episodes` carrying a per-step flag array along: ``(train, valid, train_flags,
+    valid_flags)``."""
     if valid_fraction <= 0:
-        return concatenate(episodes), None
+        return concatenate(episodes), None, np.concatenate(flags), None
     if len(episodes) >= 2:
         n_valid = min(len(episodes) - 1, max(1, round(valid_fraction * len(episodes))))
         order = rng.permutation(len(episodes))
-        valid = [episodes[i] for i in sorted(order[:n_valid])]
-        train = [episodes[i] for i in sorted(order[n_valid:])]
-        return concatenate(train), concatenate(valid)
-    data = episodes[0]
+        v, t = sorted(order[:n_valid]), sorted(order[n_valid:])
+        return (
+            concatenate([episodes[i] for i in t]),
+            concatenate([episodes[i] for i in v]),
+            np.concatenate([flags[i] for i in t]),
+            np.concatenate([flags[i] for i in v]),
+        )
+    data, flag = episodes[0], flags[0]
     n_valid = max(1, round(valid_fraction * len(data)))
     if n_valid >= len(data):
-        return data, None
+        return data, None, flag, None
     order = rng.permutation(len(data))
-    return data.index(np.sort(order[n_valid:])), data.index(np.sort(order[:n_valid]))
+    t_idx, v_idx = np.sort(order[n_valid:]), np.sort(order[:n_valid])
+    return data.index(t_idx), data.index(v_idx), flag[t_idx], flag[v_idx]
+
+
+def training_steps(
+    episodes: list[LabelledEpisode], intervention_weighting: bool
+) -> tuple[list[Transitions], list[np.ndarray]]:
+    """The steps BC trains on and their intervention flags (``bc.intervention_weighting``).
+
+    Ordinary demos: every step (flag False). Intervention recordings: HG-DAgger (weighting off) keeps
+    the intervention steps only, the person's labels (Kelly et al. 2019); IWR (weighting on) keeps
+    every step, flagged for :func:`~gail_robot.algos.demos.iwr_weights`. Episodes left empty are dropped.
+    """
+    pairs, flags = [], []
+    for episode in episodes:
+        if episode.interventions is None:
+            pairs.append(episode.pairs)
+            flags.append(np.zeros(len(episode.pairs), bool))
+        elif intervention_weighting:
+            pairs.append(episode.pairs)
+            flags.append(episode.interventions.copy())
+        elif episode.interventions.any():
+            idx = np.flatnonzero(episode.interventions)
+            pairs.append(episode.pairs.index(idx))
+            flags.append(np.ones(len(idx), bool))
+    return pairs, flags
 
 
 def fit_bc(
@@ -61,8 +106,10 @@ def fit_bc(
     patience: int = 10,
     seed: int = 0,
     on_epoch: Any = None,
+    weights: np.ndarray | None = None,
+    valid_weights: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Maximise the log-likelihood of ``actions`` given ``obs`` (both already normalised).
+    """Maximise the (weighted) log-likelihood of ``actions`` given ``obs`` (both already normalised).
 
     Gaussian actor: the Gaussian log-likelihood; categorical actor: minus the cross-entropy.
 
@@ -79,6 +126,9 @@ def fit_bc(
         patience: stop after this many epochs without improvement.
         seed: minibatch shuffling seed.
         on_epoch: optional callback ``(epoch, metrics dict) -> None``.
+        weights: ``(M,)`` per-pair loss weights (IWR), or None (all 1): the minibatch loss is
+            ``-mean(w * log pi(a | s))``.
+        valid_weights: the same for the held-out pairs (their NLL is weighted alike).
 
     Returns:
         Metrics of the best epoch: ``epoch``, ``train_nll``, ``valid_nll`` and ``valid_mse`` (continuous)
@@ -89,6 +139,8 @@ def fit_bc(
     x, y = torch.from_numpy(obs), torch.from_numpy(actions)
     vx = torch.from_numpy(valid_obs) if valid_obs is not None else None
     vy = torch.from_numpy(valid_actions) if valid_actions is not None else None
+    w = torch.from_numpy(np.asarray(weights, np.float32)) if weights is not None else None
+    vw = torch.from_numpy(np.asarray(valid_weights, np.float32)) if valid_weights is not None else None
     best: dict[str, float] = {}
     best_score, best_state, stale = float("inf"), copy.deepcopy(actor.state_dict()), 0
     for epoch in range(1, max_epochs + 1):
@@ -96,7 +148,8 @@ def fit_bc(
         losses = []
         for start in range(0, len(x), batch_size):
             idx = order[start : start + batch_size]
-            loss = -actor.log_prob(x[idx], y[idx]).mean()
+            log_prob = actor.log_prob(x[idx], y[idx])
+            loss = -(log_prob * w[idx]).mean() if w is not None else -log_prob.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -104,7 +157,8 @@ def fit_bc(
         metrics = {"epoch": float(epoch), "train_nll": float(np.sum(losses) / len(x))}
         if vx is not None and vy is not None:
             with torch.no_grad():
-                metrics["valid_nll"] = -actor.log_prob(vx, vy).mean().item()
+                valid_lp = actor.log_prob(vx, vy)
+                metrics["valid_nll"] = -(valid_lp * vw if vw is not None else valid_lp).mean().item()
                 if vy.dtype == torch.int64:
                     metrics["valid_accuracy"] = (actor(vx).argmax(-1) == vy).float().mean().item()
                 else:
@@ -131,14 +185,22 @@ def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
     if not cfg.bc.demos:
         raise UserError("--algo bc needs demos: --demos FILE (or bc.demos in the config)")
     run = Run(cfg, run_dir)
-    episodes = load_demo_episodes(
+    labelled = load_labelled_episodes(
         cfg.bc.demos, cfg.env.id, cfg.env.kwargs, mask=cfg.bc.demo_mask, max_demos=cfg.bc.max_demos
     )
+    episodes, flags = training_steps(labelled, cfg.bc.intervention_weighting)
+    if not episodes:
+        raise UserError("no steps to train on: the intervention recordings hold no intervention steps")
     probe = make_env(cfg.env.id, cfg.env.kwargs)
     actions = policy_actions(probe)
     low, high = actions.low, actions.high
     probe.close()
-    train, valid = split_episodes(episodes, cfg.bc.valid_fraction, run.np_rng)
+    train, valid, train_flags, valid_flags = split_flagged(episodes, flags, cfg.bc.valid_fraction, run.np_rng)
+    weights = valid_weights = None
+    if cfg.bc.intervention_weighting:  # IWR: the training split's class sizes set the weights
+        weights = iwr_weights(train_flags)
+        if valid_flags is not None:
+            valid_weights = iwr_weights(valid_flags)
     obs_dim = train.obs.shape[1]
     normalizer = ObsNormalizer(obs_dim, cfg.env.obs_clip, cfg.env.normalize_obs)
     normalizer.update(train.obs)
@@ -167,6 +229,8 @@ def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
             patience=cfg.bc.patience,
             seed=cfg.run.seed,
             on_epoch=on_epoch,
+            weights=weights,
+            valid_weights=valid_weights,
         )
         norm = normalizer.export()
 
@@ -179,7 +243,14 @@ def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
                 obs_norm=norm,
                 action_low=low,
                 action_high=high,
-                meta={"algo": "bc", "num_demos": len(episodes), "train_pairs": len(train), "best": best},
+                meta={
+                    "algo": "bc",
+                    "num_demos": len(episodes),
+                    "train_pairs": len(train),
+                    "intervention_pairs": int(train_flags.sum()),
+                    "intervention_weighting": cfg.bc.intervention_weighting,
+                    "best": best,
+                },
                 normalizer=normalizer.state_dict(),
             )
 

@@ -21,7 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--gen", choices=["ppo", "trpo"], help="GAIL generator (gail.generator)")
     parser.add_argument("--env", help="Gymnasium env id (env.id)")
-    parser.add_argument("--demos", help="demo file for gail / bc (gail.demos, bc.demos)")
+    parser.add_argument(
+        "--demos",
+        nargs="+",
+        metavar="FILE",
+        help="demo file for gail / bc (gail.demos, bc.demos); bc takes several files of the same env",
+    )
     parser.add_argument("--steps", type=int, help="env steps to train for (run.total_steps)")
     parser.add_argument("--out", help="run directory to create")
     parser.add_argument("--seed", type=int, help="run.seed")
@@ -67,9 +72,11 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         put("gail.generator", args.gen)
     if args.env:
         put("env.id", args.env)
-    if args.demos:
-        put("gail.demos", args.demos)
-        put("bc.demos", args.demos)
+    if args.demos and len(args.demos) == 1:
+        put("gail.demos", args.demos[0])
+        put("bc.demos", args.demos[0])
+    elif args.demos:  # several files: BC only (checked in main)
+        put("bc.demos", list(args.demos))
     if args.steps is not None:
         put("run.total_steps", args.steps)
     if args.seed is not None:
@@ -142,6 +149,11 @@ def build_config(args: argparse.Namespace) -> tuple[Any, Path, bool]:
 
 def main(args: argparse.Namespace) -> int:
     config, run_dir, resume = build_config(args)
+    if args.demos and len(args.demos) > 1 and config.algo != "bc":
+        raise UserError(
+            f"--algo {config.algo} takes one --demos file; several files are for --algo bc "
+            f"(or merge them with 'gail-robot data merge')"
+        )
     if config.algo == "bc":
         from gail_robot.algos.bc import train_bc
 

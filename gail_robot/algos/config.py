@@ -243,12 +243,20 @@ class GAILConfig:
 class BCConfig:
     """Behaviour cloning: Gaussian maximum likelihood with a validation split and early stopping."""
 
-    demos: str | None = None
-    """Demo file (HDF5); also given by --demos."""
+    demos: str | list[str] | None = None
+    """Demo file (HDF5), or a list of files of the same env (e.g. initial demos plus intervention
+    rounds); also given by --demos a.hdf5 b.hdf5 ..."""
     demo_mask: str | None = None
     """Train on the demos of this mask only (validation is split off from them)."""
     max_demos: int | None = None
-    """Use at most this many demos; null: all."""
+    """Use at most this many demos (of each file); null: all."""
+    intervention_weighting: bool = False
+    """Demos recorded with interventions (policy_actions / interventions datasets, docs/DESIGN.md §3).
+    false: HG-DAgger (Kelly et al. 2019): train on their intervention steps only (the person's
+    labels), plus every step of ordinary demos. true: IWR (Mandlekar et al. 2020): train on every
+    step, weighted so that intervention steps and all other steps (policy-driven steps and ordinary
+    demos) each carry half of the loss: w = M / (2 M_int) on intervention steps, M / (2 M_other)
+    on the others (M steps in all; weights 1 when a class is empty)."""
     lr: float = 1e-3
     """Adam learning rate."""
     weight_decay: float = 0.0

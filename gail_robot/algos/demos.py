@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -70,6 +71,88 @@ def load_demo_episodes(
         return episodes
     finally:
         dataset.close()
+
+
+@dataclass(frozen=True)
+class LabelledEpisode:
+    """One demo's transitions and, for intervention recordings, who drove each step.
+
+    Attributes:
+        pairs: the demo's transitions (actions in env units: the executed ones).
+        interventions: ``(N,) bool``, True where the person drove; None for an ordinary demo
+            (every step is the demonstrator's).
+    """
+
+    pairs: Transitions
+    interventions: np.ndarray | None
+
+
+def load_labelled_episodes(
+    paths: str | list[str],
+    env_id: str,
+    env_kwargs: dict[str, Any] | None = None,
+    *,
+    mask: str | None = None,
+    max_demos: int | None = None,
+) -> list[LabelledEpisode]:
+    """The demos of one or several files of the same env, with their intervention flags.
+
+    Args:
+        paths: one demo file or several (e.g. initial demos and intervention rounds).
+        env_id, env_kwargs: the env being trained; every file must hold demos of it.
+        mask: restrict each file to ``/mask/<mask>``.
+        max_demos: at most this many demos of each file.
+
+    Raises:
+        UserError: as :func:`load_demo_episodes`, or two files of different envs or spaces (one line
+            naming both), a file named twice.
+    """
+    files = [paths] if isinstance(paths, str) else list(paths)
+    if not files:
+        raise UserError("no demo files given")
+    if len(set(files)) != len(files):
+        twice = next(f for f in files if files.count(f) > 1)
+        raise UserError(f"{twice} is given twice as --demos")
+    first_meta = None
+    out: list[LabelledEpisode] = []
+    for path in files:
+        with DemoDataset(path) as dataset:
+            if first_meta is None:
+                first_meta = dataset.meta
+            else:
+                problem = first_meta.mismatch(dataset.meta)
+                if problem is not None:
+                    raise UserError(f"{path} does not go with {files[0]}: {problem}")
+            flagged = {}
+            for name in dataset.mask_names(mask)[:max_demos]:
+                demo = dataset.demo(name)
+                if demo.interventions is not None:
+                    flagged[name] = demo.interventions.astype(bool)
+        episodes = load_demo_episodes(path, env_id, env_kwargs, mask=mask, max_demos=max_demos)
+        with DemoDataset(path) as dataset:
+            names = dataset.mask_names(mask)[:max_demos]
+        for name, pairs in zip(names, episodes, strict=True):
+            out.append(LabelledEpisode(pairs, flagged.get(name)))
+    return out
+
+
+def iwr_weights(interventions: np.ndarray) -> np.ndarray:
+    """IWR's per-step loss weights (Mandlekar et al. 2020): each class carries half of the loss.
+
+    ``w = M / (2 M_int)`` on intervention steps, ``M / (2 M_other)`` on the others, so the weights
+    average 1 and the sum over each class is ``M / 2``; all ones when a class is empty.
+
+    Args:
+        interventions: ``(M,) bool`` True on intervention steps.
+
+    Returns:
+        ``(M,) float32`` weights.
+    """
+    flags = np.asarray(interventions, dtype=bool)
+    m, m_int = len(flags), int(flags.sum())
+    if m_int == 0 or m_int == m:
+        return np.ones(m, np.float32)
+    return np.where(flags, m / (2.0 * m_int), m / (2.0 * (m - m_int))).astype(np.float32)
 
 
 def check_finite(path: str, demo: Demo, keys: list[str]) -> None:

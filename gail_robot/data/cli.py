@@ -72,6 +72,7 @@ def summary(path: str) -> dict[str, Any]:
         returns = np.array([float(a.get("return", np.nan)) for a in attrs])
         success = np.array([bool(a.get("success", False)) for a in attrs])
         lengths = np.array(ds.lengths)
+        taken, recorded = ds.intervention_counts()
         stats = lambda x: (  # noqa: E731
             {"mean": float(x.mean()), "std": float(x.std()), "min": float(x.min()), "max": float(x.max())}
             if len(x)
@@ -91,6 +92,10 @@ def summary(path: str) -> dict[str, Any]:
             "success_rate": float(success.mean()) if len(success) else 0.0,
             "sources": dict(Counter(str(a.get("source", "?")) for a in attrs)),
             "masks": {k: len(v) for k, v in ds.masks().items()},
+            # intervention recordings (docs/DESIGN.md §3): steps the person drove / steps recorded so
+            "intervention_steps": taken,
+            "intervention_recorded_steps": recorded,
+            "intervention_rate": taken / recorded if recorded else None,
         }
 
 
@@ -113,6 +118,13 @@ def _print_info(info: dict[str, Any]) -> None:
         ("success rate", f"{100 * info['success_rate']:.1f} %"),
         ("sources", ", ".join(f"{k} ({v})" for k, v in info["sources"].items()) or "-"),
         ("masks", ", ".join(f"{k} ({v})" for k, v in info["masks"].items()) or "-"),
+        (
+            "interventions",
+            f"{100 * info['intervention_rate']:.1f} % ({info['intervention_steps']} of "
+            f"{info['intervention_recorded_steps']} policy-run steps taken over)"
+            if info["intervention_rate"] is not None
+            else "-",
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
@@ -177,6 +189,12 @@ def main(args: argparse.Namespace) -> int:
         for note in notes:  # what an import could not keep
             print(f"note: {note}")
         print(f"converted {n} demos: {args.src} ({src_format}) -> {args.out} ({to})")
+        if to == "minari" and src_format == "gail_robot":
+            from gail_robot.data.reader import DemoDataset
+
+            with DemoDataset(args.src) as ds:
+                if ds.intervention_counts()[1]:
+                    print("note: policy_actions / interventions were dropped (Minari has no slot for them)")
         return 0
     if cmd == "merge":
         from gail_robot.data.edit import merge

@@ -3,6 +3,11 @@
 Round trips (gail_robot -> X -> gail_robot) preserve every step: observations, next observations,
 actions, rewards, terminations, truncations, physics states and the final state, plus the per-demo
 seed and success flag. Differences per format are documented in ``datasets/README.md``.
+
+Intervention recordings (``policy_actions`` / ``interventions``, docs/DESIGN.md §3): robomimic and
+npz **keep** them (robomimic: the datasets travel in the demo groups, which robomimic's own loader
+ignores; npz: two more flat arrays and a per-demo flag); Minari **drops** them (its episode
+buffers have no slot for them) and says so on the command line.
 """
 
 from __future__ import annotations
@@ -177,6 +182,9 @@ def _robomimic_demos(
             source=str(attrs.get("source", "robomimic")),
             success=bool(attrs.get("success", dones[-1])),
             model_file=attrs.get("model_file"),
+            # intervention recordings keep their datasets (both or neither: Episode checks)
+            policy_actions=g["policy_actions"][()] if "policy_actions" in g else None,
+            interventions=g["interventions"][()] if "interventions" in g else None,
         )
 
 
@@ -210,6 +218,9 @@ def to_npz(src: DemoDataset, out: Path) -> int:
     ``terminated``, ``truncated`` ``(M,)``; ``states`` ``(M, S)``; ``final_states`` ``(E, S)``;
     ``demo_names``, ``demo_lengths``, ``demo_seeds``, ``demo_success``, ``demo_sources`` ``(E,)``;
     ``mask.<name>`` (demo names); ``meta``: JSON string (env id, kwargs, spaces, state size).
+    Files with intervention recordings add ``policy_actions`` ``(M, A)``, ``interventions`` ``(M,)
+    uint8`` and ``demo_intervention`` ``(E,) bool`` (which demos have them; the rows of the
+    others hold their own actions and 0).
     """
     demos = list(src)
     if not demos:
@@ -221,6 +232,17 @@ def to_npz(src: DemoDataset, out: Path) -> int:
         out_arrays[f"next_obs.{k}"] = np.concatenate([d.next_obs[k] for d in demos])
     for field in ("actions", "rewards", "terminated", "truncated", "states"):
         out_arrays[field] = np.concatenate([getattr(d, field) for d in demos])
+    if any(d.interventions is not None for d in demos):
+        out_arrays["policy_actions"] = np.concatenate(
+            [d.policy_actions if d.policy_actions is not None else d.actions for d in demos]
+        )
+        out_arrays["interventions"] = np.concatenate(
+            [
+                d.interventions if d.interventions is not None else np.zeros(len(d), np.uint8)
+                for d in demos
+            ]
+        ).astype(np.uint8)
+        out_arrays["demo_intervention"] = np.array([d.interventions is not None for d in demos], dtype=bool)
     out_arrays["final_states"] = np.stack([d.final_state for d in demos])
     out_arrays["demo_names"] = np.array([d.name for d in demos])
     out_arrays["demo_lengths"] = np.array([len(d) for d in demos], dtype=np.int64)
@@ -284,9 +306,12 @@ def from_npz(src: Path, out: Path, overwrite: bool = False) -> int:
     lengths = data["demo_lengths"]
     offsets = np.concatenate([[0], np.cumsum(lengths)])
 
+    flagged = data.get("demo_intervention")
+
     def demos() -> Iterator[tuple[str, Episode]]:
         for i, name in enumerate(data["demo_names"]):
             s = slice(int(offsets[i]), int(offsets[i + 1]))
+            has = flagged is not None and bool(flagged[i])
             yield str(name), _episode(
                 src,
                 str(name),
@@ -301,6 +326,8 @@ def from_npz(src: Path, out: Path, overwrite: bool = False) -> int:
                 seed=int(data["demo_seeds"][i]),
                 source=str(data["demo_sources"][i]),
                 success=bool(data["demo_success"][i]),
+                policy_actions=data["policy_actions"][s] if has else None,
+                interventions=data["interventions"][s] if has else None,
             )
 
     masks = {k[len("mask.") :]: [str(v) for v in data[k]] for k in data if k.startswith("mask.")}

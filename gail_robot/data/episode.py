@@ -65,10 +65,14 @@ class Episode:
         source: who acted (``"teleop:keyboard"``, ``"scripted"``, ``"policy:<file>"``, ...).
         success: whether the episode solved the task.
         model_file: MJCF XML of the model, when known.
+        policy_actions: intervention recordings only (docs/DESIGN.md §3): ``(N, A) float32`` (``(N,)
+            int64`` for ``Discrete``) the action the policy proposed at each step; None otherwise.
+        interventions: intervention recordings only: ``(N,) uint8``, 1 where the person drove (the
+            executed ``actions`` row is theirs), 0 where the policy did; None otherwise.
 
     Raises:
         ValueError: empty episode, row counts or shapes that disagree, an episode end before the
-            last step.
+            last step, only one of ``policy_actions`` / ``interventions``, a flag other than 0/1.
     """
 
     obs: dict[str, np.ndarray]
@@ -83,6 +87,8 @@ class Episode:
     source: str = "unknown"
     success: bool = False
     model_file: str | None = field(default=None, repr=False)
+    policy_actions: np.ndarray | None = field(default=None, repr=False)
+    interventions: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         def cast(name: str, dtype: Any, ndim: int) -> np.ndarray:
@@ -106,6 +112,26 @@ class Episode:
             "states": cast("states", np.float64, 2),
         }
         final = cast("final_state", np.float64, 1)
+        if (self.policy_actions is None) != (self.interventions is None):
+            raise ValueError("episode policy_actions and interventions come together (both or neither)")
+        if self.policy_actions is not None:
+            flags = np.asarray(self.interventions)
+            if flags.ndim != 1 or not (np.issubdtype(flags.dtype, np.integer) or flags.dtype == np.bool_):
+                raise ValueError(
+                    f"episode interventions must be 1-D 0/1 flags, got {flags.dtype} {flags.shape}"
+                )
+            if flags.size and (flags.min() < 0 or flags.max() > 1):
+                raise ValueError("episode interventions must be 0 or 1")
+            flags8 = flags.astype(np.uint8)
+            object.__setattr__(self, "interventions", flags8)
+            proposed = cast("policy_actions", actions.dtype, actions.ndim)
+            if proposed.shape[1:] != actions.shape[1:]:
+                raise ValueError(
+                    f"episode policy_actions have shape {proposed.shape[1:]} per step, "
+                    f"actions {actions.shape[1:]}"
+                )
+            rows["policy_actions"] = proposed
+            rows["interventions"] = flags8
         if sorted(self.obs) != sorted(self.next_obs) or not self.obs:
             raise ValueError(
                 f"episode obs keys {list(self.obs)} differ from next_obs keys {list(self.next_obs)}"
@@ -130,6 +156,11 @@ class Episode:
 
     def __len__(self) -> int:
         return len(self.actions)
+
+    @property
+    def intervened(self) -> bool:
+        """Whether this is an intervention recording (``policy_actions`` and ``interventions`` set)."""
+        return self.interventions is not None
 
     @property
     def episode_return(self) -> float:
@@ -204,6 +235,10 @@ def write_episode(
         ("final_state", episode.final_state),
     ):
         _create(group, key, arr, cache)
+    if episode.policy_actions is not None and episode.interventions is not None:
+        # optional intervention datasets (docs/DESIGN.md §3): older readers ignore them
+        _create(group, "policy_actions", episode.policy_actions, cache)
+        _create(group, "interventions", episode.interventions, cache)
     data.attrs["total"] = int(data.attrs["total"]) + len(episode)
 
 
@@ -245,11 +280,23 @@ class EpisodeBuffer:
         self._actions = np.empty((capacity, *act_shape), np.int64 if self._n_actions else np.float32)
         self._states = np.empty((capacity, state_size), np.float64)
 
-    def reset(self, seed: int | None = None, source: str = "unknown", model_file: str | None = None) -> None:
-        """Start a new episode in the same arrays (already in memory: no page faults on the first rows)."""
+    def reset(
+        self,
+        seed: int | None = None,
+        source: str = "unknown",
+        model_file: str | None = None,
+        intervention: bool = False,
+    ) -> None:
+        """Start a new episode in the same arrays (already in memory: no page faults on the first rows).
+
+        ``intervention``: every step carries the policy's proposed action and a takeover flag.
+        """
         self.seed = -1 if seed is None else int(seed)
         self.source = source
         self.model_file = model_file
+        self.intervention = bool(intervention)
+        self._proposed: list[np.ndarray] = []
+        self._flags: list[int] = []
         self._rewards: list[float] = []
         self._terminated: list[bool] = []
         self._truncated: list[bool] = []
@@ -294,12 +341,15 @@ class EpisodeBuffer:
         terminated: bool,
         truncated: bool,
         state: Any,
+        policy_action: Any = None,
+        intervention: bool | None = None,
     ) -> None:
         """Append one transition (argument meanings: :meth:`gail_robot.data.DemoWriter.add_step`).
 
         Raises:
             ValueError: a wrongly shaped or non-finite action, wrong observation or state shapes,
-                a step after a terminal step. The buffer is then unchanged.
+                a step after a terminal step, a missing (or unexpected) policy action / intervention
+                flag. The buffer is then unchanged.
         """
         # Every check comes before the first write, so a rejected step leaves the buffer as it was.
         # This runs once per env step (a Humanoid step is ~200 us): keep it to a few microseconds.
@@ -316,6 +366,25 @@ class EpisodeBuffer:
             # values that overflow it get the exact check
             if not math.isfinite(_sum(act)) and not np.isfinite(act).all():
                 raise ValueError(f"action at step {step} is not finite: {act.tolist()}")
+        proposed = None
+        if self.intervention:
+            if policy_action is None or intervention is None:
+                raise ValueError(
+                    f"step {step} of an intervention episode needs policy_action and intervention"
+                )
+            if self._n_actions:
+                proposed = self._discrete_action(policy_action, step)
+            else:
+                proposed = np.array(policy_action, dtype=np.float32)
+                if proposed.shape != self._act_shape or not np.isfinite(proposed).all():
+                    raise ValueError(
+                        f"policy action at step {step} is {proposed.tolist()}: expected a finite "
+                        f"{self._act_shape} action"
+                    )
+        elif policy_action is not None or intervention is not None:
+            raise ValueError(
+                "policy_action / intervention given for an episode not started as an intervention one"
+            )
         st = np.asarray(state, dtype=np.float64)
         if st.shape != self._state_shape:
             raise ValueError(
@@ -349,6 +418,9 @@ class EpisodeBuffer:
         self._rewards.append(float(reward))
         self._terminated.append(bool(terminated))
         self._truncated.append(bool(truncated))
+        if proposed is not None:
+            self._proposed.append(proposed)
+            self._flags.append(1 if intervention else 0)
 
     def _discrete_action(self, action: Any, step: int) -> np.ndarray:
         """A ``Discrete(n)`` action as an int64 scalar array; ValueError unless an integer in ``[0, n)``."""
@@ -408,4 +480,6 @@ class EpisodeBuffer:
             source=self.source,
             success=bool(success),
             model_file=self.model_file,
+            policy_actions=np.stack(self._proposed) if self.intervention else None,
+            interventions=np.array(self._flags, dtype=np.uint8) if self.intervention else None,
         )

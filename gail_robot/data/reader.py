@@ -102,6 +102,10 @@ class Demo:
         states: ``(N, S) float64`` physics state before each step.
         final_state: ``(S,) float64`` physics state after the last step.
         attrs: the demo group's attributes (seed, source, success, return, model_file, ...).
+        policy_actions: intervention recordings (docs/DESIGN.md §3): ``(N, A)`` the actions the
+            policy proposed; None when the demo has none.
+        interventions: intervention recordings: ``(N,) uint8``, 1 where the person drove; None when
+            the demo has none.
     """
 
     name: str
@@ -114,6 +118,8 @@ class Demo:
     states: np.ndarray
     final_state: np.ndarray
     attrs: dict[str, Any]
+    policy_actions: np.ndarray | None = None
+    interventions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -138,6 +144,8 @@ class Demo:
             source=str(self.attrs.get("source", "unknown")),
             success=self.success,
             model_file=self.attrs.get("model_file"),
+            policy_actions=self.policy_actions,
+            interventions=self.interventions,
         )
 
 
@@ -341,7 +349,20 @@ class DemoDataset:
             states=g["states"][()],
             final_state=g["final_state"][()],
             attrs=_attrs_dict(g.attrs),
+            policy_actions=g["policy_actions"][()] if "policy_actions" in g else None,
+            interventions=g["interventions"][()] if "interventions" in g else None,
         )
+
+    def intervention_counts(self) -> tuple[int, int]:
+        """``(steps the person drove, steps of demos recorded with interventions)`` over all demos."""
+        taken = total = 0
+        for name in self.demo_names:
+            g = self._group(name)
+            if "interventions" in g:
+                flags = g["interventions"][()]
+                taken += int(np.count_nonzero(flags))
+                total += len(flags)
+        return taken, total
 
     def demo_attrs(self, demo: int | str) -> dict[str, Any]:
         """Attributes of one demo without reading its arrays."""

@@ -73,6 +73,7 @@ def _check_demo(name: str, g: h5py.Group, meta: EnvMeta, problems: list[str]) ->
             if outside.any():
                 step = int(np.argmax(outside))
                 bad(f"actions[{step}] is {int(a[step])}, outside the Discrete({n_actions}) action space")
+    _check_interventions(g, n, action_dtype, act_shape, bad)
     if (
         "rewards" in arrays
         and arrays["rewards"].dtype.kind == "f"
@@ -125,6 +126,47 @@ def _check_demo(name: str, g: h5py.Group, meta: EnvMeta, problems: list[str]) ->
                 if not np.all(np.isfinite(values)):
                     bad(f"{part}/{key} contains NaN/inf")
     return n
+
+
+def _check_interventions(
+    g: h5py.Group, n: int, action_dtype: Any, act_shape: tuple[int, ...], bad: Any
+) -> None:
+    """The optional intervention datasets (docs/DESIGN.md §3): both or neither, shapes, dtypes, flags 0/1,
+    finite policy actions; a demo whose source says ``intervention:`` must have them."""
+    has = [key for key in ("policy_actions", "interventions") if key in g]
+    source = g.attrs.get("source", "")
+    source = source.decode() if isinstance(source, bytes) else str(source)
+    if not has:
+        if source.startswith("intervention:"):
+            bad(f"source is '{source}' but policy_actions / interventions are missing")
+        return
+    if len(has) == 1:
+        missing = "interventions" if has[0] == "policy_actions" else "policy_actions"
+        bad(f"{has[0]} without {missing} (intervention datasets come together)")
+    for key in has:
+        if not isinstance(g[key], h5py.Dataset):
+            bad(f"{key} is not a dataset")
+            return
+    if "policy_actions" in g:
+        ds = g["policy_actions"]
+        if ds.dtype != np.dtype(action_dtype):
+            bad(f"policy_actions has dtype {ds.dtype}, expected {np.dtype(action_dtype).name}")
+        if ds.shape != (n, *act_shape):
+            bad(f"policy_actions has shape {ds.shape}, expected {(n, *act_shape)}")
+        values = ds[()]
+        if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+            step = int(np.argwhere(~np.isfinite(values.reshape(len(values), -1)))[0][0])
+            bad(f"policy_actions contain NaN/inf (first at step {step})")
+    if "interventions" in g:
+        ds = g["interventions"]
+        if ds.dtype not in (np.dtype(np.uint8), np.dtype(np.bool_)):
+            bad(f"interventions has dtype {ds.dtype}, expected uint8 (or bool)")
+        if ds.shape != (n,):
+            bad(f"interventions has shape {ds.shape}, expected ({n},)")
+        flags = ds[()]
+        if flags.dtype.kind in "iu" and flags.size and (flags.min() < 0 or flags.max() > 1):
+            step = int(np.argmax((flags < 0) | (flags > 1)))
+            bad(f"interventions[{step}] is {int(flags[step])}, flags are 0 or 1")
 
 
 def validate_file(path: str | os.PathLike[str]) -> list[str]:

@@ -250,14 +250,22 @@ class DemoWriter:
         return 0 if self._buffer is None else len(self._buffer)
 
     def start_episode(
-        self, seed: int | None = None, source: str = "unknown", model_file: str | None = None
+        self,
+        seed: int | None = None,
+        source: str = "unknown",
+        model_file: str | None = None,
+        intervention: bool = False,
     ) -> None:
         """Begin buffering a new episode.
 
         Args:
             seed: the ``env.reset`` seed of the episode (stored; -1 when None).
-            source: who acted: ``"teleop:keyboard"``, ``"scripted"``, ``"policy:<name>"``, ...
+            source: who acted: ``"teleop:keyboard"``, ``"scripted"``, ``"policy:<name>"``,
+                ``"intervention:<device>"``, ...
             model_file: MJCF XML of the model, when known.
+            intervention: a policy drives and a person may take over: every :meth:`add_step`
+                gives ``policy_action`` and ``intervention`` (stored as ``policy_actions`` and
+                ``interventions``, docs/DESIGN.md §3).
 
         Raises:
             UserError: an earlier episode could not be saved.
@@ -280,7 +288,7 @@ class DemoWriter:
             n_actions = int(space.n) if isinstance(space, gym.spaces.Discrete) else 0
             self._idle_buffer = EpisodeBuffer(shapes, act_shape, self.meta.state_size, n_actions=n_actions)
         self._buffer, self._idle_buffer = self._idle_buffer, None
-        self._buffer.reset(seed, source, model_file)
+        self._buffer.reset(seed, source, model_file, intervention)
 
     def add_step(
         self,
@@ -291,6 +299,8 @@ class DemoWriter:
         terminated: bool,
         truncated: bool,
         state: np.ndarray,
+        policy_action: np.ndarray | None = None,
+        intervention: bool | None = None,
     ) -> None:
         """Buffer one transition.
 
@@ -302,6 +312,8 @@ class DemoWriter:
             terminated: the env's ``terminated``.
             truncated: the env's ``truncated`` (or the user ending the episode early).
             state: ``(S,) float64`` physics state before the step.
+            policy_action: intervention episodes only: the action the policy proposed.
+            intervention: intervention episodes only: whether the person drove this step.
 
         Raises:
             ValueError: NaN/inf or wrongly shaped action, wrong observation or state shapes, a step
@@ -309,7 +321,9 @@ class DemoWriter:
         """
         if self._buffer is None:
             raise RuntimeError("call start_episode() before add_step()")
-        self._buffer.add_step(obs, action, reward, next_obs, terminated, truncated, state)
+        self._buffer.add_step(
+            obs, action, reward, next_obs, terminated, truncated, state, policy_action, intervention
+        )
 
     def discard_episode(self) -> None:
         """Forget the episode in progress."""
@@ -361,6 +375,11 @@ class DemoWriter:
             raise UserError(
                 f"{self.path}: {name} has {episode.actions.dtype} actions, the action space is "
                 f"{describe_space(self.meta.action_space)}"
+            )
+        if episode.policy_actions is not None and episode.policy_actions.shape != episode.actions.shape:
+            raise UserError(
+                f"{self.path}: {name} has policy_actions of shape {episode.policy_actions.shape}, "
+                f"actions {episode.actions.shape}"
             )
 
     def _publish_once(self, edit: Any) -> None:

@@ -97,6 +97,8 @@ def main(args: argparse.Namespace) -> int:
     if demos is None:  # demos named in the config itself also give the expert return
         first = next(iter(configs.values()))
         named = {"gail": first.gail.demos, "bc": first.bc.demos}.get(first.algo)
+        if isinstance(named, list):  # bc over several files: the first gives the expert return
+            named = named[0] if named else None
         demos = Path(named) if named else None
     reference = reference_returns(args.expert_return, args.random_return, demos)
     if args.report_only:

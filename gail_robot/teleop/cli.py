@@ -14,6 +14,7 @@ KEYMAP_HELP = """\
 keyboard map (viewer window, or the terminal when there is no display):
   W/S or Up/Down +x/-x   A/D or Left/Right +y/-y   R/F or PageUp/PageDown +z/-z
   Space or Insert toggle gripper   Enter save episode   Backspace or Delete discard   Q/Esc quit
+  T or Home take over from the policy / hand back (--intervene)
   (envs other than the arm tasks: W/S drive one action dimension, A/D select it;
    in the viewer prefer the arrow/page keys: letters also toggle MuJoCo's own view options)
 """
@@ -32,7 +33,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--env-kwargs", default="{}", metavar="JSON", help="gym.make keyword arguments as JSON"
     )
     parser.add_argument("--device", required=True, choices=DEVICES, help="who acts (random: for smoke tests)")
-    parser.add_argument("--policy", help="policy for --device policy: checkpoint, run directory or policy.pt")
+    parser.add_argument(
+        "--policy",
+        help="policy for --device policy, or the policy that drives with --intervene: "
+        "checkpoint, run directory or policy.pt",
+    )
+    parser.add_argument(
+        "--intervene",
+        action="store_true",
+        help="the --policy drives and the --device person takes over (keyboard: T/Home toggles; "
+        "gamepad: hold a trigger; spacemouse: move the puck; scripted: the expert's gate)",
+    )
+    parser.add_argument(
+        "--on-disconnect",
+        choices=("keep", "discard"),
+        default="keep",
+        help="a device that disconnects mid-episode: keep the episode so far (cut short) or discard it; "
+        "recording then stops (default keep)",
+    )
+    parser.add_argument(
+        "--takeover-threshold",
+        type=float,
+        default=0.5,
+        metavar="D",
+        help="--device scripted --intervene: take over when ||policy - expert action|| > D "
+        "([-1, 1] units, default 0.5)",
+    )
+    parser.add_argument(
+        "--stall-steps",
+        type=int,
+        default=20,
+        metavar="N",
+        help="--device scripted --intervene: take over after N steps without progress (0: never; default 20)",
+    )
+    parser.add_argument(
+        "--handback-steps",
+        type=int,
+        default=10,
+        metavar="K",
+        help="--device scripted --intervene: the expert hands back after K steps (default 10)",
+    )
     parser.add_argument("--out", required=True, help="demo file (.hdf5); an existing file is appended to")
     parser.add_argument("--episodes", type=int, default=10, help="demos to save (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="reset seed of the first episode (default 0)")
@@ -78,6 +118,18 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--env-kwargs is not valid JSON: {exc}") from None
     if not isinstance(env_kwargs, dict):
         raise UserError("--env-kwargs must be a JSON object")
+    if args.intervene and not args.policy:
+        raise UserError(
+            "--intervene needs --policy RUN (the run directory, checkpoint or policy.pt that drives)"
+        )
+    if args.intervene:
+        from gail_robot.teleop.intervention import INTERVENE_DEVICES
+
+        if args.device not in INTERVENE_DEVICES:
+            raise UserError(
+                f"--intervene takes over with a person's device: --device {'|'.join(INTERVENE_DEVICES)}, "
+                f"not {args.device}"
+            )
     if args.device == "policy" and not args.policy:
         raise UserError("--device policy needs --policy FILE (a checkpoint, run directory or policy.pt)")
     if args.episodes < 1:
@@ -92,6 +144,11 @@ def main(args: argparse.Namespace) -> int:
     try:
         # episodes are compressed and written by the writer's helper process, off the recording loop
         mode = "w" if args.overwrite else "a"
+        driver = None
+        if args.intervene:  # checked before the file is touched
+            from gail_robot.teleop.intervention import load_driving_policy
+
+            driver = load_driving_policy(args.policy, env)
         with DemoWriter(args.out, env, mode=mode, durable=not args.no_fsync) as writer:
             device = make_device(
                 args.device,
@@ -102,6 +159,22 @@ def main(args: argparse.Namespace) -> int:
                 speed=args.speed,
                 render=args.render,
             )
+            if driver is not None:
+                from gail_robot.teleop.intervention import make_intervention_device
+
+                try:
+                    device = make_intervention_device(
+                        args.device,
+                        env,
+                        driver,
+                        device,
+                        threshold=args.takeover_threshold,
+                        stall_steps=args.stall_steps,
+                        handback_steps=args.handback_steps,
+                    )
+                except UserError:
+                    device.close()
+                    raise
             try:
                 if device.interactive:
                     status.message(KEYMAP_HELP.rstrip())
@@ -117,6 +190,7 @@ def main(args: argparse.Namespace) -> int:
                     max_attempts=args.max_attempts,
                     realtime=True if args.realtime else None,
                     status=status,
+                    on_disconnect=args.on_disconnect,
                 )
             finally:
                 device.close()
@@ -128,6 +202,17 @@ def main(args: argparse.Namespace) -> int:
         f"{f', {stats.rejected} dropped by --only-success / --min-return' if stats.rejected else ''})"
     )
     print(summary, file=sys.stderr)
+    if args.intervene:
+        from gail_robot.data.reader import DemoDataset
+
+        with DemoDataset(args.out) as ds:
+            taken, recorded = ds.intervention_counts()
+        if recorded:
+            print(
+                f"interventions: {taken} of {recorded} steps in {args.out} were driven by the person "
+                f"({100 * taken / recorded:.1f} %)",
+                file=sys.stderr,
+            )
     if len(stats.saved) < args.episodes and not stats.quit:
         print(
             f"gail-robot record: only {len(stats.saved)} of {args.episodes} episodes were kept "

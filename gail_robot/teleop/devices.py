@@ -18,6 +18,7 @@ Keyboard map (viewer window and terminal alike)::
     Enter                          save the episode now (it is stored as truncated)
     Backspace or Delete            discard the episode and start a new one
     Q / Esc                        quit (the episode in progress is discarded)
+    T   or  Home                   take over from the policy / hand back (record --intervene)
 
 Keys act for :data:`HOLD_S` seconds after each press; holding a key relies on the keyboard's
 auto-repeat, which works both in the viewer (GLFW repeat events) and in a terminal. In the MuJoCo
@@ -55,6 +56,9 @@ class Event(enum.Enum):
     SAVE = "save"
     DISCARD = "discard"
     QUIT = "quit"
+    #: the device went away (unplugged, read error): the recorder keeps or discards the episode in
+    #: progress as ``--on-disconnect`` says and stops
+    DISCONNECT = "disconnect"
 
 
 class Device(Protocol):
@@ -177,6 +181,7 @@ class KeyState:
         "pagedown": "f",
         "insert": "space",
         "delete": "backspace",
+        "home": "t",
     }
 
     def __init__(self, mapper: CommandMapper, clock: Callable[[], float] = time.monotonic) -> None:
@@ -185,6 +190,8 @@ class KeyState:
         self._until = np.zeros(3)
         self._sign = np.zeros(3)
         self._events: set[Event] = set()
+        #: record --intervene: the person asked to drive (T / Home toggles it)
+        self.takeover = False
         self._lock = threading.Lock()  # the viewer calls key callbacks from its own thread
 
     def press(self, key: str) -> None:
@@ -200,6 +207,10 @@ class KeyState:
                 self._events.add(Event.QUIT)
             elif key == "space":
                 self.mapper.toggle_gripper()
+            elif key == "t":
+                self.takeover = not self.takeover
+            elif key == "disconnect":
+                self._events.add(Event.DISCONNECT)
             elif not self.mapper.cartesian and key in ("a", "d"):
                 self.mapper.select(-1 if key == "a" else 1)
             elif key in self.MOTION:
@@ -223,9 +234,10 @@ class KeyState:
             return events
 
     def reset(self) -> None:
-        """Release all keys (a new episode starts)."""
+        """Release all keys and hand back to the policy (a new episode starts)."""
         with self._lock:
             self._until[:] = 0
+            self.takeover = False
             self.mapper.reset()
 
 
@@ -248,6 +260,8 @@ _TERMINAL_SEQUENCES = {
     "6~": "pagedown",
     "2~": "insert",
     "3~": "delete",
+    "H": "home",
+    "1~": "home",
 }
 
 
@@ -313,6 +327,7 @@ _GLFW_KEYS = {
     265: "up",
     266: "pageup",
     267: "pagedown",
+    268: "home",
 }
 
 
@@ -330,6 +345,7 @@ class _TeleopDevice:
 
     interactive = True
     mapper: CommandMapper
+    keys: KeyState
     viewer: Any = None
 
     def sync(self, env: gym.Env[Any, Any]) -> None:
@@ -340,6 +356,15 @@ class _TeleopDevice:
     def describe(self) -> str:
         """Status-line text."""
         return self.mapper.describe()
+
+    def takeover(self) -> bool:
+        """record --intervene: whether the person asks to drive now (keyboard: T / Home toggled on)."""
+        return bool(self.keys.takeover)
+
+    def take_over_from(self, action: np.ndarray) -> None:
+        """The person takes over from ``action`` (the policy's last): the gripper stays as it was."""
+        if self.mapper.cartesian and np.shape(action) == (4,):
+            self.mapper.gripper = 1.0 if float(action[3]) > 0 else -1.0
 
 
 class KeyboardDevice(_TeleopDevice):
@@ -446,11 +471,16 @@ class GamepadDevice(_TeleopDevice):
 
     Left stick: x / y (joint mode: the selected dimension); right stick vertical: z; A: toggle
     gripper; LB / RB: select dimension (joint mode); Start: save; Back: discard; B: quit. The
-    terminal keys of the keyboard map also work when stdin is a terminal.
+    terminal keys of the keyboard map also work when stdin is a terminal. ``record --intervene``:
+    the person drives while a trigger (SDL axis 5, right, or 2, left) is held more than halfway
+    (:data:`TRIGGER_HELD`); unplugging the pad is :attr:`Event.DISCONNECT`.
     """
 
     source = "teleop:gamepad"
     DEADZONE = 0.1
+    #: SDL trigger axes rest at -1 and read +1 fully pressed: held means past the middle
+    TRIGGER_HELD = 0.0
+    TRIGGER_AXES = (5, 2)
 
     def __init__(self, env: gym.Env[Any, Any], speed: float = 1.0) -> None:
         try:
@@ -500,8 +530,13 @@ class GamepadDevice(_TeleopDevice):
                 elif event.button in (4, 5) and not self.mapper.cartesian:
                     self.mapper.select(-1 if event.button == 4 else 1)
             elif event.type == self.pygame.JOYDEVICEREMOVED:
-                self.keys.press("q")
+                self.keys.press("disconnect")
         self.extra.pump()
+
+    def takeover(self) -> bool:
+        """record --intervene: a trigger is held (past :data:`TRIGGER_HELD`)."""
+        count = self.stick.get_numaxes()
+        return any(i < count and float(self.stick.get_axis(i)) > self.TRIGGER_HELD for i in self.TRIGGER_AXES)
 
     def poll_events(self) -> set[Event]:
         """Save / discard / quit."""
@@ -521,9 +556,14 @@ class SpaceMouseDevice(_TeleopDevice):
 
     Translation x / y / z moves the tool (joint mode: x drives the selected dimension); the left
     button toggles the gripper, the right button saves. Terminal keys (Backspace, Q) discard and quit.
+    ``record --intervene``: any motion (translation or rotation) beyond :data:`DEADZONE` takes over,
+    and the person keeps driving until the puck has rested for :data:`HAND_BACK_S` seconds; a read
+    error (unplugged) is :attr:`Event.DISCONNECT`.
     """
 
     source = "teleop:spacemouse"
+    DEADZONE = 0.1
+    HAND_BACK_S = 0.5
 
     def __init__(self, env: gym.Env[Any, Any], speed: float = 1.0) -> None:
         try:
@@ -548,13 +588,31 @@ class SpaceMouseDevice(_TeleopDevice):
         self.extra = _OptionalTerminal(self.keys)
         self._buttons: list[int] = [0, 0]
         self.viewer: Any = None
+        self.clock: Callable[[], float] = time.monotonic
+        self._moved_at = -float("inf")
+        self._last: Any = None
 
     def reset(self, obs: Any) -> None:
-        """Open the gripper."""
+        """Open the gripper; the policy drives again."""
         self.keys.reset()
+        self._moved_at = -float("inf")
+
+    def takeover(self) -> bool:
+        """record --intervene: the puck moved beyond the dead zone less than :data:`HAND_BACK_S` ago."""
+        return self.clock() - self._moved_at < self.HAND_BACK_S
 
     def _read(self) -> Any:
-        state = self.lib.read()
+        try:
+            state = self.lib.read()
+        except Exception:  # pyspacemouse raises bare Exceptions for HID errors: the device is gone
+            state = None
+        if state is None:
+            self.keys.press("disconnect")
+            return self._last if self._last is not None else _AT_REST
+        self._last = state
+        axes = [float(getattr(state, name, 0.0)) for name in ("x", "y", "z", "roll", "pitch", "yaw")]
+        if max(abs(v) for v in axes) > self.DEADZONE:
+            self._moved_at = self.clock()
         buttons = [*getattr(state, "buttons", [0, 0]), 0, 0]
         if buttons[0] and not self._buttons[0]:
             self.keys.press("space")
@@ -579,6 +637,16 @@ class SpaceMouseDevice(_TeleopDevice):
         self.extra.close()
         if self.viewer is not None:
             self.viewer.close()
+
+
+class _AtRest:
+    """A SpaceMouse reading with no motion (after a failed read)."""
+
+    x = y = z = roll = pitch = yaw = 0.0
+    buttons = (0, 0)
+
+
+_AT_REST = _AtRest()
 
 
 class _ExpertBase:

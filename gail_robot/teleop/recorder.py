@@ -78,12 +78,21 @@ def record(
     max_attempts: int | None = None,
     realtime: bool | None = None,
     status: StatusLine | None = None,
+    on_disconnect: str = "keep",
 ) -> RecordStats:
     """Record until ``episodes`` demos are saved, the user quits or ``max_attempts`` run out.
 
     Episodes end when the env terminates or truncates (saved automatically), when the user saves
     (stored as truncated at the current step), at ``max_steps`` (truncated), or when the user
     discards them. Episode ``i`` resets with seed ``seed + i`` (counting every attempt).
+
+    A device with ``intervention = True`` (:class:`~gail_robot.teleop.intervention.InterventionDevice`)
+    also gives ``last_policy_action`` and ``last_intervention`` after each ``act``: they are stored
+    as ``policy_actions`` and ``interventions`` (docs/DESIGN.md §3).
+
+    When the device reports :attr:`Event.DISCONNECT`, the episode in progress is saved as cut short
+    (``on_disconnect="keep"``, when it has steps) or dropped (``"discard"``), every finished episode
+    is saved, and recording stops with a one-line UserError.
 
     Raises:
         UserError: the device produced a non-finite action (the episode in progress is dropped),
@@ -92,6 +101,8 @@ def record(
     """
     if episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {episodes}")
+    if on_disconnect not in ("keep", "discard"):
+        raise UserError(f"--on-disconnect must be keep or discard, got {on_disconnect!r}")
     status = status if status is not None else StatusLine()
     stats = RecordStats()
     # demos handed to the writer and not yet reported: name -> (steps, the line to print when saved)
@@ -126,6 +137,7 @@ def record(
             max_steps=max_steps,
             max_attempts=max_attempts,
             realtime=realtime,
+            on_disconnect=on_disconnect,
         )
         writer.flush()
         report()
@@ -151,6 +163,7 @@ def _loop(
     max_steps: int | None,
     max_attempts: int | None,
     realtime: bool | None,
+    on_disconnect: str = "keep",
 ) -> None:
     """The episodes of :func:`record` (same arguments); finished ones go into ``waiting``."""
     pace = device.interactive if realtime is None else realtime
@@ -162,6 +175,7 @@ def _loop(
     attempts = queued = 0
     limit = max_attempts if max_attempts is not None else 10 * episodes + 10
     describe = getattr(device, "describe", lambda: "")
+    intervention = bool(getattr(device, "intervention", False))
     # what success means is the task's declaration (docs/DESIGN.md §6)
     task = task_info(env.spec.id if env.spec is not None else "")
     next_poll = 0.0
@@ -170,7 +184,7 @@ def _loop(
         attempts += 1
         obs, info = env.reset(seed=ep_seed)
         device.reset(obs)
-        writer.start_episode(seed=ep_seed, source=device.source, model_file=xml)
+        writer.start_episode(seed=ep_seed, source=device.source, model_file=xml, intervention=intervention)
         ep_return, terminated, truncated, outcome = 0.0, False, False, ""
         next_tick = time.monotonic()
         while True:
@@ -180,6 +194,9 @@ def _loop(
                 writer.poll()
                 report()
             events = device.poll_events()
+            if Event.DISCONNECT in events:
+                success = bool(writer.episode_length) and task.success_from(info, terminated, True)
+                _disconnected(env, device, writer, stats, report, waiting, attempts, on_disconnect, success)
             if Event.QUIT in events:
                 writer.discard_episode()
                 stats.quit = True
@@ -192,7 +209,12 @@ def _loop(
                 break
             state = get_physics_state(env) if physics else no_state
             action = device.act(obs)
-            if not np.all(np.isfinite(action)):
+            proposed = device.last_policy_action if intervention else None  # type: ignore[attr-defined]
+            if not np.all(np.isfinite(action)) or (
+                proposed is not None and not np.all(np.isfinite(proposed))
+            ):
+                if proposed is not None and np.all(np.isfinite(action)):
+                    action = proposed  # name the policy's action in the message
                 step = writer.episode_length
                 writer.discard_episode()
                 writer.flush()
@@ -204,7 +226,20 @@ def _loop(
                     f"{len(writer.saved)} saved demos are intact in {writer.path}"
                 )
             next_obs, reward, terminated, truncated, info = env.step(action)
-            writer.add_step(obs, action, float(reward), next_obs, terminated, truncated, state)
+            if intervention:
+                writer.add_step(
+                    obs,
+                    action,
+                    float(reward),
+                    next_obs,
+                    terminated,
+                    truncated,
+                    state,
+                    proposed,
+                    bool(device.last_intervention),  # type: ignore[attr-defined]
+                )
+            else:
+                writer.add_step(obs, action, float(reward), next_obs, terminated, truncated, state)
             obs = next_obs
             ep_return += float(reward)
             stats.steps += 1
@@ -251,3 +286,34 @@ def _loop(
         # reported as saved only once the writer's sink confirms it is on disk
         line = f"{steps} steps, return {ep_return:.2f}, success {'yes' if success else 'no'}"
         waiting[name] = (steps, line)
+
+
+def _disconnected(
+    env: gym.Env[Any, Any],
+    device: Device,
+    writer: DemoWriter,
+    stats: RecordStats,
+    report: Callable[[], None],
+    waiting: dict[str, tuple[int, str]],
+    attempt: int,
+    on_disconnect: str,
+    success: bool,
+) -> None:
+    """The device went away mid-episode: keep (cut short) or drop the episode, save the rest, stop."""
+    steps = writer.episode_length
+    kept = ""
+    if on_disconnect == "keep" and steps > 0:
+        final_state = get_physics_state(env) if has_physics(env) else np.zeros(0, np.float64)
+        name = writer.end_episode(success=success, final_state=final_state, cut=True)
+        waiting[name] = (steps, f"{steps} steps, cut short by the disconnect")
+        kept = f"the {steps} steps of episode {attempt} were kept as {name}"
+    else:
+        writer.discard_episode()
+        kept = f"episode {attempt} ({steps} steps) was discarded"
+    writer.flush()
+    report()
+    stats.quit = True
+    raise UserError(
+        f"the {device.source} device disconnected; {kept} (--on-disconnect {on_disconnect}); "
+        f"{len(writer.saved)} demos of this session are saved in {writer.path}"
+    )
