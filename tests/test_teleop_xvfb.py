@@ -108,3 +108,74 @@ def test_viewer_keys_drive_the_recording(xdisplay: XDisplay, tmp_path: Path) -> 
     assert grip[0] == -1 and grip[-1] == 1 and np.count_nonzero(np.diff(grip)) == 1
     toggle = int(np.argmax(grip > 0))
     assert (a1[:toggle, 1] > 0).any() and (a1[toggle:, 1] > 0).any()
+
+
+def test_viewer_takeover_key_hands_control_to_the_person_and_back(
+    xdisplay: XDisplay, tmp_path: Path
+) -> None:
+    """``record --policy RUN --intervene --device keyboard`` in the real viewer window: Home takes over
+    from the policy, Up drives +x, Home hands back; the file flags exactly the person's steps."""
+    from policy_factory import make_checkpoint
+
+    policy = make_checkpoint(
+        tmp_path / "policy" / "final.pt",
+        "gail_robot/ArmReach-v0",
+        env_kwargs={"max_episode_steps": 2000, "terminate_on_success": False},
+        hidden=(32, 32),
+    )
+    out = tmp_path / "takeover.hdf5"
+    cmd = [
+        sys.executable, "-m", "gail_robot.cli", "record",
+        "--env", "gail_robot/ArmReach-v0", "--env-kwargs", ENV_KWARGS,
+        "--device", "keyboard", "--intervene", "--policy", str(policy),
+        "--episodes", "1", "--out", str(out), "--no-fsync",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        env=xdisplay.env(MUJOCO_GL="glfw"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = LineWatcher(proc.stderr)
+    try:
+        try:
+            window = xdisplay.wait_window("^MuJoCo", timeout=90, alive=proc)
+        except RuntimeError as exc:
+            if "cannot open the MuJoCo viewer" in log.text():
+                pytest.skip(f"the viewer cannot open under Xvfb: {log.text().splitlines()[-1]}")
+            raise AssertionError(f"{exc}; recorder said: {log.text()}") from None
+        xdisplay.focus(window)
+        log.wait_for("keyboard map")
+        # handshake as above (the status line naming the driver is drawn on terminals only):
+        # Backspace discards attempt 1 once the viewer thread handles keys
+        xdisplay.key("BackSpace")
+        log.wait_for("discarded episode 1", timeout=90)
+        time.sleep(0.5)  # the policy drives the first steps of attempt 2
+        xdisplay.key("Home")
+        time.sleep(0.3)
+        xdisplay.key("Up", repeat=10, delay=0.1)
+        time.sleep(0.3)
+        xdisplay.key("Home")
+        time.sleep(0.5)  # the policy drives again
+        xdisplay.key("Return")
+        log.wait_for("saved demo_0")
+        assert proc.wait(timeout=60) == 0, log.text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.join()
+
+    with DemoDataset(out) as ds:
+        demo = ds.demo(0)
+    assert demo.attrs["source"] == "intervention:keyboard" and validate_file(out) == []
+    assert demo.interventions is not None and demo.policy_actions is not None
+    took = demo.interventions.astype(bool)
+    # policy first, then the person, then the policy again (one contiguous takeover)
+    assert not took[0] and not took[-1] and took.any(), took.astype(int)
+    assert np.count_nonzero(np.diff(took.astype(int))) == 2
+    np.testing.assert_array_equal(demo.actions[~took], demo.policy_actions[~took])
+    person = demo.actions[took]
+    assert (person[:, 0] > 0).sum() >= 3 and (person[:, 1:3] == 0).all()  # Up: +x only
