@@ -222,7 +222,7 @@ def cli(*args: str) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("gen", ["ppo", "trpo"])
+@pytest.mark.parametrize("gen", ["ppo", pytest.param("trpo", marks=pytest.mark.slow)])
 def test_airl_resume_reproduces_the_next_update(tmp_path, demos, gen):
     """InvertedPendulum terminates when the pole falls: the absorbing path is exercised."""
     from gail_robot.policy_io import load_checkpoint
@@ -407,3 +407,31 @@ def test_airl_configs_parse_and_variants_change_only_the_dynamics():
     np.testing.assert_array_equal(gear, [200.0, 200.0, 20.0])
     np.testing.assert_array_equal(original.unwrapped.model.actuator_gear[:, 0], [200.0, 200.0, 200.0])
     assert gym.spec("gail_robot/HopperCrippled-v0").max_episode_steps == 1000
+
+
+def test_airl_on_discrete_cartpole_is_bit_identical_in_sync_and_batched(tmp_path):
+    """Discrete actions end to end (one-hot g(s, a), categorical log pi), through the shared vectorisation."""
+    from gail_robot.policy_io import load_checkpoint
+
+    demos = Path(__file__).resolve().parent.parent / "datasets" / "experts" / "CartPole-v1" / "demos.hdf5"
+    args = ["CartPole-v1", "--algo", "airl", "--demos", str(demos), "--steps", "512", "--num-envs", "2"]
+    args += ["--no-progress", "--set", "rollout.n_steps=128", "--set", "run.eval_episodes=1"]
+    args += ["--set", "airl.state_only=false", "--set", "gail.max_demos=1", "--set", "run.tensorboard=false"]
+    cli("train", *args, "--sync", "--out", str(tmp_path / "sync"))
+    cli(
+        "train",
+        *args,
+        "--set",
+        "env.vectorization=batched",
+        "--set",
+        "env.num_workers=2",
+        "--out",
+        str(tmp_path / "b"),
+    )
+    a, b = load_checkpoint(tmp_path / "sync" / "final.pt"), load_checkpoint(tmp_path / "b" / "final.pt")
+    assert a["actor_spec"]["kind"] == "categorical"
+    for key in ("actor", "critic"):
+        for name, value in a[key].items():
+            assert torch.equal(value, b[key][name]), f"{key}.{name}"
+    for name, value in a["airl"]["reward_net"].items():
+        assert torch.equal(value, b["airl"]["reward_net"][name]), name

@@ -263,6 +263,7 @@ class AIRL:
             "disc_acc_policy": float(np.mean(policy_acc)),
             "airl_expert_log_pi": float(expert.log_pi[: len(self.expert)].mean()),
             "airl_policy_log_pi": float(buffer.log_probs.mean()),
+            **({"airl_absorbing_reward": self.absorbing_reward()} if self.airl.absorbing else {}),
         }
 
     def relabel(self, buffer: RolloutBuffer) -> np.ndarray | None:
