@@ -26,7 +26,8 @@ pipeline with 20k env steps per run and 2 evaluation episodes (a check that it w
 Usage:
     python benchmarks/airl_transfer.py [--out runs/airl_transfer] [--steps 1000000] [--quick]
     python benchmarks/airl_transfer.py --report            # the table from what exists so far
-    python benchmarks/airl_transfer.py --stages airl reward variant_expert
+    python benchmarks/airl_transfer.py --stages airl reward variant_expert --set run.checkpoint_interval=50000
+    python benchmarks/airl_transfer.py --gail RUN     # reuse a GAIL run of the task
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="20k steps per run, 2 episodes: a pipeline check"
     )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="for every new run"
+    )
     args = parser.parse_args()
     if args.quick:
         args.steps, args.episodes = 20_000, 2
@@ -128,6 +132,8 @@ def main() -> None:
     reward = out / "reward.pt"
     stages = [] if args.report else args.stages
     quick = ["--set", "run.eval_interval=0", "--set", "run.checkpoint_interval=10000"] if args.quick else []
+    for override in args.overrides:
+        quick += ["--set", override]
     if "airl" in stages:
         train(runs["airl"], args.steps, [f"airl/{task}", "--demos", args.demos, *quick])
     if "reward" in stages or (args.report and checkpoint_of(runs["airl"]) and not reward.is_file()):
