@@ -149,7 +149,7 @@ def test_expert_log_pi_is_the_current_policy_and_policy_log_pi_the_collected_one
 
 
 def test_update_separates_expert_from_policy():
-    airl = _airl(updates_per_round=40, lr=3e-3)
+    airl = _airl(updates_per_round=10, lr=1e-2)
     rng = np.random.default_rng(1)
     buf = RolloutBuffer.empty(16, 2, OBS, 1)
     buf.obs_raw[:] = rng.normal(-1.0, 1.0, size=buf.obs_raw.shape)
