@@ -19,10 +19,11 @@ from gail_robot.errors import UserError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "record": ("gail_robot.teleop.cli", "record demonstrations (teleop, scripted or policy expert)"),
     "data": ("gail_robot.data.cli", "inspect, validate, replay, convert, merge and split demo files"),
-    "train": ("gail_robot.algos.cli", "train a policy: bc, gail (ppo/trpo generator), ppo, trpo"),
+    "train": ("gail_robot.algos.cli", "train a policy: bc, gail / airl (ppo/trpo generator), ppo, trpo, sac"),
     "eval": ("gail_robot.evaluate", "evaluate a run directory or checkpoint"),
     "plot": ("gail_robot.plot", "plot learning curves of run directories"),
     "export": ("gail_robot.export.cli", "export a policy to TorchScript (or ONNX / pt2)"),
+    "export-reward": ("gail_robot.export.reward_cli", "export the learned reward of an airl or gail run"),
     "controller": ("gail_robot.controller", "build or run the C++ deployment controller"),
     "quickstart": ("gail_robot.quickstart", "record, train, eval and export on a built-in task"),
     "sweep": ("gail_robot.sweep.cli", "K seeds (x a grid) of a config on Ray, with IQM and CIs"),

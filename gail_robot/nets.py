@@ -523,6 +523,49 @@ class Discriminator(nn.Module):
         return self.net(inputs).squeeze(-1)
 
 
+class AIRLRewardNet(nn.Module):
+    """AIRL's discriminator function ``f(s, a, s') = g(s[, a]) + gamma * h(s') - h(s)`` (Fu et al. 2018).
+
+    ``g`` is the reward approximator (state-only ``g(s)`` is the disentangled reward that transfers
+    to new dynamics; ``g(s, a)`` otherwise) and ``h`` the shaping potential. Inputs are built by the
+    caller in normalised units; with absorbing states (Kostrikov et al. 2019) each input ends with an
+    absorbing-indicator column. The AIRL discriminator is ``D = exp f / (exp f + pi(a|s))``, i.e. the
+    logit ``f - log pi(a|s)`` (docs/DESIGN.md §8.8).
+
+    Args:
+        g_in_dim: width of ``g``'s input (obs [+ action] [+ flag]).
+        h_in_dim: width of ``h``'s input (obs [+ flag]).
+        gamma: the discount of the shaping term.
+        config: hidden layers of both ``g`` and ``h``.
+    """
+
+    def __init__(self, g_in_dim: int, h_in_dim: int, gamma: float, config: NetConfig | None = None):
+        super().__init__()
+        self.config = config or NetConfig(hidden_sizes=[100, 100], activation="tanh")
+        self.gamma = float(gamma)
+        # Small output layers start f near 0: D starts at pi / (1 + pi), rewards near -log pi.
+        self.g = mlp(int(g_in_dim), 1, self.config, out_gain=0.01)
+        self.h = mlp(int(h_in_dim), 1, self.config, out_gain=0.01)
+
+    def reward(self, g_in: torch.Tensor) -> torch.Tensor:
+        """``g`` ``(B,)``."""
+        return self.g(g_in).squeeze(-1)
+
+    def potential(self, h_in: torch.Tensor) -> torch.Tensor:
+        """``h`` ``(B,)``."""
+        return self.h(h_in).squeeze(-1)
+
+    def forward(
+        self, g_in: torch.Tensor, h_in: torch.Tensor, next_h_in: torch.Tensor, next_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """``f = g(g_in) + gamma * next_mask * h(next_h_in) - h(h_in)`` ``(B,)``.
+
+        ``next_mask`` ``(B,)`` is 0 where the successor's potential is dropped (a true termination
+        without absorbing states), else 1.
+        """
+        return self.reward(g_in) + self.gamma * next_mask * self.potential(next_h_in) - self.potential(h_in)
+
+
 def flat_params(module: nn.Module | Sequence[nn.Parameter]) -> torch.Tensor:
     """All parameters as one flat vector (a copy)."""
     params = module.parameters() if isinstance(module, nn.Module) else module

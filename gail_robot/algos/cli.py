@@ -17,15 +17,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="YAML config file, or the name of a shipped config (e.g. Hopper-v5, ArmReach-v0)",
     )
     parser.add_argument(
-        "--algo", choices=["bc", "gail", "ppo", "trpo", "sac"], help="algorithm (or 'algo' in the config)"
+        "--algo",
+        choices=["bc", "gail", "airl", "ppo", "trpo", "sac"],
+        help="algorithm (or 'algo' in the config)",
     )
-    parser.add_argument("--gen", choices=["ppo", "trpo"], help="GAIL generator (gail.generator)")
+    parser.add_argument("--gen", choices=["ppo", "trpo"], help="GAIL / AIRL generator (gail.generator)")
     parser.add_argument("--env", help="Gymnasium env id (env.id)")
     parser.add_argument(
         "--demos",
         nargs="+",
         metavar="FILE",
-        help="demo file for gail / bc (gail.demos, bc.demos); bc takes several files of the same env",
+        help="demo file for gail / airl / bc (gail.demos, bc.demos); bc takes several files of the same env",
+    )
+    parser.add_argument(
+        "--reward",
+        metavar="REWARD.pt",
+        help="train ppo / trpo / sac on this learned reward (gail-robot export-reward) instead of the env's",
     )
     parser.add_argument("--steps", type=int, help="env steps to train for (run.total_steps)")
     parser.add_argument("--out", help="run directory to create")
@@ -90,6 +97,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         put("env.ray_address", args.ray_address)
     if args.init_from:
         put("init_from", args.init_from)
+    if args.reward:
+        put("reward", args.reward)
     if args.no_progress:
         put("run.progress", False)
     return data
@@ -115,7 +124,7 @@ def build_config(args: argparse.Namespace) -> tuple[Any, Path, bool]:
             raise UserError(f"cannot resume: {run_dir} has no config.yaml and checkpoints/latest.pt")
         if args.out and Path(args.out).resolve() != run_dir.resolve():
             raise UserError("--resume continues in the run directory itself; drop --out")
-        if args.config or args.algo or args.env or args.gen or args.demos or args.init_from:
+        if args.config or args.algo or args.env or args.gen or args.demos or args.init_from or args.reward:
             raise UserError(
                 "--resume takes its config from the run; only --steps, --no-progress, --ray-address "
                 "and --set apply"
@@ -143,7 +152,7 @@ def build_config(args: argparse.Namespace) -> tuple[Any, Path, bool]:
     data = _merge(base, _flag_overrides(args))
     data = apply_overrides(data, args.overrides)
     if not resume and "algo" not in data:
-        raise UserError("choose an algorithm: --algo bc|gail|ppo|trpo|sac (or 'algo' in the config)")
+        raise UserError("choose an algorithm: --algo bc|gail|airl|ppo|trpo|sac (or 'algo' in the config)")
     return config_from_dict(data), run_dir, resume
 
 

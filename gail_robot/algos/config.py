@@ -19,7 +19,7 @@ import yaml
 from gail_robot.errors import UserError
 from gail_robot.nets import ACTIVATIONS
 
-ALGOS = ("ppo", "trpo", "gail", "bc", "sac")
+ALGOS = ("ppo", "trpo", "gail", "airl", "bc", "sac")
 GENERATORS = ("ppo", "trpo")
 REWARD_KINDS = ("auto", "gail", "airl", "neg")
 
@@ -103,8 +103,9 @@ class RolloutConfig:
     gae_lambda: float = 0.95
     """GAE lambda."""
     normalize_rewards: bool | None = None
-    """Scale rewards by the running std of the discounted return; null: on for ppo/trpo (env
-    reward), off for gail (a running std on discriminator rewards is reported to destabilise)."""
+    """Scale rewards by the running std of the discounted return; null: on for ppo/trpo on the env
+    reward, off for gail / airl and for a learned reward (a running std on discriminator rewards is
+    reported to destabilise)."""
 
     def __post_init__(self) -> None:
         _check(self.n_steps >= 1, f"rollout.n_steps must be >= 1, got {self.n_steps}")
@@ -237,6 +238,25 @@ class GAILConfig:
         _check(self.replay_rounds >= 1, "gail.replay_rounds must be >= 1")
         _check(self.activation in ACTIVATIONS, f"gail.activation must be one of {sorted(ACTIVATIONS)}")
         _check(self.expert_noise >= 0, "gail.expert_noise must be >= 0")
+
+
+@dataclass
+class AIRLConfig:
+    """AIRL (Fu et al. 2018): the discriminator ``D = exp f / (exp f + pi(a|s))`` with
+    ``f(s, a, s') = g(s [, a]) + gamma h(s') - h(s)``, the generator's reward ``f - log pi``.
+
+    AIRL shares the ``gail`` section's demos, generator and discriminator training settings
+    (``hidden_sizes`` and ``activation`` of g and h, ``lr``, ``updates_per_round``, ``batch_size``,
+    ``grad_penalty``, ``ent_coef``, ``replay_rounds``, ``demo_subsample``, ``max_demos``,
+    ``demo_mask``); ``gail.reward``, ``gail.disc_input``, ``gail.absorbing`` and
+    ``gail.expert_noise`` do not apply (docs/DESIGN.md §8.8).
+    """
+
+    state_only: bool = True
+    """g(s) (the disentangled reward, which transfers to new dynamics) instead of g(s, a)."""
+    absorbing: bool = True
+    """DAC absorbing states for true terminations (Kostrikov et al. 2019): without them an episode's
+    length biases the learned reward (the imitation library's issues #279 and #310)."""
 
 
 @dataclass
@@ -403,9 +423,10 @@ class RunConfig:
 class TrainConfig:
     """Everything a training run needs; saved as the run's config.yaml."""
 
-    algo: Literal["ppo", "trpo", "gail", "bc", "sac"] = "ppo"
-    """ppo / trpo: RL on the env reward; gail: imitation with a ppo/trpo generator; bc: cloning;
-    sac: off-policy RL on the env reward (for experts, see gail_robot/algos/sac.py)."""
+    algo: Literal["ppo", "trpo", "gail", "airl", "bc", "sac"] = "ppo"
+    """ppo / trpo: RL on the env reward (or on a learned one: reward); gail / airl: imitation with a
+    ppo/trpo generator (gail.generator); bc: cloning; sac: off-policy RL on the env reward (for
+    experts, see gail_robot/algos/sac.py)."""
     env: EnvConfig = field(default_factory=EnvConfig)
     """Env id, kwargs, vectorisation and observation normalisation."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -417,7 +438,9 @@ class TrainConfig:
     trpo: TRPOConfig = field(default_factory=TRPOConfig)
     """TRPO update (algo trpo, or gail with generator trpo)."""
     gail: GAILConfig = field(default_factory=GAILConfig)
-    """Discriminator and demos (algo gail)."""
+    """Discriminator and demos (algo gail; demos, generator and discriminator training for airl)."""
+    airl: AIRLConfig = field(default_factory=AIRLConfig)
+    """AIRL's reward structure (algo airl)."""
     bc: BCConfig = field(default_factory=BCConfig)
     """Behaviour cloning (algo bc)."""
     sac: SACConfig = field(default_factory=SACConfig)
@@ -426,14 +449,26 @@ class TrainConfig:
     """Budget, seed, logging, evaluation and checkpoints."""
     init_from: str | None = None
     """Warm start: a BC (or any) run dir / checkpoint whose actor and obs normaliser are copied."""
+    reward: str | None = None
+    """A learned reward file (gail-robot export-reward) that ppo / trpo / sac train on instead of
+    the env reward; the env reward is still logged as the score. --reward sets it."""
 
     def __post_init__(self) -> None:
         _check(self.algo in ALGOS, f"algo must be one of {ALGOS}, got {self.algo!r}")
+        _check(
+            self.reward is None or self.algo in ("ppo", "trpo", "sac"),
+            f"--reward (a learned reward) goes with --algo ppo, trpo or sac, not {self.algo}",
+        )
+
+    @property
+    def adversarial(self) -> bool:
+        """GAIL or AIRL: a discriminator relabels the rollout's rewards."""
+        return self.algo in ("gail", "airl")
 
     @property
     def generator(self) -> str:
-        """The RL update in use: the algo itself, or gail.generator for gail."""
-        return self.gail.generator if self.algo == "gail" else self.algo
+        """The RL update in use: the algo itself, or gail.generator for gail and airl."""
+        return self.gail.generator if self.adversarial else self.algo
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

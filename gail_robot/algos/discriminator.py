@@ -45,6 +45,28 @@ def discriminator_loss(
     """
     expert_logits = disc(expert)
     policy_logits = disc(policy)
+    loss = classification_loss(expert_logits, policy_logits, expert_weights, policy_weights, ent_coef)
+    if grad_penalty > 0:
+        n = min(expert.shape[0], policy.shape[0])
+        alpha = torch.rand((n, 1), generator=torch_rng)
+        mixed = (alpha * expert[:n] + (1 - alpha) * policy[:n]).requires_grad_(True)
+        grads = torch.autograd.grad(disc(mixed).sum(), mixed, create_graph=True)[0]
+        loss.total = loss.total + grad_penalty * ((grads.norm(dim=1) - 1.0) ** 2).mean()
+    return loss
+
+
+def classification_loss(
+    expert_logits: torch.Tensor,
+    policy_logits: torch.Tensor,
+    expert_weights: torch.Tensor | None = None,
+    policy_weights: torch.Tensor | None = None,
+    ent_coef: float = 0.0,
+) -> DiscriminatorLoss:
+    """The classification part of a discriminator loss, from logits (GAIL's and AIRL's).
+
+    Weighted binary cross-entropy with logits (expert label 1, policy label 0), each class half of
+    the loss whatever the batch sizes, minus ``ent_coef`` times the mean Bernoulli entropy of D.
+    """
     # Each class contributes half of the loss, whatever the batch sizes.
     expert_bce = F.binary_cross_entropy_with_logits(
         expert_logits, torch.ones_like(expert_logits), weight=expert_weights, reduction="sum"
@@ -60,12 +82,6 @@ def discriminator_loss(
         p = torch.sigmoid(logits)
         entropy = -(p * F.logsigmoid(logits) + (1 - p) * F.logsigmoid(-logits)).mean()
         total = total - ent_coef * entropy
-    if grad_penalty > 0:
-        n = min(expert.shape[0], policy.shape[0])
-        alpha = torch.rand((n, 1), generator=torch_rng)
-        mixed = (alpha * expert[:n] + (1 - alpha) * policy[:n]).requires_grad_(True)
-        grads = torch.autograd.grad(disc(mixed).sum(), mixed, create_graph=True)[0]
-        total = total + grad_penalty * ((grads.norm(dim=1) - 1.0) ** 2).mean()
     with torch.no_grad():
         expert_acc = (expert_logits > 0).float().mean().item()
         policy_acc = (policy_logits < 0).float().mean().item()

@@ -38,7 +38,7 @@ from torch.nn import functional as F
 
 from gail_robot.algos.config import SACConfig, TrainConfig
 from gail_robot.algos.run import Run, reset_seed
-from gail_robot.envs.make import make_env
+from gail_robot.envs.make import make_env, policy_actions
 from gail_robot.envs.wrappers import NormalizedActions, ObsNormalizer
 from gail_robot.errors import UserError
 from gail_robot.nets import (
@@ -51,6 +51,7 @@ from gail_robot.nets import (
     normalize_torch,
 )
 from gail_robot.policy_io import CHECKPOINT_DIR, PolicyBundle, to_numpy_tree
+from gail_robot.reward_io import LearnedReward, load_reward
 
 REPLAY_NAME = "replay.npy"
 
@@ -347,6 +348,11 @@ class SACTrainer:
         self.act_dim = int(self.env.low.shape[0])
         self.action_low, self.action_high = self.env.low.copy(), self.env.high.copy()
 
+        self.learned_reward: LearnedReward | None = None
+        if cfg.reward:
+            self.learned_reward = load_reward(cfg.reward)
+            self.learned_reward.check_env(cfg.env.id, self.obs_dim, policy_actions(self.env))
+
         self.sac = SAC(self.obs_dim, self.act_dim, scfg, self.run.torch_rng, str(self.device))
         self.actor = self.sac.actor
         self.normalizer = ObsNormalizer(self.obs_dim, cfg.env.obs_clip, cfg.env.normalize_obs)
@@ -429,6 +435,24 @@ class SACTrainer:
             action, _ = self.actor.sample(obs_t, self.run.torch_rng)
         return action[0].cpu().numpy()
 
+    def _learned(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, terminated: bool) -> float:
+        """The learned reward of one transition (``--reward``), for the replay buffer.
+
+        A true termination leads to the reward file's absorbing state, if it has one: its value
+        ``r_abs / (1 - gamma)`` is added here, where the target's bootstrap is cut (docs/DESIGN.md §5.2);
+        the reward never changes after storage, so this is exactly the bootstrap of the on-policy path.
+        """
+        assert self.learned_reward is not None
+        env_action = self.action_low + (np.clip(action, -1.0, 1.0) + 1.0) * 0.5 * (
+            self.action_high - self.action_low
+        )
+        reward = float(self.learned_reward(obs[None], env_action[None].astype(np.float32), next_obs[None])[0])
+        r_abs = self.learned_reward.absorbing_reward
+        if terminated and r_abs is not None:
+            gamma = self.sac_config.gamma
+            reward += gamma * (r_abs / (1.0 - gamma) if gamma < 1.0 else r_abs)
+        return reward
+
     def _learn(self) -> dict[str, float]:
         """``sac.gradient_steps`` updates on normalised replay batches; the last step's numbers."""
         scfg = self.sac_config
@@ -488,7 +512,12 @@ class SACTrainer:
                     action = self._act(obs)
                     next_obs, reward, terminated, truncated, _info = self.env.step(action)
                     next_obs = np.asarray(next_obs, dtype=np.float32)
-                    self.replay.add(obs, action, float(reward), next_obs, bool(terminated))
+                    learned = (
+                        float(reward)
+                        if self.learned_reward is None
+                        else self._learned(obs, action, next_obs, terminated)
+                    )
+                    self.replay.add(obs, action, learned, next_obs, bool(terminated))
                     run.env_steps += 1
                     window.step(float(reward), bool(terminated or truncated))
                     if terminated or truncated:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gail_robot.algos.airl import AIRL
 from gail_robot.algos.config import TrainConfig
 from gail_robot.algos.demos import concatenate, load_demo_episodes
 from gail_robot.algos.gail import GAIL, reward_kind_for
@@ -37,6 +38,7 @@ from gail_robot.errors import UserError
 from gail_robot.evaluate import evaluate_in_workers
 from gail_robot.nets import Critic, GaussianActor, NetConfig, OnPolicyActor, make_policy_actor
 from gail_robot.policy_io import PolicyBundle, load_checkpoint, to_numpy_tree
+from gail_robot.reward_io import LearnedReward, load_reward
 
 
 def load_init_actor(
@@ -65,7 +67,7 @@ def load_init_actor(
 
 
 class OnPolicyTrainer:
-    """PPO / TRPO on the env reward, or GAIL with a PPO / TRPO generator.
+    """PPO / TRPO on the env reward (or a learned reward file), or GAIL / AIRL with a PPO / TRPO generator.
 
     Args:
         config: the run's configuration.
@@ -102,10 +104,11 @@ class OnPolicyTrainer:
         else:
             self.algo = TRPO(self.actor, self.critic, cfg.trpo, self.torch_rng)
         self.gail: GAIL | None = None
+        self.airl: AIRL | None = None
         self.reward_kind: str | None = None
-        if cfg.algo == "gail":
+        if cfg.adversarial:
             if not cfg.gail.demos:
-                raise UserError("--algo gail needs demos: --demos FILE (or gail.demos in the config)")
+                raise UserError(f"--algo {cfg.algo} needs demos: --demos FILE (or gail.demos in the config)")
             episodes = load_demo_episodes(
                 cfg.gail.demos,
                 cfg.env.id,
@@ -115,6 +118,20 @@ class OnPolicyTrainer:
                 subsample=cfg.gail.demo_subsample,
             )
             self.num_demos = len(episodes)
+        if cfg.algo == "airl":
+            self.airl = AIRL(
+                cfg.gail,
+                cfg.airl,
+                concatenate(episodes),
+                self.normalizer,
+                self.actor,
+                self.action_low,
+                self.action_high,
+                cfg.rollout.gamma,
+                self.torch_rng,
+                n_actions=self.actions.n_actions,
+            )
+        elif cfg.algo == "gail":
             self.reward_kind = reward_kind_for(cfg.env.id, cfg.gail.reward)
             self.gail = GAIL(
                 cfg.gail,
@@ -128,9 +145,14 @@ class OnPolicyTrainer:
                 n_actions=self.actions.n_actions,
             )
 
+        self.learned_reward: LearnedReward | None = None
+        if cfg.reward:
+            self.learned_reward = load_reward(cfg.reward)
+            self.learned_reward.check_env(cfg.env.id, self.obs_dim, self.actions)
+
         scale = cfg.rollout.normalize_rewards
         if scale is None:
-            scale = cfg.algo != "gail"
+            scale = not cfg.adversarial and self.learned_reward is None
         self.reward_scaler = RewardScaler(cfg.env.num_envs, cfg.rollout.gamma) if scale else None
 
         self.updates = 0
@@ -170,6 +192,7 @@ class OnPolicyTrainer:
             algo_state=self.algo.state_dict(),
             normalizer=self.normalizer.state_dict(),
             gail=None if self.gail is None else self.gail.state_dict(),
+            airl=None if self.airl is None else self.airl.state_dict(),
             reward_scaler=None if self.reward_scaler is None else self.reward_scaler.state_dict(),
         )
 
@@ -181,6 +204,10 @@ class OnPolicyTrainer:
         self.normalizer.load_state_dict(to_numpy_tree(data["normalizer"]))
         if self.gail is not None:
             self.gail.load_state_dict(data["gail"])
+        if self.airl is not None:
+            if not data.get("airl"):
+                raise UserError("cannot resume: the checkpoint was not written by --algo airl")
+            self.airl.load_state_dict(data["airl"])
         if self.reward_scaler is not None:
             self.reward_scaler.load_state_dict(to_numpy_tree(data["reward_scaler"]))
         self.updates = int(data["progress"]["updates"])
@@ -204,7 +231,7 @@ class OnPolicyTrainer:
             buffer = RolloutBuffer.empty(
                 cfg.rollout.n_steps, cfg.env.num_envs, self.obs_dim, self.act_dim, self.actions.discrete
             )
-            desc = f"{cfg.algo}{'-' + cfg.generator if cfg.algo == 'gail' else ''} {cfg.env.id}"
+            desc = f"{cfg.algo}{'-' + cfg.generator if cfg.adversarial else ''} {cfg.env.id}"
             with run.session(desc):
                 while run.env_steps < cfg.run.total_steps:
                     try:
@@ -265,6 +292,15 @@ class OnPolicyTrainer:
             row.update(self.gail.update(buffer))
             bootstrap_terminal = self.gail.relabel(buffer)
             row["disc_reward"] = float(buffer.rewards.mean())
+        elif self.airl is not None:
+            row.update(self.airl.update(buffer))
+            bootstrap_terminal = self.airl.relabel(buffer)
+            row["disc_reward"] = float(buffer.rewards.mean())
+        elif self.learned_reward is not None:
+            bootstrap_terminal = relabel_with_reward(
+                self.learned_reward, buffer, self.action_low, self.action_high, cfg.rollout.gamma
+            )
+            row["learned_reward"] = float(buffer.rewards.mean())
         if self.reward_scaler is not None:
             buffer.rewards[:] = self.reward_scaler(buffer.rewards, buffer.terminated | buffer.truncated)
         buffer.compute_advantages(cfg.rollout.gamma, cfg.rollout.gae_lambda, bootstrap_terminal)
@@ -284,6 +320,30 @@ class OnPolicyTrainer:
         row["wall_time"] = run.wall_time()
         row["updates"] = self.updates
         return row
+
+
+def relabel_with_reward(
+    reward: LearnedReward, buffer: RolloutBuffer, low: np.ndarray, high: np.ndarray, gamma: float
+) -> np.ndarray | None:
+    """Overwrite ``buffer.rewards`` with a learned reward of the executed transitions.
+
+    The reward file takes env-unit actions: the buffer's ``[-1, 1]`` samples are clipped and scaled
+    as the env wrapper does (docs/DESIGN.md §2). Returns the ``(T, N)`` absorbing-state value
+    ``r_abs / (1 - gamma)`` that bootstraps true terminations when the file has one (docs/DESIGN.md
+    §5.2), else None.
+    """
+    t, n, d = buffer.obs_raw.shape
+    if buffer.actions.ndim == 2:  # Discrete: int64 indices
+        actions = buffer.actions.reshape(-1)
+    else:
+        clipped = np.clip(buffer.actions.reshape(t * n, -1), -1.0, 1.0)
+        actions = (low + (clipped + 1.0) * 0.5 * (high - low)).astype(np.float32)
+    rewards = reward(buffer.obs_raw.reshape(t * n, d), actions, buffer.next_obs_raw.reshape(t * n, d))
+    buffer.rewards[:] = rewards.reshape(t, n)
+    r_abs = reward.absorbing_reward
+    if r_abs is None:
+        return None
+    return np.full((t, n), r_abs / (1.0 - gamma) if gamma < 1.0 else r_abs, dtype=np.float32)
 
 
 def _postfix(row: dict[str, Any]) -> dict[str, str]:

@@ -58,4 +58,24 @@ def _register_arm_tasks() -> None:
 
 _register_arm_tasks()
 
+
+def _register_variants() -> None:
+    # Changed-dynamics variants of Gymnasium tasks (the AIRL transfer experiment): same spaces and
+    # reward as the original, so they share its task properties (docs/DESIGN.md §6).
+    from gail_robot.envs.tasks import task_info
+    from gail_robot.envs.variants import VARIANTS
+
+    for env_id, variant in VARIANTS.items():
+        if env_id not in gym.registry:
+            gym.register(
+                id=env_id,
+                entry_point="gail_robot.envs.variants:make_variant",
+                max_episode_steps=gym.registry[variant.original].max_episode_steps,
+                kwargs={"variant_id": env_id},
+            )
+        declare_task(env_id, task_info(variant.original))
+
+
+_register_variants()
+
 __all__ = ["ARM_TASKS", "ArmTask"]

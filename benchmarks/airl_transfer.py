@@ -1,0 +1,219 @@
+"""AIRL's transfer experiment (Fu et al. 2018, sec. 7.2) on a walker with changed dynamics.
+
+Steps, each through the real command line (every command is printed before it runs):
+
+1. ``airl``: AIRL with a state-only reward on the original task (``gail-robot train airl/Hopper-v5``
+   on the shipped demos);
+2. ``reward.pt``: ``gail-robot export-reward airl`` (the disentangled reward g(s));
+3. ``gail``: GAIL-PPO on the original task (shipped ``Hopper-v5`` config, same demos), or ``--gail RUN``;
+4. ``airl_on_variant``: PPO on the variant (e.g. ``gail_robot/HopperCrippled-v0``, the foot motor's
+   gear cut tenfold) with ``--reward reward.pt``: the learned reward re-optimised on new dynamics;
+5. ``variant_expert``: PPO on the variant's true reward (the reference);
+6. ``gail-robot eval RUN --env VARIANT --episodes 10 --json`` of every policy on the variant (the GAIL
+   and AIRL policies as trained, i.e. run directly on the variant, the re-optimised AIRL reward, the
+   variant's expert, the shipped expert of the original task), all scored by the original task's
+   reward function (the variant keeps it: forward velocity + healthy bonus - control cost).
+
+Outputs in ``--out`` (default ``runs/airl_transfer``): one run directory per step, ``reward.pt``,
+``results.json`` and ``results.md`` (the table, also printed). ``fraction`` is the return over the
+variant expert's. The script is resumable: a run with ``final.pt`` is reused, an interrupted one is
+continued with ``train --resume`` (a finished one with fewer steps than asked is extended), so the
+experiment can be stopped and started again. ``--report`` trains nothing: it evaluates what exists,
+taking ``checkpoints/latest.pt`` of unfinished runs (marked ``partial`` with their env steps) and
+exporting the reward from the AIRL run's latest checkpoint if need be. ``--quick`` runs the whole
+pipeline with 20k env steps per run and 2 evaluation episodes (a check that it works, not a result).
+
+Usage:
+    python benchmarks/airl_transfer.py [--out runs/airl_transfer] [--steps 1000000] [--quick]
+    python benchmarks/airl_transfer.py --report            # the table from what exists so far
+    python benchmarks/airl_transfer.py --stages airl reward variant_expert --set run.checkpoint_interval=50000
+    python benchmarks/airl_transfer.py --gail RUN     # reuse a GAIL run of the task
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("airl", "reward", "gail", "airl_on_variant", "variant_expert", "eval")
+
+
+def gail_robot(*args: str, capture: bool = False) -> str:
+    cmd = [sys.executable, "-m", "gail_robot.cli", *args]
+    print("$ gail-robot " + shlex.join(args), flush=True)
+    proc = subprocess.run(cmd, capture_output=capture, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): gail-robot {shlex.join(args)}\n{proc.stderr or ''}")
+    return proc.stdout if capture else ""
+
+
+def env_steps_of(ckpt: Path) -> int:
+    import torch
+
+    data = torch.load(ckpt, map_location="cpu", weights_only=True)
+    return int(data["progress"]["env_steps"])
+
+
+def checkpoint_of(run: Path) -> Path | None:
+    """``final.pt``, else ``checkpoints/latest.pt``, else None."""
+    for path in (run / "final.pt", run / "checkpoints" / "latest.pt"):
+        if path.is_file():
+            return path
+    return None
+
+
+def train(run: Path, steps: int, args: list[str]) -> None:
+    """Train ``run`` to ``steps`` env steps: fresh, resumed, extended, or left as it is."""
+    ckpt = checkpoint_of(run)
+    if ckpt is not None and (run / "config.yaml").is_file():
+        if (run / "final.pt").is_file() and env_steps_of(run / "final.pt") >= steps:
+            print(f"[reuse] {run} ({env_steps_of(run / 'final.pt')} env steps)")
+            return
+        gail_robot("train", "--resume", str(run), "--steps", str(steps), "--no-progress")
+        return
+    if run.exists():
+        import shutil
+
+        shutil.rmtree(run)  # nothing resumable in it
+    gail_robot("train", *args, "--steps", str(steps), "--out", str(run), "--no-progress")
+
+
+def evaluate(source: Path, env_id: str, episodes: int) -> dict[str, Any]:
+    out = gail_robot(
+        "eval", str(source), "--env", env_id, "--episodes", str(episodes), "--json", capture=True
+    )
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", default="runs/airl_transfer")
+    parser.add_argument("--task", default="Hopper-v5")
+    parser.add_argument("--variant", default="gail_robot/HopperCrippled-v0")
+    parser.add_argument("--demos", default="datasets/experts/Hopper-v5/demos.hdf5")
+    parser.add_argument(
+        "--expert", default="datasets/experts/Hopper-v5/policy.pt", help="the original's expert"
+    )
+    parser.add_argument("--steps", type=int, default=1_000_000, help="env steps of every training run")
+    parser.add_argument(
+        "--gail", default=None, help="reuse this GAIL run (directory) instead of training one"
+    )
+    parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--report", action="store_true", help="train nothing: evaluate what exists")
+    parser.add_argument(
+        "--quick", action="store_true", help="20k steps per run, 2 episodes: a pipeline check"
+    )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="for every new run"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.episodes = 20_000, 2
+        if args.out == "runs/airl_transfer":
+            args.out = "runs/airl_transfer_quick"
+    out = (ROOT / args.out).resolve() if not Path(args.out).is_absolute() else Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    task, variant = args.task, args.variant
+    runs = {
+        "airl": out / "airl",
+        "gail": Path(args.gail).resolve() if args.gail else out / "gail",
+        "airl_on_variant": out / "airl_on_variant",
+        "variant_expert": out / "variant_expert",
+    }
+    reward = out / "reward.pt"
+    stages = [] if args.report else args.stages
+    quick = ["--set", "run.eval_interval=0", "--set", "run.checkpoint_interval=10000"] if args.quick else []
+    for override in args.overrides:
+        quick += ["--set", override]
+    if "airl" in stages:
+        train(runs["airl"], args.steps, [f"airl/{task}", "--demos", args.demos, *quick])
+    if "reward" in stages or (args.report and checkpoint_of(runs["airl"]) and not reward.is_file()):
+        source = checkpoint_of(runs["airl"])
+        if source is None:
+            raise SystemExit(f"no AIRL run in {runs['airl']} yet: run the 'airl' stage first")
+        gail_robot("export-reward", str(source), "--out", str(reward))
+    if "gail" in stages and not args.gail:
+        train(runs["gail"], args.steps, [task, "--demos", args.demos, *quick])
+    if "airl_on_variant" in stages:
+        if not reward.is_file():
+            raise SystemExit(f"{reward} is missing: run the 'reward' stage first")
+        train(
+            runs["airl_on_variant"],
+            args.steps,
+            [task, "--algo", "ppo", "--env", variant, "--reward", str(reward), *quick],
+        )
+    if "variant_expert" in stages:
+        train(runs["variant_expert"], args.steps, [task, "--algo", "ppo", "--env", variant, *quick])
+    if "eval" not in stages and not args.report:
+        return
+
+    rows: list[dict[str, Any]] = []
+    what = {
+        "variant_expert": f"PPO on {variant}'s true reward",
+        "airl_on_variant": f"PPO on {variant} with the AIRL reward g(s) learned on {task}",
+        "gail": f"GAIL-PPO policy trained on {task}, run on {variant}",
+        "airl": f"AIRL policy trained on {task}, run on {variant}",
+    }
+    for name in ("variant_expert", "airl_on_variant", "gail", "airl"):
+        ckpt = checkpoint_of(runs[name])
+        if ckpt is None:
+            rows.append({"method": name, "what": what[name], "missing": True})
+            continue
+        result = evaluate(ckpt, variant, args.episodes)
+        rows.append(
+            {
+                "method": name,
+                "what": what[name],
+                "checkpoint": str(ckpt),
+                "env_steps": env_steps_of(ckpt),
+                "partial": ckpt.name != "final.pt",
+                **result,
+            }
+        )
+    if Path(args.expert).is_file() or (ROOT / args.expert).is_file():
+        result = evaluate(Path(args.expert), variant, args.episodes)
+        rows.append(
+            {"method": "original_expert", "what": f"shipped {task} expert run on {variant}", **result}
+        )
+    reference = next((r for r in rows if r["method"] == "variant_expert" and not r.get("missing")), None)
+    for row in rows:
+        if reference and not row.get("missing"):
+            row["fraction_of_variant_expert"] = row["mean_return"] / reference["mean_return"]
+    (out / "results.json").write_text(json.dumps({"task": task, "variant": variant, "rows": rows}, indent=1))
+    lines = [
+        f"Transfer {task} -> {variant}, scored by the task's own reward on the variant "
+        f"({args.episodes} deterministic episodes, seeds 0..{args.episodes - 1})",
+        "",
+        "| method | env steps | return on the variant | length | fraction of variant expert |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if row.get("missing"):
+            lines.append(f"| {row['what']} | not run | – | – | – |")
+            continue
+        steps_text = (
+            f"{row['env_steps']:,}" + (" (partial)" if row.get("partial") else "")
+            if "env_steps" in row
+            else "–"
+        )
+        fraction = row.get("fraction_of_variant_expert")
+        lines.append(
+            f"| {row['what']} | {steps_text} | {row['mean_return']:.0f} ± {row['std_return']:.0f} | "
+            f"{row['mean_length']:.0f} | {'–' if fraction is None else f'{fraction:.2f}'} |"
+        )
+    text = "\n".join(lines) + "\n"
+    (out / "results.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""``gail-robot export-reward``: the learned reward of an AIRL or GAIL run as one TorchScript file.
+
+What is exported (docs/DESIGN.md §5.2):
+
+* **AIRL, state-only** (``airl.state_only: true``): ``r(obs) = g(s)``, the disentangled reward of
+  Fu et al. 2018 (sec. 5), which is what transfers to changed dynamics (their sec. 7.2 re-optimises
+  it). The shaping ``h`` is left out: it only adds ``gamma h(s') - h(s)``, which does not change the
+  optimal policy of any dynamics, while ``f`` as a whole is tied to the training dynamics.
+* **AIRL, state-action**: ``r(obs, action, next_obs) = g(s, a)`` (``next_obs`` unused).
+* **GAIL**: ``r(obs, action, next_obs)`` = the run's discriminator reward (``gail.reward``: softplus of
+  the logit, ``-softplus(-logit)`` or the logit) on ``(s, a)`` or ``(s, s')``.
+
+Observation normalisation (the run's final statistics), action normalisation (env units to
+``[-1, 1]``, or one-hot for ``Discrete``) and the absorbing-flag column are inside the module; the
+absorbing state's own reward goes into ``meta.json`` (``absorbing_reward``).
+"""
+
+# No ``from __future__ import annotations``: TorchScript evaluates the modules' annotations.
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from gail_robot import core
+from gail_robot.errors import UserError
+from gail_robot.export.module import torchscript_calls
+from gail_robot.nets import AIRLRewardNet, Discriminator, NetConfig, normalization_std, normalize_torch
+from gail_robot.policy_io import load_checkpoint, resolve_checkpoint, to_numpy_tree
+from gail_robot.reward_io import REWARD_FORMAT, REWARD_FORMAT_VERSION
+from gail_robot.versions import versions
+
+#: how the network's output becomes the reward (``gail.reward`` kinds; ``g`` is AIRL's g as it is)
+_OUTPUT_KINDS = {"g": 0, "airl": 0, "gail": 1, "neg": 2}
+
+
+class StateReward(nn.Module):
+    """``r(obs)``: raw observations ``(B, obs_dim)`` -> ``g(normalise(obs) [, flag 0])`` ``(B,)``."""
+
+    obs_mean: torch.Tensor
+    obs_std: torch.Tensor
+
+    def __init__(self, net: nn.Module, obs_mean: np.ndarray, obs_var: np.ndarray, obs_clip: float, flag: int):
+        super().__init__()
+        self.net = net
+        self.obs_dim = int(obs_mean.shape[0])
+        self.obs_clip = float(obs_clip)
+        self.flag = int(flag)
+        self.register_buffer("obs_mean", torch.from_numpy(np.array(obs_mean, dtype=np.float64)))
+        self.register_buffer("obs_std", normalization_std(obs_var))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if obs.dim() != 2 or obs.size(1) != self.obs_dim:
+            raise ValueError(f"expected observations of shape (B, {self.obs_dim}), got {list(obs.shape)}")
+        x = normalize_torch(obs, self.obs_mean, self.obs_std, self.obs_clip)
+        x = torch.cat([x, torch.zeros(x.size(0), self.flag, dtype=x.dtype)], dim=1)
+        return self.net(x).squeeze(-1)
+
+
+class TransitionReward(nn.Module):
+    """``r(obs, action, next_obs)`` ``(B,)`` from raw observations and env-unit actions.
+
+    The network's input is ``normalise(obs)``, then the action in ``[-1, 1]`` units (clipped) or
+    one-hot (``use_action``), then ``normalise(next_obs)`` (``use_next``), then ``flag`` zero columns;
+    the output goes through ``output_kind`` (0 identity, 1 softplus, 2 ``-softplus(-x)``).
+    """
+
+    obs_mean: torch.Tensor
+    obs_std: torch.Tensor
+    action_low: torch.Tensor
+    action_range: torch.Tensor
+
+    def __init__(
+        self,
+        net: nn.Module,
+        obs_mean: np.ndarray,
+        obs_var: np.ndarray,
+        obs_clip: float,
+        action_low: np.ndarray,
+        action_high: np.ndarray,
+        n_actions: int,
+        use_action: bool,
+        use_next: bool,
+        flag: int,
+        output_kind: int,
+    ):
+        super().__init__()
+        self.net = net
+        self.obs_dim = int(obs_mean.shape[0])
+        self.obs_clip = float(obs_clip)
+        self.n_actions = int(n_actions)
+        self.use_action = bool(use_action)
+        self.use_next = bool(use_next)
+        self.flag = int(flag)
+        self.output_kind = int(output_kind)
+        self.register_buffer("obs_mean", torch.from_numpy(np.array(obs_mean, dtype=np.float64)))
+        self.register_buffer("obs_std", normalization_std(obs_var))
+        low = np.asarray(action_low, dtype=np.float32)
+        self.register_buffer("action_low", torch.from_numpy(low.copy()))
+        self.register_buffer("action_range", torch.from_numpy(np.asarray(action_high, np.float32) - low))
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        if obs.dim() != 2 or obs.size(1) != self.obs_dim or next_obs.shape != obs.shape:
+            raise ValueError(
+                f"expected obs and next_obs of shape (B, {self.obs_dim}), got {list(obs.shape)}, "
+                f"{list(next_obs.shape)}"
+            )
+        parts = [normalize_torch(obs, self.obs_mean, self.obs_std, self.obs_clip)]
+        if self.use_action:
+            if self.n_actions > 0:
+                parts.append(F.one_hot(action.to(torch.int64), self.n_actions).to(torch.float32))
+            else:
+                a = 2.0 * (action.to(torch.float32) - self.action_low) / self.action_range - 1.0
+                parts.append(torch.clamp(a, -1.0, 1.0))
+        if self.use_next:
+            parts.append(normalize_torch(next_obs, self.obs_mean, self.obs_std, self.obs_clip))
+        parts.append(torch.zeros(obs.size(0), self.flag, dtype=torch.float32))
+        out = self.net(torch.cat(parts, dim=1)).squeeze(-1)
+        if self.output_kind == 1:
+            return F.softplus(out)
+        if self.output_kind == 2:
+            return -F.softplus(-out)
+        return out
+
+
+def _frozen(module: nn.Module) -> nn.Module:
+    module.eval()
+    for param in module.parameters():
+        param.requires_grad_(False)
+    return module
+
+
+def build_reward(data: dict[str, Any], source: str) -> tuple[nn.Module, dict[str, Any]]:
+    """The eager reward module of a checkpoint and its ``meta.json`` entries.
+
+    Raises:
+        UserError: the run is not an AIRL or GAIL run (BC, PPO, SAC have no learned reward).
+    """
+    meta_in = data.get("meta", {})
+    algo = meta_in.get("algo")
+    config = data.get("config") or {}
+    if algo not in ("airl", "gail") or not data.get(algo):
+        raise UserError(
+            f"{source} is a{'n' if str(algo)[:1] in 'aeiou' else ''} {algo} run: only airl and gail runs "
+            "have a learned reward to export"
+        )
+    spec = data["actor_spec"]
+    obs_dim = int(spec["obs_dim"])
+    n_actions = int(spec.get("n_actions", 0) or 0)
+    act_dim = n_actions if n_actions else int(spec["act_dim"])
+    norm = to_numpy_tree(data["obs_norm"])
+    mean = np.asarray(norm["mean"], np.float64)
+    var = np.asarray(norm["var"], np.float64)
+    clip = float(norm["clip"])
+    low = np.asarray(data["action_low"], np.float32)
+    high = np.asarray(data["action_high"], np.float32)
+    gail_cfg = config["gail"]
+    net_config = NetConfig(list(gail_cfg["hidden_sizes"]), gail_cfg["activation"])
+    gamma = float(config["rollout"]["gamma"])
+    module: nn.Module
+    if algo == "airl":
+        airl_cfg = config["airl"]
+        flag = 1 if airl_cfg["absorbing"] else 0
+        state_only = bool(airl_cfg["state_only"])
+        g_dim = obs_dim + (0 if state_only else act_dim) + flag
+        net = AIRLRewardNet(g_dim, obs_dim + flag, gamma, net_config)
+        net.load_state_dict(data["airl"]["reward_net"])
+        g = _frozen(net.g)
+        if state_only:
+            module = StateReward(g, mean, var, clip, flag)
+        else:
+            module = TransitionReward(g, mean, var, clip, low, high, n_actions, True, False, flag, 0)
+        absorbing = None
+        if flag:
+            abs_in = torch.zeros(1, g_dim)
+            abs_in[0, -1] = 1.0
+            with torch.no_grad():
+                absorbing = float(g(abs_in)[0, 0])
+        described = {
+            "term": "g",
+            "reward": "AIRL g(s), the disentangled reward" if state_only else "AIRL g(s, a)",
+            "state_only": state_only,
+        }
+    else:
+        flag = 1 if gail_cfg["absorbing"] else 0
+        use_action = gail_cfg["disc_input"] == "sa"
+        kind = str(meta_in.get("reward_kind") or "gail")
+        in_dim = obs_dim + (act_dim if use_action else obs_dim) + flag
+        disc = Discriminator(in_dim, net_config)
+        disc.load_state_dict(data["gail"]["disc"])
+        disc_net = _frozen(disc.net)
+        module = TransitionReward(
+            disc_net,
+            mean,
+            var,
+            clip,
+            low,
+            high,
+            n_actions,
+            use_action,
+            not use_action,
+            flag,
+            _OUTPUT_KINDS[kind],
+        )
+        absorbing = None
+        if flag:
+            abs_in = torch.zeros(1, in_dim)
+            abs_in[0, -1] = 1.0
+            with torch.no_grad():
+                logit = disc_net(abs_in)[0].numpy().astype(np.float32)
+            absorbing = float(core.disc_rewards(logit, kind)[0])
+        pair = "(s, a)" if use_action else "(s, s')"
+        described = {"term": kind, "reward": f"GAIL discriminator reward '{kind}' on {pair}"}
+    inputs = "obs" if isinstance(module, StateReward) else "obs_action_next_obs"
+    meta = {
+        "format": REWARD_FORMAT,
+        "format_version": REWARD_FORMAT_VERSION,
+        "inputs": inputs,
+        **described,
+        "algo": algo,
+        "env_id": data["env_id"],
+        "env_kwargs": data.get("env_kwargs", {}),
+        "obs_dim": obs_dim,
+        "action_space": f"Discrete({n_actions})" if n_actions else f"Box({act_dim},)",
+        "n_actions": n_actions,
+        "action_low": low.tolist(),
+        "action_high": high.tolist(),
+        "obs_mean": mean.tolist(),
+        "obs_var": var.tolist(),
+        "obs_clip": clip,
+        "gamma": gamma,
+        "absorbing_reward": absorbing,
+        "source": source,
+        "env_steps": meta_in.get("env_steps"),
+        "versions": versions(),
+    }
+    return module.eval(), meta
+
+
+def export_reward(source: str | Path, out: str | Path) -> dict[str, Any]:
+    """Write the reward file of run/checkpoint ``source`` to ``out``; returns its meta.
+
+    The scripted module is compared with the eager one on a probe batch before it is written.
+    """
+    file = resolve_checkpoint(source)
+    data = load_checkpoint(file)
+    module, meta = build_reward(data, str(source))
+    with torchscript_calls():
+        scripted = torch.jit.script(module)
+    probe = torch.randn(64, meta["obs_dim"], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        if meta["inputs"] == "obs":
+            expected, got = module(probe), scripted(probe)
+        else:
+            if meta["n_actions"]:
+                action = torch.randint(
+                    0, meta["n_actions"], (64,), generator=torch.Generator().manual_seed(1)
+                )
+            else:
+                low = torch.tensor(meta["action_low"])
+                high = torch.tensor(meta["action_high"])
+                action = low + torch.rand(64, low.numel(), generator=torch.Generator().manual_seed(1)) * (
+                    high - low
+                )
+            expected, got = module(probe, action, probe + 0.1), scripted(probe, action, probe + 0.1)
+    if not torch.equal(expected, got):
+        raise RuntimeError("the scripted reward module differs from the eager one")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with torchscript_calls():
+        torch.jit.save(scripted, str(tmp), _extra_files={"meta.json": json.dumps(meta, indent=1)})
+    tmp.replace(out)
+    return meta
