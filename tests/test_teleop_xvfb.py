@@ -5,9 +5,11 @@ and discard)."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +32,14 @@ def xdisplay() -> XDisplay:
     x.close()
 
 
-def test_viewer_keys_drive_the_recording(xdisplay: XDisplay, tmp_path: Path) -> None:
-    out = tmp_path / "keys.hdf5"
+@contextlib.contextmanager
+def viewer_recorder(xdisplay: XDisplay, *args: str) -> Iterator[tuple[subprocess.Popen[str], LineWatcher]]:
+    """``gail-robot record --device keyboard ARGS`` with its viewer window focused and its key map
+    printed (the recorder is in its loop); killed and its output collected on the way out."""
     cmd = [
         sys.executable, "-m", "gail_robot.cli", "record",
         "--env", "gail_robot/ArmReach-v0", "--env-kwargs", ENV_KWARGS,
-        "--device", "keyboard", "--episodes", "2", "--out", str(out), "--no-fsync",
+        "--device", "keyboard", "--no-fsync", *args,
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd,
@@ -54,7 +58,18 @@ def test_viewer_keys_drive_the_recording(xdisplay: XDisplay, tmp_path: Path) -> 
                 pytest.skip(f"the viewer cannot open under Xvfb: {log.text().splitlines()[-1]}")
             raise AssertionError(f"{exc}; recorder said: {log.text()}") from None
         xdisplay.focus(window)
-        log.wait_for("keyboard map")  # the recorder is in its loop
+        log.wait_for("keyboard map")
+        yield proc, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.join()
+
+
+def test_viewer_keys_drive_the_recording(xdisplay: XDisplay, tmp_path: Path) -> None:
+    out = tmp_path / "keys.hdf5"
+    with viewer_recorder(xdisplay, "--episodes", "2", "--out", str(out)) as (proc, log):
         # episode 1: Backspace discards it. Also the handshake: once it is reported, the viewer
         # thread is handling key events (its first frames can take seconds under software GL, and
         # keys queued meanwhile would arrive at once).
@@ -75,11 +90,6 @@ def test_viewer_keys_drive_the_recording(xdisplay: XDisplay, tmp_path: Path) -> 
         xdisplay.key("Return")
         log.wait_for("saved demo_1")
         assert proc.wait(timeout=60) == 0, log.text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-        log.join()
     assert "2 demos saved" in log.text() and "1 discarded" in log.text()
 
     ds = DemoDataset(out)
@@ -124,30 +134,8 @@ def test_viewer_takeover_key_hands_control_to_the_person_and_back(
         hidden=(32, 32),
     )
     out = tmp_path / "takeover.hdf5"
-    cmd = [
-        sys.executable, "-m", "gail_robot.cli", "record",
-        "--env", "gail_robot/ArmReach-v0", "--env-kwargs", ENV_KWARGS,
-        "--device", "keyboard", "--intervene", "--policy", str(policy),
-        "--episodes", "1", "--out", str(out), "--no-fsync",
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd,
-        env=xdisplay.env(MUJOCO_GL="glfw"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    log = LineWatcher(proc.stderr)
-    try:
-        try:
-            window = xdisplay.wait_window("^MuJoCo", timeout=90, alive=proc)
-        except RuntimeError as exc:
-            if "cannot open the MuJoCo viewer" in log.text():
-                pytest.skip(f"the viewer cannot open under Xvfb: {log.text().splitlines()[-1]}")
-            raise AssertionError(f"{exc}; recorder said: {log.text()}") from None
-        xdisplay.focus(window)
-        log.wait_for("keyboard map")
+    args = ("--intervene", "--policy", str(policy), "--episodes", "1", "--out", str(out))
+    with viewer_recorder(xdisplay, *args) as (proc, log):
         # handshake as above (the status line naming the driver is drawn on terminals only):
         # Backspace discards attempt 1 once the viewer thread handles keys
         xdisplay.key("BackSpace")
@@ -162,11 +150,6 @@ def test_viewer_takeover_key_hands_control_to_the_person_and_back(
         xdisplay.key("Return")
         log.wait_for("saved demo_0")
         assert proc.wait(timeout=60) == 0, log.text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-        log.join()
 
     with DemoDataset(out) as ds:
         demo = ds.demo(0)

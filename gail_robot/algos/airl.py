@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from gail_robot.algos.config import AIRLConfig, GAILConfig
-from gail_robot.algos.demos import normalize_actions
+from gail_robot.algos.demos import expert_in_policy_units
 from gail_robot.algos.discriminator import DiscriminatorLoss, classification_loss
 from gail_robot.algos.gail import GAIL, one_hot
 from gail_robot.algos.rollout import RolloutBuffer
@@ -122,14 +122,7 @@ class AIRL:
         self.torch_rng = torch_rng
         self.obs_dim = expert.obs.shape[1]
         self.act_dim = self.n_actions if self.n_actions else expert.actions.shape[1]
-        self.expert = Transitions(
-            obs=expert.obs,
-            actions=expert.actions
-            if self.n_actions
-            else normalize_actions(expert.actions, action_low, action_high),
-            next_obs=expert.next_obs,
-            terminated=expert.terminated,
-        )
+        self.expert = expert_in_policy_units(expert, action_low, action_high, self.n_actions)
         flag = 1 if airl.absorbing else 0
         self.h_dim = self.obs_dim + flag
         self.g_dim = self.obs_dim + (0 if airl.state_only else self.act_dim) + flag

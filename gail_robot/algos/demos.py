@@ -202,6 +202,19 @@ def concatenate(episodes: list[Transitions]) -> Transitions:
     )
 
 
+def expert_in_policy_units(
+    expert: Transitions, low: np.ndarray, high: np.ndarray, n_actions: int = 0
+) -> Transitions:
+    """Expert transitions with Box actions in the policy's ``[-1, 1]`` units (what discriminators
+    compare with the policy's own actions); Discrete indices (``n_actions > 0``) stay as they are."""
+    return Transitions(
+        obs=expert.obs,
+        actions=expert.actions if n_actions else normalize_actions(expert.actions, low, high),
+        next_obs=expert.next_obs,
+        terminated=expert.terminated,
+    )
+
+
 def normalize_actions(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """Env-unit actions ``(M, A)`` -> ``[-1, 1]`` units, clipped.
 

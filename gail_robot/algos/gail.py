@@ -25,7 +25,7 @@ import torch
 
 from gail_robot import core
 from gail_robot.algos.config import GAILConfig
-from gail_robot.algos.demos import normalize_actions
+from gail_robot.algos.demos import expert_in_policy_units
 from gail_robot.algos.discriminator import DiscriminatorTrainer
 from gail_robot.algos.rollout import RolloutBuffer
 from gail_robot.data import Transitions
@@ -84,14 +84,7 @@ class GAIL:
         self.torch_rng = torch_rng
         self.obs_dim = expert.obs.shape[1]
         self.act_dim = self.n_actions if self.n_actions else expert.actions.shape[1]
-        self.expert = Transitions(
-            obs=expert.obs,
-            actions=expert.actions
-            if self.n_actions
-            else normalize_actions(expert.actions, action_low, action_high),
-            next_obs=expert.next_obs,
-            terminated=expert.terminated,
-        )
+        self.expert = expert_in_policy_units(expert, action_low, action_high, self.n_actions)
         second = self.act_dim if config.disc_input == "sa" else self.obs_dim
         self.in_dim = self.obs_dim + second + (1 if config.absorbing else 0)
         disc = Discriminator(self.in_dim, NetConfig(list(config.hidden_sizes), config.activation))
