@@ -1,5 +1,6 @@
 // The allocation-free kernels: the exported module's arithmetic (docs/DESIGN.md §5) for an MLP actor, on
-// buffers allocated once. No libtorch here: building one is torchscript_backend.cpp's job.
+// buffers allocated once. No libtorch here: torchscript.cpp (from a module) and native_records.cpp (from a pt2
+// package's records) build the spec.
 #pragma once
 
 #include <string>
