@@ -192,17 +192,17 @@ def test_pt2_native_records_refused_when_corrupt_or_fall_back_when_absent(
 
     missing = rewrite_pt2(good, tmp_path / "missing.pt2", {native.BLOB_RECORD: None})
     assert policy_check_error(controller_build, missing) == (
-        f"{missing}: {corrupt} (extra/native_mlp.bin is missing)"
+        f"{missing}: {corrupt} (gail_robot/native_mlp.bin is missing)"
     )
     flipped = bytearray(blob)
     flipped[len(blob) // 2] ^= 0x40
     bad_sum = rewrite_pt2(good, tmp_path / "flipped.pt2", {native.BLOB_RECORD: bytes(flipped)})
     assert policy_check_error(controller_build, bad_sum) == (
-        f"{bad_sum}: {corrupt} (extra/native_mlp.bin fails its checksum)"
+        f"{bad_sum}: {corrupt} (gail_robot/native_mlp.bin fails its checksum)"
     )
     short = rewrite_pt2(good, tmp_path / "short.pt2", {native.BLOB_RECORD: blob[:-4]})
     assert policy_check_error(controller_build, short) == (
-        f"{short}: {corrupt} (extra/native_mlp.bin has {len(blob) - 4} bytes, {len(blob)} expected)"
+        f"{short}: {corrupt} (gail_robot/native_mlp.bin has {len(blob) - 4} bytes, {len(blob)} expected)"
     )
     # A consistent description whose layers do not fit the blob (checksum of the blob still right).
     wrong = dict(description, layers=[dict(description["layers"][0], n_out=65), *description["layers"][1:]])

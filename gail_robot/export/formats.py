@@ -212,7 +212,7 @@ def save_pt2(module: torch.nn.Module, meta: dict[str, Any], out: Path) -> None:
 
     The package holds a shared library compiled for *this* machine's CPU and this torch version. It
     also carries the MLP actor's weights for the C++ library's native kernels (``extra/native_mlp.json``
-    and ``extra/native_mlp.bin``, :mod:`gail_robot.export.native`).
+    and ``gail_robot/native_mlp.bin``, :mod:`gail_robot.export.native`).
     """
     description, blob = native_records(module)
     example = example_batch(int(meta["obs_dim"]))  # batch 2: a batch of 1 would be specialised

@@ -9,7 +9,8 @@ TorchScript files, :func:`save_pt2` adds two records to the package:
     "layers": [{"n_in", "n_out"}, ...], "activations": ["tanh" | "relu" | "elu" | "silu", ...],
     "blob_bytes", "blob_fnv1a64"}``, or ``{"format", "version", "why_not": "..."}`` when the actor is not
     an MLP the kernels support (the library then runs the package through libtorch's AOTI runner).
-``extra/native_mlp.bin``
+``gail_robot/native_mlp.bin``
+    (not under ``extra/``: torch's Python pt2 loader decodes every ``extra/`` record as UTF-8 text)
     little-endian, in this order: ``obs_mean`` float64 (obs_dim), ``obs_std`` float64 (obs_dim),
     ``action_low``, ``action_high``, ``action_range`` float32 (act_dim each), then per layer its weight
     transposed to ``(n_in, n_out)`` row-major and its bias ``(n_out,)``, float32. These are exactly the
@@ -29,7 +30,7 @@ from gail_robot.export.module import ExportedPolicy
 NATIVE_FORMAT = "gail_robot.native_mlp"
 NATIVE_VERSION = 1
 JSON_RECORD = "extra/native_mlp.json"
-BLOB_RECORD = "extra/native_mlp.bin"
+BLOB_RECORD = "gail_robot/native_mlp.bin"
 _ACTIVATIONS: dict[type[nn.Module], str] = {nn.Tanh: "tanh", nn.ReLU: "relu", nn.ELU: "elu", nn.SiLU: "silu"}
 
 

@@ -50,7 +50,7 @@ Archive read_archive(const std::string& path) {
       *has = true;
     };
     read("extra/native_mlp.json", &archive.has_native_json, &archive.native_json);
-    read("extra/native_mlp.bin", &archive.has_native_blob, &archive.native_blob);
+    read("gail_robot/native_mlp.bin", &archive.has_native_blob, &archive.native_blob);
   }
   return archive;
 }

@@ -22,7 +22,7 @@ class Backend {
 struct Archive {
   std::string format;     // "torchscript" or "pt2"
   std::string meta_json;  // the text of extra/meta.json
-  // pt2 only: extra/native_mlp.json and extra/native_mlp.bin (gail_robot/export/native.py), if present.
+  // pt2 only: extra/native_mlp.json and gail_robot/native_mlp.bin (gail_robot/export/native.py), if present.
   bool has_native_json = false, has_native_blob = false;
   std::string native_json, native_blob;
 };

@@ -61,7 +61,7 @@ class NativeBackend final : public Backend {
   std::string name_ = "native-mlp";
 };
 
-// The spec of pt2 package's extra/native_mlp.json + extra/native_mlp.bin (gail_robot/export/native.py).
+// The spec of pt2 package's extra/native_mlp.json + gail_robot/native_mlp.bin (gail_robot/export/native.py).
 // Returns false with *why_not set when the description says the actor is not a supported MLP; throws a
 // one-line std::runtime_error (prefixed by `path`) for a missing, corrupt or mismatched blob.
 bool native_spec_from_records(const std::string& path, const std::string& description, const std::string* blob,

@@ -1,4 +1,4 @@
-// A pt2 package's native MLP records (extra/native_mlp.json + extra/native_mlp.bin, written by
+// A pt2 package's native MLP records (extra/native_mlp.json + gail_robot/native_mlp.bin, written by
 // gail_robot/export/native.py) -> NativeMlpSpec. No libtorch here: the AOTInductor module holds its
 // weights inside a compiled library, so the exporter stores them beside it (docs/DESIGN.md §5.1).
 #include <gail_robot/json.hpp>
@@ -72,15 +72,15 @@ bool native_spec_from_records(const std::string& path, const std::string& descri
     *why_not = d.at("why_not").as_string();
     return false;
   }
-  if (blob == nullptr) throw std::runtime_error(prefix + "extra/native_mlp.bin is missing)");
+  if (blob == nullptr) throw std::runtime_error(prefix + "gail_robot/native_mlp.bin is missing)");
   try {
     if (d.at("obs_dim").as_int() != obs_dim || d.at("act_dim").as_int() != act_dim)
       throw std::runtime_error("its dims differ from meta.json's");
     if (static_cast<std::size_t>(d.at("blob_bytes").as_number()) != blob->size())
-      throw std::runtime_error("extra/native_mlp.bin has " + std::to_string(blob->size()) + " bytes, " +
+      throw std::runtime_error("gail_robot/native_mlp.bin has " + std::to_string(blob->size()) + " bytes, " +
                                std::to_string(d.at("blob_bytes").as_int()) + " expected");
     if (fnv1a64(*blob) != d.at("blob_fnv1a64").as_string())
-      throw std::runtime_error("extra/native_mlp.bin fails its checksum");
+      throw std::runtime_error("gail_robot/native_mlp.bin fails its checksum");
     BlobReader r(*blob);
     const auto obs_n = static_cast<std::size_t>(obs_dim), act_n = static_cast<std::size_t>(act_dim);
     spec->obs_mean = r.take<double>(obs_n);

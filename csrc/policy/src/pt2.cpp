@@ -1,9 +1,10 @@
 // An AOTInductor package (pt2) behind gail_robot::Policy (docs/DESIGN.md §5.1): the native kernels built
-// from the weights the exporter stores beside the compiled module (extra/native_mlp.json + .bin), checked
-// against the AOTI module on the probe batch at load, as TorchScript files are checked against theirs.
-// The fallback, for actors the kernels do not know or packages without the records, is libtorch's package
-// runner, which allocates on every call (its outputs and the runner's tensor handles: 37-41 heap
-// allocations per call for a 2x256 MLP), so Policy::allocation_free() is false then.
+// from the weights the exporter stores beside the compiled module (extra/native_mlp.json and
+// gail_robot/native_mlp.bin), checked against the AOTI module on the probe batch at load, as TorchScript
+// files are checked against theirs. The fallback, for actors the kernels do not know or packages without
+// the records, is libtorch's package runner, which allocates on every call (its outputs and the runner's
+// tensor handles: 37-41 heap allocations per call for a 2x256 MLP), so Policy::allocation_free() is false
+// then.
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 
 #include <ATen/ATen.h>
