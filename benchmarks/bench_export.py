@@ -12,7 +12,9 @@ Target (issue 6): C++ median under 25 us for a 2x256 MLP on the development mach
 ``--library`` instead measures the C++ policy library's ``act()`` (``policy_check``: p50 / p99 / max and heap
 allocations per call) for 2x64, 2x256 and a Humanoid-sized (348 -> 2x256 -> 17) MLP beside Python's
 TorchScript forward in the same run, with the libtorch interpreter backend and unflushed denormals as
-the knobs; ``--realtime-seconds S`` then runs the real-time loop example at 500 Hz for S seconds.
+the knobs (``--pt2``: also the same policies as AOTInductor packages, on the native kernels and on
+libtorch's AOTI runner); ``--realtime-seconds S`` then runs the real-time loop example at 500 Hz for
+S seconds.
 Targets (issue 18, ratios in one run): act() p50 <= 0.3 x Python TorchScript forward p50, act() p99 <=
 2 x its own p50, zero deadline misses at 500 Hz for 60 s on an idle machine.
 """
@@ -117,12 +119,20 @@ def library_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
                 "allocs_per_call": None,
             }
         )
-        for name, extra in (
-            ("C++ act(): native kernels", []),
-            ("C++ act(): native, denormals not flushed", ["--no-flush-denormals"]),
-            ("C++ act(): libtorch interpreter (frozen)", ["--backend", "libtorch"]),
-        ):
-            r = policy_check(args.build_dir, path, args.calls, args.warmup, *extra)
+        variants: list[tuple[str, Path, list[str]]] = [
+            ("C++ act(): native kernels", path, []),
+            ("C++ act(): native, denormals not flushed", path, ["--no-flush-denormals"]),
+            ("C++ act(): libtorch interpreter (frozen)", path, ["--backend", "libtorch"]),
+        ]
+        if args.pt2:  # the same policy as an AOTInductor package (compiles ~30 s)
+            pt2 = work / "policy.pt2"
+            export.export_policy(bundle, pt2, fmt="pt2")
+            variants += [
+                ("C++ act(): pt2, native kernels", pt2, []),
+                ("C++ act(): pt2, libtorch AOTI runner", pt2, ["--backend", "libtorch"]),
+            ]
+        for name, policy, extra in variants:
+            r = policy_check(args.build_dir, policy, args.calls, args.warmup, *extra)
             out.append(
                 {
                     "policy": label,
@@ -133,7 +143,7 @@ def library_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
                     "allocs_per_call": r["allocations"] / r["calls"],
                 }
             )
-        for row in out[-4:]:
+        for row in out[-1 - len(variants) :]:
             row["p50_over_python"] = row["p50_us"] / ref
     return out
 
@@ -189,11 +199,12 @@ def library_main(args: argparse.Namespace) -> int:
             f"{r['max_us']:7.1f} | {r['p50_over_python']:10.2f}x | {allocs:>11} |"
         )
     for r in rows:
-        if r["path"].startswith("C++ act(): native kernels"):
+        if r["path"].startswith(("C++ act(): native kernels", "C++ act(): pt2, native kernels")):
             ok_ratio = r["p50_over_python"] <= TARGET_ACT_P50_RATIO
             ok_tail = r["p99_us"] <= TARGET_ACT_P99_OVER_P50 * r["p50_us"]
+            name = r["policy"] + (" pt2" if "pt2" in r["path"] else "")
             print(
-                f"{r['policy']}: p50 <= {TARGET_ACT_P50_RATIO} x Python TS: "
+                f"{name}: p50 <= {TARGET_ACT_P50_RATIO} x Python TS: "
                 f"{'met' if ok_ratio else 'NOT met'}; "
                 f"p99 <= {TARGET_ACT_P99_OVER_P50:g} x p50: {'met' if ok_tail else 'NOT met'}"
             )

@@ -23,6 +23,7 @@ from policy_factory import make_checkpoint
 
 from gail_robot import controller, export
 from gail_robot.errors import UserError
+from gail_robot.export import native
 from gail_robot.policy_io import PolicyBundle, load_policy
 
 ATOL = 1e-6  # C++ act() vs Python's TorchScript forward, per action component (issue 18)
@@ -97,27 +98,34 @@ def compare(build: Path, tmp: Path, bundle: PolicyBundle, fmt: str, *args: str) 
     return report
 
 
+MLP_CASES = [
+    ("Hopper-v5", (64, 64), "tanh", False),
+    ("Hopper-v5", (256, 256), "tanh", False),
+    ("Humanoid-v5", (256, 256), "tanh", False),  # 348 obs -> 2x256 -> 17
+    ("Walker2d-v5", (64, 64), "relu", True),  # SAC's squashed actor
+    ("HalfCheetah-v5", (40,), "elu", False),  # widths that are not a multiple of the kernels' tile
+    ("Ant-v5", (72, 33), "silu", False),
+]
+# pt2 packages compile for ~30 s each: the plain MLP and the squashed (tanh head) actor cover what the
+# pt2 path adds (the weight records); the kernels themselves are the TorchScript cases'.
+PT2_CASES = [MLP_CASES[0], MLP_CASES[3]]
+
+
 @pytest.mark.parametrize(
-    ("env_id", "hidden", "activation", "squashed"),
-    [
-        ("Hopper-v5", (64, 64), "tanh", False),
-        ("Hopper-v5", (256, 256), "tanh", False),
-        ("Humanoid-v5", (256, 256), "tanh", False),  # 348 obs -> 2x256 -> 17
-        ("Walker2d-v5", (64, 64), "relu", True),  # SAC's squashed actor
-        ("HalfCheetah-v5", (40,), "elu", False),  # widths that are not a multiple of the kernels' tile
-        ("Ant-v5", (72, 33), "silu", False),
-    ],
+    ("fmt", "env_id", "hidden", "activation", "squashed"),
+    [("torchscript", *case) for case in MLP_CASES] + [("pt2", *case) for case in PT2_CASES],
 )
 def test_act_matches_python_torchscript_without_allocating(
     controller_build: Path,
     tmp_path: Path,
+    fmt: str,
     env_id: str,
     hidden: tuple[int, ...],
     activation: str,
     squashed: bool,
 ) -> None:
     bundle = make_bundle(tmp_path, env_id, hidden=hidden, activation=activation, squashed=squashed)
-    report = compare(controller_build, tmp_path, bundle, "torchscript")
+    report = compare(controller_build, tmp_path, bundle, fmt)
     assert report["backend"] == "native-mlp" and report["allocation_free"] is True
     assert report["calls"] == 10000 and report["allocations"] == 0
     if activation == "tanh" and not squashed:  # the walkers' PPO/GAIL actors: within 1e-6 outright
@@ -142,15 +150,99 @@ def test_libtorch_interpreter_backend_gives_the_same_actions(controller_build: P
     assert report["max_diff"] <= ATOL and report["nan_refused"] and report["nan_action_held"]
 
 
-def test_pt2_package_gives_the_same_actions(controller_build: Path, tmp_path: Path) -> None:
-    """AOTInductor packages load through libtorch's runner (chosen by the file's contents)."""
+def test_pt2_aoti_runner_backend_gives_the_same_actions(controller_build: Path, tmp_path: Path) -> None:
+    """libtorch's AOTInductor runner, the pt2 fallback: same outputs, but it allocates (measured)."""
     bundle = make_bundle(tmp_path, "Hopper-v5", hidden=(64, 64))
-    report = compare(controller_build, tmp_path, bundle, "pt2")
+    report = compare(controller_build, tmp_path, bundle, "pt2", "--backend", "libtorch")
     assert report["backend"] == "libtorch-aoti" and report["allocation_free"] is False
+    assert report["allocations"] > 0
     assert report["max_diff"] <= ATOL and report["nan_refused"] and report["nan_action_held"]
-    assert "pt2 packages run through" in policy_check_error(
-        controller_build, tmp_path / "policy.pt2", "--backend", "native"
+    # The same package on the native kernels: the records hold the very weights the module was compiled from.
+    native = policy_check(controller_build, tmp_path / "policy.pt2", "--backend", "native", "--calls", "10")
+    assert native["backend"] == "native-mlp" and native["allocations"] == 0
+
+
+def rewrite_pt2(src: Path, out: Path, records: dict[str, bytes | None]) -> Path:
+    """A copy of the pt2 package ``src`` with ``records`` (names below the top folder) replaced or
+    (None) removed."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zout:
+        root = zin.namelist()[0].split("/")[0]
+        for info in zin.infolist():
+            name = info.filename.removeprefix(f"{root}/")
+            if name in records:
+                continue
+            zout.writestr(info, zin.read(info))
+        for name, data in records.items():
+            if data is not None:
+                zout.writestr(f"{root}/{name}", data)
+    return out
+
+
+def test_pt2_native_records_refused_when_corrupt_or_fall_back_when_absent(
+    controller_build: Path, tmp_path: Path
+) -> None:
+    bundle = make_bundle(tmp_path, "Hopper-v5", hidden=(64, 64))
+    good = tmp_path / "policy.pt2"
+    export.export_policy(bundle, good, fmt="pt2")
+    with zipfile.ZipFile(good) as archive:
+        root = archive.namelist()[0].split("/")[0]
+        description = json.loads(archive.read(f"{root}/{native.JSON_RECORD}"))
+        blob = archive.read(f"{root}/{native.BLOB_RECORD}")
+    corrupt = "corrupt native weights in the package"
+
+    missing = rewrite_pt2(good, tmp_path / "missing.pt2", {native.BLOB_RECORD: None})
+    assert policy_check_error(controller_build, missing) == (
+        f"{missing}: {corrupt} (gail_robot/native_mlp.bin is missing)"
     )
+    flipped = bytearray(blob)
+    flipped[len(blob) // 2] ^= 0x40
+    bad_sum = rewrite_pt2(good, tmp_path / "flipped.pt2", {native.BLOB_RECORD: bytes(flipped)})
+    assert policy_check_error(controller_build, bad_sum) == (
+        f"{bad_sum}: {corrupt} (gail_robot/native_mlp.bin fails its checksum)"
+    )
+    short = rewrite_pt2(good, tmp_path / "short.pt2", {native.BLOB_RECORD: blob[:-4]})
+    assert policy_check_error(controller_build, short) == (
+        f"{short}: {corrupt} (gail_robot/native_mlp.bin has {len(blob) - 4} bytes, {len(blob)} expected)"
+    )
+    # A consistent description whose layers do not fit the blob (checksum of the blob still right).
+    wrong = dict(description, layers=[dict(description["layers"][0], n_out=65), *description["layers"][1:]])
+    mismatched = rewrite_pt2(good, tmp_path / "layers.pt2", {native.JSON_RECORD: json.dumps(wrong).encode()})
+    assert policy_check_error(controller_build, mismatched).startswith(f"{mismatched}: {corrupt} (")
+    junk = rewrite_pt2(good, tmp_path / "junk.pt2", {native.JSON_RECORD: b"{not json"})
+    assert policy_check_error(controller_build, junk).startswith(
+        f"{junk}: {corrupt} (extra/native_mlp.json: "
+    )
+
+    # No records (a package from before they existed) or an actor the kernels do not know: the AOTI
+    # runner, and --backend native refuses with the reason.
+    old = rewrite_pt2(good, tmp_path / "old.pt2", {native.JSON_RECORD: None, native.BLOB_RECORD: None})
+    assert policy_check(controller_build, old, "--calls", "10")["backend"] == "libtorch-aoti"
+    assert "carries no native weights" in policy_check_error(controller_build, old, "--backend", "native")
+    unsupported = dict(format=native.NATIVE_FORMAT, version=1, why_not="actor X is not an MLP actor")
+    other = rewrite_pt2(
+        good,
+        tmp_path / "other.pt2",
+        {native.JSON_RECORD: json.dumps(unsupported).encode(), native.BLOB_RECORD: None},
+    )
+    assert policy_check(controller_build, other, "--calls", "10")["backend"] == "libtorch-aoti"
+    assert policy_check_error(controller_build, other, "--backend", "native") == (
+        f"{other}: cannot run allocation-free (actor X is not an MLP actor)"
+    )
+    # Records that load (checksum consistent) but do not reproduce the module (8 weights of the first
+    # layer tripled): caught by the probe check at load, so the runner is used.
+    scaled = np.frombuffer(blob, dtype=np.uint8).copy()
+    obs_dim, act_dim = description["obs_dim"], description["act_dim"]
+    first_weight = 16 * obs_dim + 12 * act_dim  # after the float64 stats and the float32 bounds
+    scaled[first_weight : first_weight + 4 * 8].view("<f4")[:] *= 3.0
+    swapped = bytes(scaled)
+    tampered = dict(description, blob_fnv1a64=native.fnv1a64(swapped))
+    off = rewrite_pt2(
+        good,
+        tmp_path / "tampered.pt2",
+        {native.JSON_RECORD: json.dumps(tampered).encode(), native.BLOB_RECORD: swapped},
+    )
+    assert policy_check(controller_build, off, "--calls", "10")["backend"] == "libtorch-aoti"
+    assert "differ from the module by" in policy_check_error(controller_build, off, "--backend", "native")
 
 
 def test_find_package_app_builds_against_the_installed_prefix(controller_build: Path, tmp_path: Path) -> None:

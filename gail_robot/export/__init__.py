@@ -11,6 +11,8 @@ reloads the file in a fresh Python process and compares it with the Python polic
 - :mod:`~gail_robot.export.controller_spec`: what the C++ controller needs (observation layout and
   task rules of the Gymnasium v5 locomotion envs, checked against the env);
 - :mod:`~gail_robot.export.formats`: ``meta.json``, writing TorchScript / ONNX / pt2 and loading them;
+- :mod:`~gail_robot.export.native`: the MLP actor's weights stored in pt2 packages for the C++ library's
+  native kernels;
 - :mod:`~gail_robot.export.verify`: the fresh-process comparison (``__main__`` is its worker);
 - :mod:`~gail_robot.export.cli`: ``gail-robot export`` (the command line sits above this package).
 """

@@ -42,6 +42,7 @@ from gail_robot.export.module import (
     to_torchscript,
     torchscript_calls,
 )
+from gail_robot.export.native import BLOB_RECORD, JSON_RECORD, native_records
 from gail_robot.policy_io import PolicyBundle, exported_format
 from gail_robot.versions import versions
 
@@ -209,8 +210,11 @@ def save_onnx(module: torch.nn.Module, meta: dict[str, Any], out: Path) -> None:
 def save_pt2(module: torch.nn.Module, meta: dict[str, Any], out: Path) -> None:
     """torch.export (dynamic batch) + AOTInductor package, with ``meta.json`` added to the archive.
 
-    The package holds a shared library compiled for *this* machine's CPU and this torch version.
+    The package holds a shared library compiled for *this* machine's CPU and this torch version. It
+    also carries the MLP actor's weights for the C++ library's native kernels (``extra/native_mlp.json``
+    and ``gail_robot/native_mlp.bin``, :mod:`gail_robot.export.native`).
     """
+    description, blob = native_records(module)
     example = example_batch(int(meta["obs_dim"]))  # batch 2: a batch of 1 would be specialised
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     tmp = _atomic_target(out).with_suffix(".pt2")
@@ -223,6 +227,9 @@ def save_pt2(module: torch.nn.Module, meta: dict[str, Any], out: Path) -> None:
     with zipfile.ZipFile(path, "a") as archive:
         root = archive.namelist()[0].split("/")[0]
         archive.writestr(f"{root}/extra/meta.json", json.dumps(meta, indent=1))
+        archive.writestr(f"{root}/{JSON_RECORD}", json.dumps(description, indent=1))
+        if blob:
+            archive.writestr(f"{root}/{BLOB_RECORD}", blob)
     os.replace(path, out)
 
 

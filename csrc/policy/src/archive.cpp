@@ -38,6 +38,20 @@ Archive read_archive(const std::string& path) {
     throw std::runtime_error(path + " has no meta.json (not exported by gail-robot)");
   auto [data, size] = reader->getRecord("extra/meta.json");
   archive.meta_json.assign(static_cast<const char*>(data.get()), size);
+  if (archive.format == "pt2") {
+    auto read = [&](const char* name, bool* has, std::string* text) {
+      if (!reader->hasRecord(name)) return;
+      try {
+        auto [bytes, n] = reader->getRecord(name);
+        text->assign(static_cast<const char*>(bytes.get()), n);
+      } catch (const std::exception&) {  // e.g. a CRC error of a damaged archive
+        throw std::runtime_error(path + ": corrupt native weights in the package (" + name + " is unreadable)");
+      }
+      *has = true;
+    };
+    read("extra/native_mlp.json", &archive.has_native_json, &archive.native_json);
+    read("gail_robot/native_mlp.bin", &archive.has_native_blob, &archive.native_blob);
+  }
   return archive;
 }
 

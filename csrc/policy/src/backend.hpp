@@ -22,6 +22,9 @@ class Backend {
 struct Archive {
   std::string format;     // "torchscript" or "pt2"
   std::string meta_json;  // the text of extra/meta.json
+  // pt2 only: extra/native_mlp.json and gail_robot/native_mlp.bin (gail_robot/export/native.py), if present.
+  bool has_native_json = false, has_native_blob = false;
+  std::string native_json, native_blob;
 };
 
 // Opens `path` as a zip archive and finds its format and meta.json; one-line std::runtime_error otherwise.
@@ -33,7 +36,8 @@ PolicyMeta parse_meta(const std::string& path, const std::string& text, const st
 // TorchScript: the native kernels when they reproduce the module (unless options say otherwise), else
 // the libtorch interpreter. Checks the module's input and output widths against meta.
 std::unique_ptr<Backend> load_torchscript(const PolicyMeta& meta, const PolicyOptions& options);
-// pt2: the AOTInductor package runner (libtorch); checks its widths against meta.
-std::unique_ptr<Backend> load_pt2(const PolicyMeta& meta, const PolicyOptions& options);
+// pt2: the native kernels built from the package's native_mlp records when they reproduce the AOTI
+// module, else libtorch's AOTInductor package runner; checks the module's widths against meta.
+std::unique_ptr<Backend> load_pt2(const PolicyMeta& meta, const Archive& archive, const PolicyOptions& options);
 
 }  // namespace gail_robot::detail

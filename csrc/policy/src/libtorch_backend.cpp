@@ -64,3 +64,27 @@ at::Tensor probe_batch(const PolicyMeta& meta) {
 }
 
 }  // namespace gail_robot::detail
+
+namespace gail_robot::detail {
+
+double max_probe_difference(NativeMlp& mlp, const std::function<at::Tensor(const at::Tensor&)>& forward,
+                            const PolicyMeta& meta, double* scale) {
+  c10::InferenceMode guard;
+  const at::Tensor batch = probe_batch(meta);
+  const at::Tensor expected = forward(batch).to(at::kFloat).contiguous();
+  std::vector<float> action(static_cast<std::size_t>(meta.act_dim));
+  double worst = 0.0;
+  *scale = 1.0;
+  for (int64_t r = 0; r < batch.size(0); ++r) {
+    mlp.run(batch.data_ptr<float>() + r * meta.obs_dim, action.data());
+    const float* e = expected.data_ptr<float>() + r * meta.act_dim;
+    for (int j = 0; j < meta.act_dim; ++j) {
+      const double d = std::fabs(static_cast<double>(action[j]) - e[j]);
+      worst = std::isnan(d) ? INFINITY : std::max(worst, d);
+      *scale = std::max(*scale, std::fabs(static_cast<double>(e[j])));
+    }
+  }
+  return worst;
+}
+
+}  // namespace gail_robot::detail

@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "backend.hpp"
+#include "native_mlp.hpp"
 
 namespace gail_robot::detail {
 
@@ -20,5 +21,14 @@ void check_module_widths(const PolicyMeta& meta, const std::function<at::Tensor(
 // A fixed probe batch (64, obs_dim): observations around the normalisation's mean within a few of its
 // standard deviations, and rows far outside (to exercise the clips). Deterministic.
 at::Tensor probe_batch(const PolicyMeta& meta);
+
+// Tolerance of the probe check on actions (relative beyond magnitude 1): float32 round-off of two
+// summation orders is ~1e-7; anything structural (a missed op, a wrong activation) is far above this.
+constexpr double kProbeTolerance = 1e-5;
+
+// The largest |native - module| action difference on probe_batch(meta); *scale: the largest |action|
+// of the module (at least 1). NaN counts as infinitely different.
+double max_probe_difference(NativeMlp& mlp, const std::function<at::Tensor(const at::Tensor&)>& forward,
+                            const PolicyMeta& meta, double* scale);
 
 }  // namespace gail_robot::detail

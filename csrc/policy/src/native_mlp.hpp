@@ -1,9 +1,12 @@
 // The allocation-free kernels: the exported module's arithmetic (docs/DESIGN.md §5) for an MLP actor, on
-// buffers allocated once. No libtorch here: building one is torchscript_backend.cpp's job.
+// buffers allocated once. No libtorch here: torchscript.cpp (from a module) and native_records.cpp (from a pt2
+// package's records) build the spec.
 #pragma once
 
 #include <string>
 #include <vector>
+
+#include "backend.hpp"
 
 namespace gail_robot::detail {
 
@@ -39,5 +42,29 @@ class NativeMlp {
   NativeMlpSpec spec_;
   std::vector<float> h0_, h1_;  // ping-pong activations, as wide as the widest layer
 };
+
+// The Backend around a NativeMlp: what Policy runs for TorchScript files and pt2 packages whose actor
+// the kernels reproduce (torchscript.cpp, pt2.cpp build the spec and check it against the module).
+class NativeBackend final : public Backend {
+ public:
+  explicit NativeBackend(NativeMlpSpec spec) : mlp_(std::move(spec)) {}
+  const std::string& name() const noexcept override { return name_; }
+  bool allocation_free() const noexcept override { return true; }
+  bool run(const float* obs, float* action) noexcept override {
+    mlp_.run(obs, action);
+    return true;
+  }
+  NativeMlp& mlp() { return mlp_; }
+
+ private:
+  NativeMlp mlp_;
+  std::string name_ = "native-mlp";
+};
+
+// The spec of pt2 package's extra/native_mlp.json + gail_robot/native_mlp.bin (gail_robot/export/native.py).
+// Returns false with *why_not set when the description says the actor is not a supported MLP; throws a
+// one-line std::runtime_error (prefixed by `path`) for a missing, corrupt or mismatched blob.
+bool native_spec_from_records(const std::string& path, const std::string& description, const std::string* blob,
+                              int obs_dim, int act_dim, NativeMlpSpec* spec, std::string* why_not);
 
 }  // namespace gail_robot::detail

@@ -74,7 +74,7 @@ Policy Policy::load(const std::string& path, const PolicyOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->meta = detail::parse_meta(path, archive.meta_json, archive.format);
   impl->options = options;
-  impl->backend = archive.format == "pt2" ? detail::load_pt2(impl->meta, options)
+  impl->backend = archive.format == "pt2" ? detail::load_pt2(impl->meta, archive, options)
                                           : detail::load_torchscript(impl->meta, options);
   const auto act_n = static_cast<std::size_t>(impl->meta.act_dim);
   impl->out.assign(act_n, 0.0f);

@@ -1,6 +1,10 @@
-// An AOTInductor package (pt2) behind gail_robot::Policy: libtorch's package runner. It allocates on
-// every call (its outputs and the runner's tensor handles: 37 heap allocations per call for a 2x256 MLP),
-// so Policy::allocation_free() is false for pt2 files; TorchScript is the real-time format.
+// An AOTInductor package (pt2) behind gail_robot::Policy (docs/DESIGN.md §5.1): the native kernels built
+// from the weights the exporter stores beside the compiled module (extra/native_mlp.json and
+// gail_robot/native_mlp.bin), checked against the AOTI module on the probe batch at load, as TorchScript
+// files are checked against theirs. The fallback, for actors the kernels do not know or packages without
+// the records, is libtorch's package runner, which allocates on every call (its outputs and the runner's
+// tensor handles: 37-41 heap allocations per call for a 2x256 MLP), so Policy::allocation_free() is false
+// then.
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 
 #include <ATen/ATen.h>
@@ -10,6 +14,7 @@
 #include <stdexcept>
 
 #include "libtorch_backend.hpp"
+#include "native_mlp.hpp"
 
 namespace gail_robot::detail {
 
@@ -45,10 +50,19 @@ class AotiBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> load_pt2(const PolicyMeta& meta, const PolicyOptions& options) {
-  if (options.backend == "native")
-    throw std::runtime_error(meta.path + ": cannot run allocation-free (pt2 packages run through libtorch's "
-                             "AOTInductor runner; export TorchScript for the native kernels)");
+std::unique_ptr<Backend> load_pt2(const PolicyMeta& meta, const Archive& archive, const PolicyOptions& options) {
+  // The records first: a corrupt blob is refused before libtorch unpacks and dlopens the package.
+  std::string why_not;
+  NativeMlpSpec spec;
+  bool have_spec = false;
+  if (options.backend != "libtorch") {
+    if (archive.has_native_json)
+      have_spec = native_spec_from_records(meta.path, archive.native_json,
+                                           archive.has_native_blob ? &archive.native_blob : nullptr, meta.obs_dim,
+                                           meta.act_dim, &spec, &why_not);
+    else
+      why_not = "the package carries no native weights (extra/native_mlp.json): re-export it";
+  }
   single_threaded_libtorch();
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader;
   try {
@@ -59,10 +73,20 @@ std::unique_ptr<Backend> load_pt2(const PolicyMeta& meta, const PolicyOptions& o
     throw std::runtime_error(meta.path + ": libtorch cannot load this AOTInductor package (" +
                              what.substr(0, what.find('\n')) + ")");
   }
-  check_module_widths(meta, [&](const at::Tensor& x) {
+  const auto forward = [&](const at::Tensor& x) {
     std::vector<at::Tensor> in{x};
     return loader->run(in).at(0);
-  });
+  };
+  check_module_widths(meta, forward);
+  if (have_spec) {
+    auto native = std::make_unique<NativeBackend>(std::move(spec));
+    double scale = 1.0;
+    const double diff = max_probe_difference(native->mlp(), forward, meta, &scale);
+    if (diff <= kProbeTolerance * scale) return native;  // the loader (and its runner) is released here
+    why_not = "the native kernels differ from the module by " + std::to_string(diff) + " on the probe batch";
+  }
+  if (options.backend == "native")
+    throw std::runtime_error(meta.path + ": cannot run allocation-free (" + why_not + ")");
   return std::make_unique<AotiBackend>(std::move(loader), meta.obs_dim, meta.act_dim);
 }
 

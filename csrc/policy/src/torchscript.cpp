@@ -20,10 +20,6 @@ namespace gail_robot::detail {
 
 namespace {
 
-// Tolerance of the probe check on actions (relative beyond magnitude 1): float32 round-off of two
-// summation orders is ~1e-7; anything structural (a missed op, a wrong activation) is far above this.
-constexpr double kProbeTolerance = 1e-5;
-
 std::string type_name(const torch::jit::Module& m) { return m.type()->name()->name(); }
 
 std::vector<float> floats(const at::Tensor& t) {
@@ -87,22 +83,6 @@ NativeMlpSpec native_spec(const torch::jit::Module& module, std::string* why_not
   return spec;
 }
 
-class NativeBackend final : public Backend {
- public:
-  explicit NativeBackend(NativeMlpSpec spec) : mlp_(std::move(spec)) {}
-  const std::string& name() const noexcept override { return name_; }
-  bool allocation_free() const noexcept override { return true; }
-  bool run(const float* obs, float* action) noexcept override {
-    mlp_.run(obs, action);
-    return true;
-  }
-  NativeMlp& mlp() { return mlp_; }
-
- private:
-  NativeMlp mlp_;
-  std::string name_ = "native-mlp";
-};
-
 // The TorchScript interpreter on a frozen module, one preallocated input tensor filled in place.
 class JitBackend final : public Backend {
  public:
@@ -134,25 +114,6 @@ class JitBackend final : public Backend {
   std::string name_ = "libtorch-jit";
 };
 
-double max_probe_difference(NativeMlp& mlp, torch::jit::Module& module, const PolicyMeta& meta, double* scale) {
-  c10::InferenceMode guard;
-  const at::Tensor batch = probe_batch(meta);
-  const at::Tensor expected = module.forward({batch}).toTensor().contiguous();
-  std::vector<float> action(static_cast<std::size_t>(meta.act_dim));
-  double worst = 0.0;
-  *scale = 1.0;
-  for (int64_t r = 0; r < batch.size(0); ++r) {
-    mlp.run(batch.data_ptr<float>() + r * meta.obs_dim, action.data());
-    const float* e = expected.data_ptr<float>() + r * meta.act_dim;
-    for (int j = 0; j < meta.act_dim; ++j) {
-      const double d = std::fabs(static_cast<double>(action[j]) - e[j]);
-      worst = std::isnan(d) ? INFINITY : std::max(worst, d);
-      *scale = std::max(*scale, std::fabs(static_cast<double>(e[j])));
-    }
-  }
-  return worst;
-}
-
 }  // namespace
 
 std::unique_ptr<Backend> load_torchscript(const PolicyMeta& meta, const PolicyOptions& options) {
@@ -175,7 +136,8 @@ std::unique_ptr<Backend> load_torchscript(const PolicyMeta& meta, const PolicyOp
     if (why_not.empty()) {
       auto native = std::make_unique<NativeBackend>(std::move(spec));
       double scale = 1.0;
-      const double diff = max_probe_difference(native->mlp(), module, meta, &scale);
+      const double diff = max_probe_difference(
+          native->mlp(), [&](const at::Tensor& x) { return module.forward({x}).toTensor(); }, meta, &scale);
       if (diff <= kProbeTolerance * scale) return native;
       why_not = "the native kernels differ from the module by " + std::to_string(diff) + " on the probe batch";
     }
