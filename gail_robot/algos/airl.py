@@ -37,7 +37,7 @@ import torch
 from gail_robot.algos.config import AIRLConfig, GAILConfig
 from gail_robot.algos.demos import expert_in_policy_units
 from gail_robot.algos.discriminator import DiscriminatorLoss, classification_loss
-from gail_robot.algos.gail import GAIL, one_hot
+from gail_robot.algos.gail import GAIL, one_hot, replayed_transitions
 from gail_robot.algos.rollout import RolloutBuffer
 from gail_robot.data import Transitions
 from gail_robot.envs.wrappers import ObsNormalizer
@@ -307,12 +307,7 @@ class AIRL:
         for p in state["replay"]:
             self.replay.append(
                 (
-                    Transitions(
-                        obs=np.asarray(p["obs"], dtype=np.float32),
-                        actions=np.asarray(p["actions"], dtype=np.int64 if self.n_actions else np.float32),
-                        next_obs=np.asarray(p["next_obs"], dtype=np.float32),
-                        terminated=np.asarray(p["terminated"], dtype=bool),
-                    ),
+                    replayed_transitions(p, self.n_actions),
                     np.asarray(p["log_probs"], dtype=np.float32),
                 )
             )

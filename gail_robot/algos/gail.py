@@ -41,6 +41,16 @@ def one_hot(actions: np.ndarray, n_actions: int) -> np.ndarray:
     return out
 
 
+def replayed_transitions(saved: dict[str, Any], n_actions: int) -> Transitions:
+    """A replayed round as a checkpoint stores it, with the dtypes rollouts give (int64 Discrete actions)."""
+    return Transitions(
+        obs=np.asarray(saved["obs"], dtype=np.float32),
+        actions=np.asarray(saved["actions"], dtype=np.int64 if n_actions else np.float32),
+        next_obs=np.asarray(saved["next_obs"], dtype=np.float32),
+        terminated=np.asarray(saved["terminated"], dtype=bool),
+    )
+
+
 def reward_kind_for(env_id: str, configured: str) -> str:
     """``auto`` -> the reward kind the task declares (docs/DESIGN.md §6), e.g. ``neg`` for the arm tasks."""
     if configured != "auto":
@@ -230,11 +240,4 @@ class GAIL:
         load_optimizer_state(self.trainer.optimizer, state["optimizer"])
         self.replay.clear()
         for p in state["replay"]:
-            self.replay.append(
-                Transitions(
-                    obs=np.asarray(p["obs"], dtype=np.float32),
-                    actions=np.asarray(p["actions"], dtype=np.int64 if self.n_actions else np.float32),
-                    next_obs=np.asarray(p["next_obs"], dtype=np.float32),
-                    terminated=np.asarray(p["terminated"], dtype=bool),
-                )
-            )
+            self.replay.append(replayed_transitions(p, self.n_actions))
