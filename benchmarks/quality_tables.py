@@ -46,6 +46,8 @@ class Row:
         method: ``bc`` or ``gail`` (both generators, as grid points).
         steps: env steps per run (GAIL) / ignored by BC.
         sets: extra ``--set`` overrides.
+        grid: extra ``--grid key=v1,v2`` points (crossed with the generators of a GAIL row).
+        eval_interval: env steps between evaluations (the resolution of "steps to 0.9").
     """
 
     task: str
@@ -53,6 +55,8 @@ class Row:
     method: str
     steps: int
     sets: tuple[str, ...] = ()
+    grid: tuple[str, ...] = ()
+    eval_interval: int = 50_000
 
 
 def _walker(task: str, steps: int) -> list[Row]:
@@ -75,8 +79,9 @@ TABLES: dict[str, list[Row]] = {
         Row("ArmPickPlace-v0", "gail_robot/ArmPickPlace-v0", "bc", 2_000_000),
         Row("ArmPickPlace-v0", "gail_robot/ArmPickPlace-v0", "gail", 2_000_000),
     ],
+    # The GAIL paper's setting (Ho & Ermon 2016, Fig. 1): 1, 4, 7 and 10 expert trajectories per task.
     "classic": [
-        Row(task, env, method, steps, ("gail.max_demos=1", "bc.max_demos=1") if task == "CartPole-v1" else ())
+        Row(task, env, method, steps, grid=(f"{method}.max_demos=1,4,7,10",), eval_interval=25_000)
         for task, env, steps in (
             ("CartPole-v1", "CartPole-v1", 200_000),
             ("Acrobot-v1", "Acrobot-v1", 300_000),
@@ -150,14 +155,23 @@ def sweep_command(row: Row, out: Path, seeds: int, random_ret: float) -> list[st
     ]
     cmd += ["--steps", str(row.steps), "--out", str(out), "--demos", str(demos)]
     cmd += ["--random-return", f"{random_ret:.6g}", "--no-progress"]
-    cmd += ["--set", "run.eval_interval=50000"]
+    cmd += ["--set", f"run.eval_interval={row.eval_interval}"]
     if row.method == "bc":
         cmd += ["--set", "algo=bc"]
     else:
         cmd += ["--grid", "gail.generator=ppo,trpo"]
     for s in row.sets:
         cmd += ["--set", s]
+    for g in row.grid:
+        cmd += ["--grid", g]
     return cmd
+
+
+def method_name(row: Row, overrides: dict[str, str]) -> str:
+    """A table row's method: ``BC`` or ``GAIL-PPO``/``GAIL-TRPO``, with ``, N demos`` on a demo-count grid."""
+    name = "BC" if row.method == "bc" else f"GAIL-{overrides.get('gail.generator', '?').upper()}"
+    demos = overrides.get(f"{row.method}.max_demos")
+    return name if demos is None else f"{name}, {demos} demo{'s' if demos != '1' else ''}"
 
 
 def table_markdown(entries: list[tuple[Row, dict[str, Any]]]) -> str:
@@ -169,11 +183,7 @@ def table_markdown(entries: list[tuple[Row, dict[str, Any]]]) -> str:
     for row, summary in entries:
         runs = summary.get("runs", [])
         for group in summary.get("groups", []):
-            name = (
-                "BC"
-                if row.method == "bc"
-                else f"GAIL-{group['overrides'].get('gail.generator', '?').upper()}"
-            )
+            name = method_name(row, group["overrides"])
             if not group["n"]:  # no finished seed yet
                 lines.append(f"| {row.task} | {name} | 0 | — | — | — | — | — | — | — |")
                 continue
@@ -203,8 +213,7 @@ def plot_intervals(entries: list[tuple[Row, dict[str, Any]]], path: Path) -> Non
         for group in summary.get("groups", []):
             if not group["n"]:
                 continue
-            gen = group["overrides"].get("gail.generator")
-            labels.append(f"{row.task} {'BC' if row.method == 'bc' else 'GAIL-' + str(gen).upper()}")
+            labels.append(f"{row.task} {method_name(row, group['overrides'])}")
             iqm.append(group["iqm"])
             low.append(group["ci_low"])
             high.append(group["ci_high"])
