@@ -12,6 +12,7 @@ from gail_robot.algos.gail import GAIL, reward_kind_for
 from gail_robot.algos.rollout import RolloutBuffer
 from gail_robot.data import Transitions
 from gail_robot.envs.wrappers import ObsNormalizer
+from gail_robot.errors import UserError
 
 OBS, ACT = 3, 2
 LOW, HIGH = np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32)
@@ -60,6 +61,20 @@ def test_inputs_normalise_expert_actions_and_clip_policy_actions():
     np.testing.assert_allclose(gail.inputs(policy)[0][:, OBS:], -1.0)
     ss = _gail(disc_input="ss")
     assert ss.inputs(ss.expert)[0].shape == (40, 2 * OBS)
+
+
+def test_disc_obs_dims_keeps_the_leading_observation_dims_of_s_and_s_next():
+    gail = _gail(disc_obs_dims=2)
+    x, _ = gail.inputs(gail.expert)
+    assert x.shape == (40, 2 + ACT) and gail.in_dim == 2 + ACT
+    np.testing.assert_allclose(x[:, :2], gail.normalizer(gail.expert.obs)[:, :2])
+    np.testing.assert_allclose(x[:, 2:], 1.0)
+    ss = _gail(disc_input="ss", disc_obs_dims=1, absorbing=True)
+    x, _ = ss.inputs(ss.expert)
+    assert x.shape == (40 + 4, 1 + 1 + 1)
+    np.testing.assert_allclose(x[:40, 1], ss.normalizer(ss.expert.next_obs)[:, 0])
+    with pytest.raises(UserError, match=r"gail\.disc_obs_dims=4 exceeds the env's 3 observation dims"):
+        _gail(disc_obs_dims=4)
 
 
 def test_absorbing_samples_and_their_weights():

@@ -1,4 +1,4 @@
-""""saved" means saved (docs/DESIGN.md §3, §7): the recorder reports a demo as saved only once it is
+""" "saved" means saved (docs/DESIGN.md §3, §7): the recorder reports a demo as saved only once it is
 on disk, and stops at the first failed write with one line naming what is safe and what is not."""
 
 from __future__ import annotations

@@ -120,9 +120,7 @@ def test_viewer_keys_drive_the_recording(xdisplay: XDisplay, tmp_path: Path) -> 
     assert (a1[:toggle, 1] > 0).any() and (a1[toggle:, 1] > 0).any()
 
 
-def test_viewer_takeover_key_hands_control_to_the_person_and_back(
-    xdisplay: XDisplay, tmp_path: Path
-) -> None:
+def test_viewer_takeover_key_hands_control_to_the_person_and_back(xdisplay: XDisplay, tmp_path: Path) -> None:
     """``record --policy RUN --intervene --device keyboard`` in the real viewer window: Home takes over
     from the policy, Up drives +x, Home hands back; the file flags exactly the person's steps."""
     from policy_factory import make_checkpoint

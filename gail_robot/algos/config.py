@@ -204,6 +204,9 @@ class GAILConfig:
     airl=l (pair with absorbing); auto picks neg for gail_robot/Arm* tasks and gail otherwise."""
     disc_input: Literal["sa", "ss"] = "sa"
     """Discriminator input: (s, a) or (s, s')."""
+    disc_obs_dims: int | None = None
+    """The discriminator sees only the first N observation dims (of s and s'); null: all. E.g. 27 on
+    Ant-v5 keeps positions and velocities and drops the 78 contact-force dims (docs/DESIGN.md §8)."""
     hidden_sizes: list[int] = field(default_factory=lambda: [100, 100])
     """Discriminator hidden widths."""
     activation: str = "tanh"
@@ -231,6 +234,9 @@ class GAILConfig:
         _check(self.disc_input in ("sa", "ss"), "gail.disc_input must be sa or ss")
         _check(self.demo_subsample >= 1, "gail.demo_subsample must be >= 1")
         _check(self.max_demos is None or self.max_demos >= 1, "gail.max_demos must be >= 1 or null")
+        _check(
+            self.disc_obs_dims is None or self.disc_obs_dims >= 1, "gail.disc_obs_dims must be >= 1 or null"
+        )
         _check(self.updates_per_round >= 1 and self.batch_size >= 2, "bad gail.updates_per_round/batch_size")
         _check(
             self.lr > 0 and self.grad_penalty >= 0 and self.ent_coef >= 0, "bad gail.lr/grad_penalty/ent_coef"

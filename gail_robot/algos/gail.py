@@ -31,6 +31,7 @@ from gail_robot.algos.rollout import RolloutBuffer
 from gail_robot.data import Transitions
 from gail_robot.envs.tasks import task_info
 from gail_robot.envs.wrappers import ObsNormalizer, with_absorbing_flag
+from gail_robot.errors import UserError
 from gail_robot.nets import Discriminator, NetConfig, load_optimizer_state
 
 
@@ -49,6 +50,17 @@ def replayed_transitions(saved: dict[str, Any], n_actions: int) -> Transitions:
         next_obs=np.asarray(saved["next_obs"], dtype=np.float32),
         terminated=np.asarray(saved["terminated"], dtype=bool),
     )
+
+
+def seen_obs_dims(config: GAILConfig, obs_dim: int) -> int:
+    """How many leading observation dims the discriminator sees (``gail.disc_obs_dims``, checked)."""
+    if config.disc_obs_dims is None:
+        return obs_dim
+    if config.disc_obs_dims > obs_dim:
+        raise UserError(
+            f"gail.disc_obs_dims={config.disc_obs_dims} exceeds the env's {obs_dim} observation dims"
+        )
+    return config.disc_obs_dims
 
 
 def reward_kind_for(env_id: str, configured: str) -> str:
@@ -95,8 +107,9 @@ class GAIL:
         self.obs_dim = expert.obs.shape[1]
         self.act_dim = self.n_actions if self.n_actions else expert.actions.shape[1]
         self.expert = expert_in_policy_units(expert, action_low, action_high, self.n_actions)
-        second = self.act_dim if config.disc_input == "sa" else self.obs_dim
-        self.in_dim = self.obs_dim + second + (1 if config.absorbing else 0)
+        self.seen_obs_dims = seen_obs_dims(config, self.obs_dim)
+        second = self.act_dim if config.disc_input == "sa" else self.seen_obs_dims
+        self.in_dim = self.seen_obs_dims + second + (1 if config.absorbing else 0)
         disc = Discriminator(self.in_dim, NetConfig(list(config.hidden_sizes), config.activation))
         self.trainer = DiscriminatorTrainer(disc, config.lr)
         self.replay: deque[Transitions] = deque(maxlen=config.replay_rounds)
@@ -123,9 +136,10 @@ class GAIL:
     def _pairs(self, data: Transitions) -> np.ndarray:
         """``(M, obs_dim + second) float32``: normalised ``s`` and the clipped (or one-hot) action or
         the normalised ``s'``."""
-        obs_n = self.normalizer(data.obs)
+        k = self.seen_obs_dims
+        obs_n = self.normalizer(data.obs)[:, :k]
         if self.config.disc_input == "ss":
-            second = self.normalizer(data.next_obs)
+            second = self.normalizer(data.next_obs)[:, :k]
         elif self.n_actions:
             second = one_hot(data.actions, self.n_actions)
         else:

@@ -119,6 +119,10 @@ class OnPolicyTrainer:
             )
             self.num_demos = len(episodes)
         if cfg.algo == "airl":
+            if cfg.gail.disc_obs_dims is not None:
+                raise UserError(
+                    "gail.disc_obs_dims is a GAIL option: AIRL's g and h see the whole observation"
+                )
             self.airl = AIRL(
                 cfg.gail,
                 cfg.airl,

@@ -167,24 +167,27 @@ def _robomimic_demos(
             term, trunc = _ends(dones, ~dones)
         states = g["states"][()] if "states" in g else np.zeros((n, 0))
         attrs = g.attrs
-        yield name, _episode(
-            path,
+        yield (
             name,
-            obs=obs,
-            next_obs=next_obs,
-            actions=g["actions"][()],
-            rewards=g["rewards"][()] if "rewards" in g else np.zeros(n),
-            terminated=term,
-            truncated=trunc,
-            states=states,
-            final_state=g["final_state"][()] if "final_state" in g else states[-1],
-            seed=int(attrs.get("seed", -1)),
-            source=str(attrs.get("source", "robomimic")),
-            success=bool(attrs.get("success", dones[-1])),
-            model_file=attrs.get("model_file"),
-            # intervention recordings keep their datasets (both or neither: Episode checks)
-            policy_actions=g["policy_actions"][()] if "policy_actions" in g else None,
-            interventions=g["interventions"][()] if "interventions" in g else None,
+            _episode(
+                path,
+                name,
+                obs=obs,
+                next_obs=next_obs,
+                actions=g["actions"][()],
+                rewards=g["rewards"][()] if "rewards" in g else np.zeros(n),
+                terminated=term,
+                truncated=trunc,
+                states=states,
+                final_state=g["final_state"][()] if "final_state" in g else states[-1],
+                seed=int(attrs.get("seed", -1)),
+                source=str(attrs.get("source", "robomimic")),
+                success=bool(attrs.get("success", dones[-1])),
+                model_file=attrs.get("model_file"),
+                # intervention recordings keep their datasets (both or neither: Episode checks)
+                policy_actions=g["policy_actions"][()] if "policy_actions" in g else None,
+                interventions=g["interventions"][()] if "interventions" in g else None,
+            ),
         )
 
 
@@ -237,10 +240,7 @@ def to_npz(src: DemoDataset, out: Path) -> int:
             [d.policy_actions if d.policy_actions is not None else d.actions for d in demos]
         )
         out_arrays["interventions"] = np.concatenate(
-            [
-                d.interventions if d.interventions is not None else np.zeros(len(d), np.uint8)
-                for d in demos
-            ]
+            [d.interventions if d.interventions is not None else np.zeros(len(d), np.uint8) for d in demos]
         ).astype(np.uint8)
         out_arrays["demo_intervention"] = np.array([d.interventions is not None for d in demos], dtype=bool)
     out_arrays["final_states"] = np.stack([d.final_state for d in demos])
@@ -312,22 +312,25 @@ def from_npz(src: Path, out: Path, overwrite: bool = False) -> int:
         for i, name in enumerate(data["demo_names"]):
             s = slice(int(offsets[i]), int(offsets[i + 1]))
             has = flagged is not None and bool(flagged[i])
-            yield str(name), _episode(
-                src,
+            yield (
                 str(name),
-                obs={k: data[f"obs.{k}"][s] for k in keys},
-                next_obs={k: data[f"next_obs.{k}"][s] for k in keys},
-                actions=data["actions"][s],
-                rewards=data["rewards"][s],
-                terminated=data["terminated"][s],
-                truncated=data["truncated"][s],
-                states=data["states"][s],
-                final_state=data["final_states"][i],
-                seed=int(data["demo_seeds"][i]),
-                source=str(data["demo_sources"][i]),
-                success=bool(data["demo_success"][i]),
-                policy_actions=data["policy_actions"][s] if has else None,
-                interventions=data["interventions"][s] if has else None,
+                _episode(
+                    src,
+                    str(name),
+                    obs={k: data[f"obs.{k}"][s] for k in keys},
+                    next_obs={k: data[f"next_obs.{k}"][s] for k in keys},
+                    actions=data["actions"][s],
+                    rewards=data["rewards"][s],
+                    terminated=data["terminated"][s],
+                    truncated=data["truncated"][s],
+                    states=data["states"][s],
+                    final_state=data["final_states"][i],
+                    seed=int(data["demo_seeds"][i]),
+                    source=str(data["demo_sources"][i]),
+                    success=bool(data["demo_success"][i]),
+                    policy_actions=data["policy_actions"][s] if has else None,
+                    interventions=data["interventions"][s] if has else None,
+                ),
             )
 
     masks = {k[len("mask.") :]: [str(v) for v in data[k]] for k in data if k.startswith("mask.")}
@@ -461,20 +464,23 @@ def from_minari(
                 states, final = all_states[:n], all_states[n]
             else:
                 states, final = np.zeros((n, 0)), np.zeros(0)
-            yield demo_name(i), _episode(
-                dataset_id,
+            yield (
                 demo_name(i),
-                obs={k: np.asarray(rows[k][:n]) for k in keys},
-                next_obs={k: np.asarray(rows[k][1 : n + 1]) for k in keys},
-                actions=ep.actions,
-                rewards=ep.rewards,
-                terminated=ep.terminations,
-                truncated=ep.truncations,
-                states=states,
-                final_state=final,
-                seed=seeds.get(int(ep.id), -1),
-                source=f"minari:{dataset_id}",
-                success=bool(np.asarray(ep.infos.get("is_success", [False]))[-1]),
+                _episode(
+                    dataset_id,
+                    demo_name(i),
+                    obs={k: np.asarray(rows[k][:n]) for k in keys},
+                    next_obs={k: np.asarray(rows[k][1 : n + 1]) for k in keys},
+                    actions=ep.actions,
+                    rewards=ep.rewards,
+                    terminated=ep.terminations,
+                    truncated=ep.truncations,
+                    states=states,
+                    final_state=final,
+                    seed=seeds.get(int(ep.id), -1),
+                    source=f"minari:{dataset_id}",
+                    success=bool(np.asarray(ep.infos.get("is_success", [False]))[-1]),
+                ),
             )
 
     with DemoWriter(out, meta=meta, mode="w" if overwrite else "x") as writer:

@@ -65,6 +65,7 @@ class TransitionReward(nn.Module):
 
     The network's input is ``normalise(obs)``, then the action in ``[-1, 1]`` units (clipped) or
     one-hot (``use_action``), then ``normalise(next_obs)`` (``use_next``), then ``flag`` zero columns;
+    of each observation only the first ``seen_obs_dims`` columns (``gail.disc_obs_dims``) are kept;
     the output goes through ``output_kind`` (0 identity, 1 softplus, 2 ``-softplus(-x)``).
     """
 
@@ -86,10 +87,12 @@ class TransitionReward(nn.Module):
         use_next: bool,
         flag: int,
         output_kind: int,
+        seen_obs_dims: int | None = None,
     ):
         super().__init__()
         self.net = net
         self.obs_dim = int(obs_mean.shape[0])
+        self.seen_obs_dims = self.obs_dim if seen_obs_dims is None else int(seen_obs_dims)
         self.obs_clip = float(obs_clip)
         self.n_actions = int(n_actions)
         self.use_action = bool(use_action)
@@ -108,7 +111,7 @@ class TransitionReward(nn.Module):
                 f"expected obs and next_obs of shape (B, {self.obs_dim}), got {list(obs.shape)}, "
                 f"{list(next_obs.shape)}"
             )
-        parts = [normalize_torch(obs, self.obs_mean, self.obs_std, self.obs_clip)]
+        parts = [normalize_torch(obs, self.obs_mean, self.obs_std, self.obs_clip)[:, : self.seen_obs_dims]]
         if self.use_action:
             if self.n_actions > 0:
                 parts.append(F.one_hot(action.to(torch.int64), self.n_actions).to(torch.float32))
@@ -116,7 +119,9 @@ class TransitionReward(nn.Module):
                 a = 2.0 * (action.to(torch.float32) - self.action_low) / self.action_range - 1.0
                 parts.append(torch.clamp(a, -1.0, 1.0))
         if self.use_next:
-            parts.append(normalize_torch(next_obs, self.obs_mean, self.obs_std, self.obs_clip))
+            parts.append(
+                normalize_torch(next_obs, self.obs_mean, self.obs_std, self.obs_clip)[:, : self.seen_obs_dims]
+            )
         parts.append(torch.zeros(obs.size(0), self.flag, dtype=torch.float32))
         out = self.net(torch.cat(parts, dim=1)).squeeze(-1)
         if self.output_kind == 1:
@@ -161,6 +166,7 @@ def build_reward(data: dict[str, Any], source: str) -> tuple[nn.Module, dict[str
     net_config = NetConfig(list(gail_cfg["hidden_sizes"]), gail_cfg["activation"])
     gamma = float(config["rollout"]["gamma"])
     module: nn.Module
+    described: dict[str, Any]
     if algo == "airl":
         airl_cfg = config["airl"]
         flag = 1 if airl_cfg["absorbing"] else 0
@@ -188,7 +194,8 @@ def build_reward(data: dict[str, Any], source: str) -> tuple[nn.Module, dict[str
         flag = 1 if gail_cfg["absorbing"] else 0
         use_action = gail_cfg["disc_input"] == "sa"
         kind = str(meta_in.get("reward_kind") or "gail")
-        in_dim = obs_dim + (act_dim if use_action else obs_dim) + flag
+        seen = int(gail_cfg.get("disc_obs_dims") or obs_dim)
+        in_dim = seen + (act_dim if use_action else seen) + flag
         disc = Discriminator(in_dim, net_config)
         disc.load_state_dict(data["gail"]["disc"])
         disc_net = _frozen(disc.net)
@@ -204,6 +211,7 @@ def build_reward(data: dict[str, Any], source: str) -> tuple[nn.Module, dict[str
             not use_action,
             flag,
             _OUTPUT_KINDS[kind],
+            seen,
         )
         absorbing = None
         if flag:
@@ -213,7 +221,11 @@ def build_reward(data: dict[str, Any], source: str) -> tuple[nn.Module, dict[str
                 logit = disc_net(abs_in)[0].numpy().astype(np.float32)
             absorbing = float(core.disc_rewards(logit, kind)[0])
         pair = "(s, a)" if use_action else "(s, s')"
-        described = {"term": kind, "reward": f"GAIL discriminator reward '{kind}' on {pair}"}
+        described = {
+            "term": kind,
+            "reward": f"GAIL discriminator reward '{kind}' on {pair}",
+            "seen_obs_dims": seen,
+        }
     inputs = "obs" if isinstance(module, StateReward) else "obs_action_next_obs"
     meta = {
         "format": REWARD_FORMAT,
