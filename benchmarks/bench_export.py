@@ -273,16 +273,18 @@ def ablation_main(args: argparse.Namespace) -> int:
     )
     print(
         f"| {'MLP':<16} | {'configuration':<32} | {'allocs/call':>11} | {'p50 us':>7} | {'p99 us':>7} | "
-        f"{'max us':>7} | {'p50 / full':>10} | {'p99 / full':>10} | {'max |da|':>8} |"
+        f"{'max us':>8} | {'p50 / full':>10} | {'p99 / full':>10} | {'max |da|':>8} |"
     )
-    print(f"|{'-' * 18}|{'-' * 34}|{'-' * 13}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 12}|{'-' * 12}|{'-' * 10}|")
+    print(
+        f"|{'-' * 18}|{'-' * 34}|{'-' * 13}|{'-' * 9}|{'-' * 9}|{'-' * 10}|{'-' * 12}|{'-' * 12}|{'-' * 10}|"
+    )
     for report in reports:
         by_name = {c["config"]: c for c in report["configs"]}
         for c in report["configs"]:
             base = by_name[c["baseline"]]
             print(
                 f"| {report['label']:<16} | {c['config']:<32} | {c['allocations'] / c['calls']:11.1f} | "
-                f"{c['us_p50']:7.2f} | {c['us_p99']:7.2f} | {c['us_max']:7.1f} | "
+                f"{c['us_p50']:7.2f} | {c['us_p99']:7.1f} | {c['us_max']:8.0f} | "
                 f"{c['us_p50'] / base['us_p50']:9.2f}x | {c['us_p99'] / base['us_p99']:9.2f}x | "
                 f"{c['max_diff_vs_baseline']:8.1e} |"
             )

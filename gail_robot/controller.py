@@ -100,7 +100,9 @@ def rt_ablation_path(build_dir: str | Path | None = None) -> Path:
     """``rt_ablation``, the measured ablation of the library's real-time measures (beside policy_check)."""
     path = _build_dir(build_dir) / "policy" / RT_ABLATION_NAME
     if not path.is_file():
-        raise UserError(f"{RT_ABLATION_NAME} is not built in {path.parent}: run 'gail-robot controller build'")
+        raise UserError(
+            f"{RT_ABLATION_NAME} is not built in {path.parent}: run 'gail-robot controller build'"
+        )
     return path
 
 

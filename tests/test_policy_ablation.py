@@ -1,5 +1,5 @@
-"""``rt_ablation`` (csrc/policy/tests/rt_ablation.cpp): the measured ablation of the policy library's real-time
-measures, built with the library (the session fixture ``controller_build``) and run with few calls.
+"""``rt_ablation`` (csrc/policy/tests/rt_ablation.cpp): the measured ablation of the policy library's
+real-time measures, built with the library (the session fixture ``controller_build``), run with few calls.
 
 Only what must hold on any machine is checked: allocation counts and actions, never timings (the timings
 are ``benchmarks/bench_export.py --ablation``'s, printed as ratios).
@@ -94,4 +94,6 @@ def test_bad_policy_is_one_line(controller_build: Path, tmp_path: Path) -> None:
     missing = tmp_path / "missing.pt"
     proc = rt_ablation(controller_build, "--policy", str(missing))
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.strip().splitlines() == [f"rt_ablation: error: cannot open policy {missing}: no such file"]
+    assert proc.stderr.strip().splitlines() == [
+        f"rt_ablation: error: cannot open policy {missing}: no such file"
+    ]

@@ -67,7 +67,9 @@ void* valloc(std::size_t n) { alloc_counter::count(); return __libc_memalign(409
 
 void* operator new(std::size_t n) { return alloc_counter::counted_new(n, 0); }
 void* operator new[](std::size_t n) { return alloc_counter::counted_new(n, 0); }
-void* operator new(std::size_t n, std::align_val_t a) { return alloc_counter::counted_new(n, static_cast<std::size_t>(a)); }
+void* operator new(std::size_t n, std::align_val_t a) {
+  return alloc_counter::counted_new(n, static_cast<std::size_t>(a));
+}
 void* operator new[](std::size_t n, std::align_val_t a) {
   return alloc_counter::counted_new(n, static_cast<std::size_t>(a));
 }

@@ -313,7 +313,8 @@ int run(int argc, char** argv) {
   }
 
   std::vector<float> obs = obs_path.empty() ? std::vector<float>(obs_dim, 0.0f) : read_floats(obs_path);
-  if (obs.empty() || obs.size() % obs_dim != 0) throw std::runtime_error(obs_path + " does not hold rows of obs_dim floats");
+  if (obs.empty() || obs.size() % obs_dim != 0)
+    throw std::runtime_error(obs_path + " does not hold rows of obs_dim floats");
   const std::size_t rows = obs.size() / obs_dim;
   auto row = [&](long i) { return obs.data() + (static_cast<std::size_t>(i) % rows) * obs_dim; };
   std::vector<float> action(act_dim);
@@ -366,7 +367,8 @@ int run(int argc, char** argv) {
 
   std::printf("{\"policy\": \"%s\", \"env_id\": \"%s\", \"obs_dim\": %d, \"act_dim\": %d, \"calls\": %ld, "
               "\"warmup\": %ld, \"rounds\": %ld, \"rows\": %zu, \"default_threads\": %d, \"denormal_layer\": \"%s\", "
-              "\"denormal_scale\": %g, \"denormal_weights\": %ld, \"native_vs_libtorch_max_diff\": %.9g, \"skipped\": [",
+              "\"denormal_scale\": %g, \"denormal_weights\": %ld, \"native_vs_libtorch_max_diff\": %.9g, "
+              "\"skipped\": [",
               policy_path.c_str(), meta.env_id.c_str(), obs_dim, act_dim, calls, warmup, rounds, rows,
               default_threads, denormal_layer.c_str(), denormal_scale, denormal_weights,
               max_diff(find(nf).actions, find(lt).actions));
