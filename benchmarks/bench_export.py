@@ -17,6 +17,13 @@ libtorch's AOTI runner); ``--realtime-seconds S`` then runs the real-time loop e
 S seconds.
 Targets (issue 18, ratios in one run): act() p50 <= 0.3 x Python TorchScript forward p50, act() p99 <=
 2 x its own p50, zero deadline misses at 500 Hz for 60 s on an idle machine.
+
+``--ablation`` measures which of the library's real-time measures matter (``rt_ablation``,
+csrc/policy/tests/rt_ablation.cpp): for a 2x256 Hopper and a Humanoid-sized MLP, the full setup and each
+measure removed in turn (libtorch: preallocated input, InferenceMode, frozen module, one intra-op thread,
+plus optimize_for_inference and the static runtime; native kernels: flushed denormals, on ordinary weights
+and on a copy with denormal weights), as allocations per call and p50 / p99 / max with ratios to the full
+setup measured in the same run (default 10,000 calls after 500 warm-up).
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ TARGET_CPP_P50_US = 25.0
 TARGET_ACT_P50_RATIO = 0.3  # act() p50 / Python TorchScript forward p50
 TARGET_ACT_P99_OVER_P50 = 2.0
 LIBRARY_POLICIES = (("Hopper-v5", [64, 64]), ("Hopper-v5", [256, 256]), ("Humanoid-v5", [256, 256]))
+# Threads matter most for wide layers: the 2x256 Hopper and the Humanoid-sized MLP (348 -> 2x256 -> 17).
+ABLATION_POLICIES = (("Hopper-v5", [256, 256]), ("Humanoid-v5", [256, 256]))
 
 
 def random_policy(tmp: Path, env_id: str, hidden: list[int]) -> PolicyBundle:
@@ -220,12 +229,82 @@ def library_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def ablation_main(args: argparse.Namespace) -> int:
+    """``--ablation``: rt_ablation on each of ABLATION_POLICIES, one markdown table with ratios."""
+    try:
+        binary = controller.rt_ablation_path(args.build_dir)
+    except Exception:
+        print("building the policy library and controller ...", file=sys.stderr)
+        controller.build_controller(args.build_dir)
+        binary = controller.rt_ablation_path(args.build_dir)
+    reports = []
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench-rt-ablation-") as tmp_name:
+        for env_id, hidden in ABLATION_POLICIES:
+            work = Path(tmp_name) / f"{env_id}-{'x'.join(map(str, hidden))}"
+            work.mkdir()
+            bundle = random_policy(work, env_id, hidden)
+            path = work / "policy.pt"
+            meta = export.export_policy(bundle, path)
+            # Observations the policy visits (timing cycles through them; actions are compared on all).
+            obs = np.ascontiguousarray(export.collect_env_observations(bundle, 100, seed=0), dtype=np.float32)
+            obs.tofile(work / "obs.f32")
+            cmd = [str(binary), "--policy", str(path), "--obs", str(work / "obs.f32"), "--tmp-dir", str(work)]
+            cmd += ["--calls", str(args.calls), "--warmup", str(args.warmup)]
+            report = dict(json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout))
+            report["label"] = f"{meta['obs_dim']}->{'x'.join(map(str, hidden))}->{meta['act_dim']}"
+            reports.append(report)
+    header = {
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+    }
+    if args.json:
+        print(json.dumps({**header, "reports": reports}, indent=1))
+        return 0
+    first = reports[0]
+    print(
+        f"rt_ablation: batch 1, {first['calls']} calls after {first['warmup']} warm-up per configuration "
+        f"(timed in {first['rounds']} round-robin rounds), torch {torch.__version__}, libtorch's default "
+        f"intra-op threads here {first['default_threads']}, load average {load_before[0]:.2f} -> "
+        f"{header['loadavg_after'][0]:.2f} on {header['cpus']} CPUs"
+    )
+    print(
+        f"| {'MLP':<16} | {'configuration':<32} | {'allocs/call':>11} | {'p50 us':>7} | {'p99 us':>7} | "
+        f"{'max us':>8} | {'p50 / full':>10} | {'p99 / full':>10} | {'max |da|':>8} |"
+    )
+    print(
+        f"|{'-' * 18}|{'-' * 34}|{'-' * 13}|{'-' * 9}|{'-' * 9}|{'-' * 10}|{'-' * 12}|{'-' * 12}|{'-' * 10}|"
+    )
+    for report in reports:
+        by_name = {c["config"]: c for c in report["configs"]}
+        for c in report["configs"]:
+            base = by_name[c["baseline"]]
+            print(
+                f"| {report['label']:<16} | {c['config']:<32} | {c['allocations'] / c['calls']:11.1f} | "
+                f"{c['us_p50']:7.2f} | {c['us_p99']:7.1f} | {c['us_max']:8.0f} | "
+                f"{c['us_p50'] / base['us_p50']:9.2f}x | {c['us_p99'] / base['us_p99']:9.2f}x | "
+                f"{c['max_diff_vs_baseline']:8.1e} |"
+            )
+    for report in reports:
+        notes = [
+            f"denormal copy: {report['denormal_layer']} x {report['denormal_scale']:g} "
+            f"({report['denormal_weights']} denormal weights)",
+            f"native vs libtorch actions max |da| {report['native_vs_libtorch_max_diff']:.1e}",
+            *(f"skipped {s}" for s in report["skipped"]),
+        ]
+        print(f"{report['label']}: " + "; ".join(notes))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default=None, help="run dir or checkpoint (default: random 2x256 Hopper)")
     parser.add_argument("--env", default="Hopper-v5")
     parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256])
-    parser.add_argument("--calls", type=int, default=5000)
+    parser.add_argument("--calls", type=int, default=None, help="default 5000 (10000 with --ablation)")
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--build-dir", default=None, help="controller build dir (built if missing)")
     parser.add_argument(
@@ -242,7 +321,14 @@ def main() -> int:
         default=0.0,
         help="with --library: run the 500 Hz loop example this long",
     )
+    parser.add_argument(
+        "--ablation", action="store_true", help="measure which of the library's real-time measures matter"
+    )
     args = parser.parse_args()
+    if args.calls is None:
+        args.calls = 10000 if args.ablation else 5000
+    if args.ablation:
+        return ablation_main(args)
     if args.library:
         torch.set_num_threads(1)
         return library_main(args)

@@ -33,6 +33,7 @@ from gail_robot.errors import UserError
 BINARY_NAME = "gail-robot-controller"
 REALTIME_LOOP_NAME = "gail-robot-realtime-loop"
 POLICY_CHECK_NAME = "policy_check"
+RT_ABLATION_NAME = "rt_ablation"
 PACKAGE_CONFIG = Path("lib") / "cmake" / "gail_robot_policy" / "gail_robot_policyConfig.cmake"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # Source checkouts (and editable installs) hold csrc/ next to the package; a wheel carries a copy of
@@ -91,6 +92,16 @@ def policy_check_path(build_dir: str | Path | None = None) -> Path:
     if not path.is_file():
         raise UserError(
             f"{POLICY_CHECK_NAME} is not built in {path.parent}: run 'gail-robot controller build'"
+        )
+    return path
+
+
+def rt_ablation_path(build_dir: str | Path | None = None) -> Path:
+    """``rt_ablation``, the measured ablation of the library's real-time measures (beside policy_check)."""
+    path = _build_dir(build_dir) / "policy" / RT_ABLATION_NAME
+    if not path.is_file():
+        raise UserError(
+            f"{RT_ABLATION_NAME} is not built in {path.parent}: run 'gail-robot controller build'"
         )
     return path
 

@@ -12,6 +12,7 @@
 namespace gail_robot::detail {
 
 // One intra-op and one inter-op thread (no pool wake-ups on the control thread), set once per process.
+// Measured (docs/DESIGN.md §5.1): libtorch's default intra-op pool multiplied a call's p99 by 16-23x.
 void single_threaded_libtorch();
 
 // Runs `forward` on a (1, obs_dim) zero observation and checks it returns a (1, act_dim) float32

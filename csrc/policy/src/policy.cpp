@@ -19,7 +19,8 @@ namespace {
 
 // Sets flush-to-zero and denormals-are-zero for the scope of one act() and restores the caller's mode:
 // a denormal operand costs ~100 cycles on x86 (microcode assist), and a long-running control thread
-// should not depend on whether its weights or inputs happen to be tiny.
+// should not depend on whether its weights or inputs happen to be tiny. Measured (docs/DESIGN.md §5.1): a
+// 2x256 policy with denormal weights runs 19-72x slower unflushed; ordinary weights show no cost.
 class DenormalScope {
  public:
   explicit DenormalScope(bool enable) noexcept {

@@ -1,10 +1,13 @@
 // A TorchScript export behind gail_robot::Policy: the native kernels built from the module's own weights
 // when its actor is an MLP they reproduce, else the libtorch interpreter (docs/DESIGN.md §5).
 //
-// Why not always libtorch: every TorchScript call allocates (82 heap allocations per call for a frozen
-// 2x256 MLP, about as many unfrozen, under InferenceMode or with optimize_for_inference; 46 with the
-// static runtime) and pays ~1-2 us of dispatch per op. The native copy is checked against the module on a
-// probe batch at load, so a module it would misrepresent falls back (or is refused with backend "native").
+// Why not always libtorch: every TorchScript call allocates, whatever the setup. Measured by rt_ablation
+// (csrc/policy/tests/; README.md "Deployment") for 2x256 MLPs: 94 heap allocations per call through
+// JitBackend below (frozen, InferenceMode, preallocated input, one thread), 94 unfrozen, 98 with a new
+// input tensor per call, 111 with NoGradGuard or no guard, 85 with optimize_for_inference, 58 with the
+// static runtime; ~65-80 us per call against ~9-18 us for the native kernels. The native copy is checked
+// against the module on a probe batch at load, so a module it would misrepresent falls back (or is
+// refused with backend "native").
 #include <torch/script.h>
 
 #include <c10/core/InferenceMode.h>
@@ -83,7 +86,8 @@ NativeMlpSpec native_spec(const torch::jit::Module& module, std::string* why_not
   return spec;
 }
 
-// The TorchScript interpreter on a frozen module, one preallocated input tensor filled in place.
+// The TorchScript interpreter on a frozen module, one preallocated input tensor filled in place, under
+// InferenceMode (NoGradGuard costs 17 more allocations per call and ~6-10 % more time, measured above).
 class JitBackend final : public Backend {
  public:
   JitBackend(torch::jit::Module module, int obs_dim, int act_dim)
@@ -144,7 +148,10 @@ std::unique_ptr<Backend> load_torchscript(const PolicyMeta& meta, const PolicyOp
     if (options.backend == "native")
       throw std::runtime_error(meta.path + ": cannot run allocation-free (" + why_not + ")");
   }
-  // Inline the weights as constants (no attribute lookups per call); numerics are unchanged.
+  // Inline the weights as constants; numerics are unchanged. Measured (rt_ablation), freezing saves neither
+  // allocations nor time for these MLPs; it is kept because it costs nothing per call. optimize_for_inference
+  // would save 9 allocations and ~15-20 % of p50 but changes float32 results (~1e-7), which would end
+  // --backend libtorch's bit-identity with Python's forward (docs/DESIGN.md §5.1).
   module = torch::jit::freeze(module, std::nullopt, /*optimize_numerics=*/false);
   return std::make_unique<JitBackend>(std::move(module), meta.obs_dim, meta.act_dim);
 }

@@ -5,78 +5,26 @@
 //                [--backend auto|native|libtorch] [--no-flush-denormals]
 //
 // 1. loads P (errors: one line on stderr, exit 2);
-// 2. after --warmup act() calls, counts heap allocations during --calls act() calls: this file
+// 2. after --warmup act() calls, counts heap allocations during --calls act() calls (alloc_counter.hpp
 //    interposes malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign, valloc and every
-//    operator new, counting while a flag is set on the calling thread;
+//    operator new, counting while a flag is set on the calling thread);
 // 3. times --calls act() calls (p50 / p99 / max, microseconds);
 // 4. writes the actions of every row of OBS.f32 (raw float32, obs_dim per row) to ACT.f32;
 // 5. feeds a NaN observation and reports whether it was refused with the previous action held.
 #include <gail_robot/policy.hpp>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <new>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-extern "C" {
-void* __libc_malloc(std::size_t);
-void* __libc_calloc(std::size_t, std::size_t);
-void* __libc_realloc(void*, std::size_t);
-void* __libc_memalign(std::size_t, std::size_t);
-void __libc_free(void*);
-}
-
-namespace {
-std::atomic<long> g_allocations{0};
-thread_local bool t_counting = false;
-inline void count() noexcept {
-  if (t_counting) g_allocations.fetch_add(1, std::memory_order_relaxed);
-}
-void* counted_new(std::size_t n, std::size_t align) {
-  count();
-  void* p = align > alignof(std::max_align_t) ? __libc_memalign(align, n ? n : 1) : __libc_malloc(n ? n : 1);
-  if (!p) throw std::bad_alloc();
-  return p;
-}
-}  // namespace
-
-extern "C" {
-void* malloc(std::size_t n) { count(); return __libc_malloc(n); }
-void* calloc(std::size_t a, std::size_t b) { count(); return __libc_calloc(a, b); }
-void* realloc(void* p, std::size_t n) { count(); return __libc_realloc(p, n); }
-void free(void* p) { __libc_free(p); }
-int posix_memalign(void** out, std::size_t align, std::size_t n) {
-  count();
-  *out = __libc_memalign(align, n);
-  return *out ? 0 : ENOMEM;
-}
-void* aligned_alloc(std::size_t align, std::size_t n) { count(); return __libc_memalign(align, n); }
-void* memalign(std::size_t align, std::size_t n) { count(); return __libc_memalign(align, n); }
-void* valloc(std::size_t n) { count(); return __libc_memalign(4096, n); }
-}
-
-void* operator new(std::size_t n) { return counted_new(n, 0); }
-void* operator new[](std::size_t n) { return counted_new(n, 0); }
-void* operator new(std::size_t n, std::align_val_t a) { return counted_new(n, static_cast<std::size_t>(a)); }
-void* operator new[](std::size_t n, std::align_val_t a) { return counted_new(n, static_cast<std::size_t>(a)); }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { count(); return __libc_malloc(n ? n : 1); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { count(); return __libc_malloc(n ? n : 1); }
-void operator delete(void* p) noexcept { __libc_free(p); }
-void operator delete[](void* p) noexcept { __libc_free(p); }
-void operator delete(void* p, std::size_t) noexcept { __libc_free(p); }
-void operator delete[](void* p, std::size_t) noexcept { __libc_free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { __libc_free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { __libc_free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { __libc_free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { __libc_free(p); }
+#include "alloc_counter.hpp"
 
 namespace {
 
@@ -126,12 +74,10 @@ int run(int argc, char** argv) {
   std::vector<float> action(act_n), actions(rows * act_n);
 
   // Allocations after the warm-up load() made: cycle through the observations.
-  g_allocations = 0;
-  t_counting = true;
+  alloc_counter::AllocationCount counting;
   for (long i = 0; i < calls; ++i)
     policy.act(obs.data() + (static_cast<std::size_t>(i) % rows) * obs_n, action.data());
-  t_counting = false;
-  const long allocations = g_allocations.load();
+  const long allocations = counting.stop();
 
   std::vector<double> us(static_cast<std::size_t>(calls));
   for (long i = 0; i < calls; ++i) {
