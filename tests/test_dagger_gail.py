@@ -161,6 +161,7 @@ def test_dagger_gail_fine_tune_run_dir_summary_and_resume(tmp_path: Path) -> Non
         "--out", str(out), "--no-progress", "--set", "bc.max_epochs=5", "--set", "run.eval_episodes=2",
         "--set", "run.eval_interval=0", "--set", "run.tensorboard=false", "--set", "env.vectorization=sync",
         "--set", "env.num_envs=4", "--set", "rollout.n_steps=512", "--set", "run.checkpoint_interval=2048",
+        "--set", "ppo.epochs=2",
         "--gail-steps", "4096",
     )  # fmt: skip
     result = run_cli(*argv)
