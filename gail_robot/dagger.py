@@ -7,6 +7,11 @@ file, and retrains BC from scratch on the aggregate: the initial demos plus ever
 ``--method hg-dagger`` learns from the intervention steps only, ``iwr`` from every step with
 intervention weighting (``bc.intervention_weighting``, docs/DESIGN.md §3).
 
+``--gail-steps N`` adds a GAIL fine-tune after the last round: GAIL (``--gen ppo|trpo``, default the
+config's ``gail.generator``) warm-started from the last round's BC policy (``init_from``: its weights
+and its observation statistics, kept fixed) on the initial demos plus every round file, whose
+person-driven steps are the discriminator's expert samples (docs/DESIGN.md §3.1).
+
 Layout (every round is an ordinary run directory: ``gail-robot eval OUT/round_2`` works)::
 
     OUT/dagger.json                     what was asked (checked when rerun)
@@ -14,9 +19,12 @@ Layout (every round is an ordinary run directory: ``gail-robot eval OUT/round_2`
     OUT/round_0/                        BC on the initial demos
     OUT/round_<r>/interventions.hdf5    round r's episodes (round r-1's policy drives)
     OUT/round_<r>/                      BC on the initial demos + round_1..round_r files
+    OUT/gail/                           --gail-steps: GAIL from round_<R>'s policy on all the files
 
 Resumable: a rerun with the same arguments skips finished rounds (``final.pt`` present), appends the
-missing episodes to a partly recorded round file and retrains a round whose training did not finish.
+missing episodes to a partly recorded round file, retrains a round whose training did not finish and
+resumes an interrupted GAIL fine-tune from its latest checkpoint. Once ``gail/`` exists, its settings
+(``--gail-steps``, ``--gen``) and ``--rounds`` are fixed: a rerun with others is refused.
 """
 
 from __future__ import annotations
@@ -34,6 +42,10 @@ METHODS = ("hg-dagger", "iwr")
 ROUND_FILE = "interventions.hdf5"
 #: reset seeds of round r start at seed + r * ROUND_SEED_STRIDE (disjoint from the initial demos')
 ROUND_SEED_STRIDE = 100_000
+#: the GAIL fine-tune's run directory, beside the rounds
+GAIL_DIR = "gail"
+#: plan entries of the GAIL fine-tune: free to change until ``gail/`` exists, fixed after
+GAIL_KEYS = ("gail_steps", "gen", "rounds")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +83,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="scripted: hand back after K steps (default 10)",
     )
+    parser.add_argument(
+        "--gail-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the last round, fine-tune its policy with GAIL for N env steps in OUT/gail (0: none)",
+    )
+    parser.add_argument(
+        "--gen", choices=["ppo", "trpo"], help="generator of the GAIL fine-tune (default gail.generator)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
         "--set",
@@ -78,11 +100,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config field of every round's BC (values are YAML)",
+        help="override a config field of every round's BC and of the GAIL fine-tune (values are YAML)",
     )
 
 
-def _plan(args: argparse.Namespace, demos: list[str]) -> dict[str, Any]:
+def _plan(args: argparse.Namespace, demos: list[str], base: dict[str, Any]) -> dict[str, Any]:
+    gen = args.gen or base.get("gail", {}).get("generator", "ppo")
     return {
         "config": args.config,
         "demos": [str(Path(d).resolve()) for d in demos],
@@ -95,7 +118,26 @@ def _plan(args: argparse.Namespace, demos: list[str]) -> dict[str, Any]:
         "stall_steps": args.stall_steps,
         "handback_steps": args.handback_steps,
         "overrides": list(args.overrides),
+        "gail_steps": args.gail_steps,
+        "gen": gen if args.gail_steps else None,
+        "rounds": args.rounds,
     }
+
+
+def _check_plan(out: Path, before: dict[str, Any], plan: dict[str, Any]) -> None:
+    """Refuse a rerun whose arguments differ from the run's (one line naming them).
+
+    ``--rounds`` may grow and the GAIL settings may change until the fine-tune has started (``gail/``
+    exists): it started from the last round with those settings.
+    """
+    before = {"gail_steps": 0, "gen": None, **before}  # dagger.json of runs before --gail-steps
+    started = (out / GAIL_DIR).exists()
+    changed = sorted(k for k in plan if (started or k not in GAIL_KEYS) and before.get(k, plan[k]) != plan[k])
+    if changed:
+        raise UserError(
+            f"{out} holds a dagger run with other arguments ({', '.join(changed)} differ); "
+            f"rerun it as it was or choose another --out"
+        )
 
 
 def _base_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -110,6 +152,66 @@ def _base_config(args: argparse.Namespace) -> dict[str, Any]:
     data = apply_overrides(load_yaml(path), args.overrides)
     data["algo"] = "bc"
     return data
+
+
+def _gail_config(base: dict[str, Any], files: list[str], init_from: Path, args: argparse.Namespace) -> Any:
+    """The fine-tune's config: the CONFIG's GAIL settings (``--set`` applied), every file, BC's start."""
+    import copy
+
+    from gail_robot.algos.config import config_from_dict
+
+    data = copy.deepcopy(base)
+    data["algo"] = "gail"
+    data["init_from"] = str(init_from)
+    gail = data.setdefault("gail", {})
+    gail["demos"] = list(files)
+    if args.gen:
+        gail["generator"] = args.gen
+    run = data.setdefault("run", {})
+    run["seed"] = args.seed
+    run["total_steps"] = args.gail_steps
+    if args.no_progress:
+        run["progress"] = False
+    return config_from_dict(data)
+
+
+def _run_gail(config: Any, run_dir: Path) -> None:
+    """Train (or resume, from ``checkpoints/latest.pt``) the GAIL fine-tune into ``run_dir``."""
+    from gail_robot.algos.trainer import OnPolicyTrainer
+
+    resume = (run_dir / "checkpoints" / "latest.pt").is_file() and (run_dir / "config.yaml").is_file()
+    if not resume:
+        _clear_partial_run(run_dir)
+    OnPolicyTrainer(config, run_dir, resume=resume).train()
+
+
+def _last_eval(run_dir: Path) -> dict[str, Any]:
+    """The last metrics row with an evaluation (``{}`` when there is none)."""
+    metrics = run_dir / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    evals = [json.loads(x) for x in lines if "eval_success_rate" in x or "eval_return" in x]
+    return evals[-1] if evals else {}
+
+
+def _gail_row(run_dir: Path, last: dict[str, Any], config: Any) -> dict[str, Any]:
+    """The fine-tune's summary row: its final evaluation and env steps beside the last round's."""
+    from gail_robot.policy_io import load_checkpoint
+
+    evaluation = _last_eval(run_dir)
+    meta = load_checkpoint(run_dir / "final.pt")["meta"]
+    return {
+        "stage": "gail",
+        "round": None,
+        "run_dir": str(run_dir),
+        "init_from": last["run_dir"],
+        "generator": config.generator,
+        "env_steps": int(meta["env_steps"]),
+        "expert_labelled_steps": last["expert_labelled_steps"],
+        "intervention_steps": last["intervention_steps"],
+        "policy_steps": last["policy_steps"],
+        "eval_success_rate": evaluation.get("eval_success_rate"),
+        "eval_return": evaluation.get("eval_return"),
+    }
 
 
 def _round_config(base: dict[str, Any], files: list[str], args: argparse.Namespace) -> Any:
@@ -142,9 +244,7 @@ def _train(config: Any, run_dir: Path) -> dict[str, Any]:
 
     _clear_partial_run(run_dir)
     train_bc(config, run_dir)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    evals = [r for r in rows if "eval_success_rate" in r or "eval_return" in r]
-    return evals[-1] if evals else {}
+    return _last_eval(run_dir)
 
 
 def _record_round(args: argparse.Namespace, config: Any, policy_dir: Path, file: Path, r: int) -> None:
@@ -202,6 +302,7 @@ def _round_row(r: int, run_dir: Path, files: list[str], evaluation: dict[str, An
             taken += t
             policy_steps += recorded - t
     return {
+        "stage": "bc",
         "round": r,
         "run_dir": str(run_dir),
         "expert_labelled_steps": labelled,
@@ -217,6 +318,10 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--rounds must be >= 0, got {args.rounds}")
     if args.episodes_per_round < 1:
         raise UserError(f"--episodes-per-round must be >= 1, got {args.episodes_per_round}")
+    if args.gail_steps < 0:
+        raise UserError(f"--gail-steps must be >= 0, got {args.gail_steps}")
+    if args.gen and not args.gail_steps:
+        raise UserError("--gen is the GAIL fine-tune's generator: give --gail-steps N as well")
     base = _base_config(args)
     demos = list(args.demos or [])
     if not demos:
@@ -228,16 +333,10 @@ def main(args: argparse.Namespace) -> int:
         if not Path(d).is_file():
             raise UserError(f"{d}: no such file")
     out = Path(args.out)
-    plan = _plan(args, demos)
+    plan = _plan(args, demos, base)
     plan_file = out / "dagger.json"
     if plan_file.is_file():
-        before = json.loads(plan_file.read_text())
-        changed = sorted(k for k in plan if before.get(k) != plan[k])
-        if changed:
-            raise UserError(
-                f"{out} holds a dagger run with other arguments ({', '.join(changed)} differ); "
-                f"rerun it as it was or choose another --out"
-            )
+        _check_plan(out, json.loads(plan_file.read_text()), plan)
     elif out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not a dagger run directory (choose another --out)")
     out.mkdir(parents=True, exist_ok=True)
@@ -252,10 +351,7 @@ def main(args: argparse.Namespace) -> int:
             files.append(str(file))
         config = _round_config(base, files, args)
         if (run_dir / "final.pt").is_file():
-            metrics = run_dir / "metrics.jsonl"
-            lines = metrics.read_text().splitlines() if metrics.is_file() else []
-            evals = [json.loads(x) for x in lines if "eval_success_rate" in x or "eval_return" in x]
-            rows.append(_round_row(r, run_dir, files, evals[-1] if evals else {}))
+            rows.append(_round_row(r, run_dir, files, _last_eval(run_dir)))
             print(f"round {r}: done before ({run_dir})", file=sys.stderr)
             continue
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -274,5 +370,29 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
-    print(f"dagger: {args.rounds + 1} rounds in {out}; the last policy is {out / f'round_{args.rounds}'}")
+    last_dir = out / f"round_{args.rounds}"
+    if args.gail_steps:
+        config = _gail_config(base, files, last_dir, args)
+        gail_dir = out / GAIL_DIR
+        if (gail_dir / "final.pt").is_file():
+            print(f"gail: done before ({gail_dir})", file=sys.stderr)
+        else:
+            print(
+                f"gail: GAIL-{config.generator} from {last_dir} for {args.gail_steps} env steps "
+                f"on {len(files)} demo files",
+                file=sys.stderr,
+            )
+            _run_gail(config, gail_dir)
+        row = _gail_row(gail_dir, rows[-1], config)
+        rows.append(row)
+        (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+        success, before = row["eval_success_rate"], rows[-2]["eval_success_rate"]
+        print(
+            f"gail: {row['env_steps']} env steps, eval success {success if success is not None else '-'} "
+            f"(round {args.rounds}: {before if before is not None else '-'})",
+            file=sys.stderr,
+        )
+        print(f"dagger: {args.rounds + 1} rounds + GAIL fine-tune in {out}; the last policy is {gail_dir}")
+        return 0
+    print(f"dagger: {args.rounds + 1} rounds in {out}; the last policy is {last_dir}")
     return 0

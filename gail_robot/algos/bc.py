@@ -23,6 +23,7 @@ from gail_robot.algos.demos import (
     iwr_weights,
     load_labelled_episodes,
     normalize_actions,
+    person_driven,
 )
 from gail_robot.algos.run import Run
 from gail_robot.data import Transitions
@@ -86,9 +87,9 @@ def training_steps(
             pairs.append(episode.pairs)
             flags.append(episode.interventions.copy())
         elif episode.interventions.any():
-            idx = np.flatnonzero(episode.interventions)
-            pairs.append(episode.pairs.index(idx))
-            flags.append(np.ones(len(idx), bool))
+            taken = person_driven(episode)
+            pairs.append(taken)
+            flags.append(np.ones(len(taken), bool))
     return pairs, flags
 
 

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--demos",
         nargs="+",
         metavar="FILE",
-        help="demo file for gail / airl / bc (gail.demos, bc.demos); bc takes several files of the same env",
+        help="demo file(s) for gail / airl / bc (gail.demos, bc.demos); several files must hold one env",
     )
     parser.add_argument(
         "--reward",
@@ -82,7 +82,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.demos and len(args.demos) == 1:
         put("gail.demos", args.demos[0])
         put("bc.demos", args.demos[0])
-    elif args.demos:  # several files: BC only (checked in main)
+    elif args.demos:  # several files: BC, GAIL and AIRL (checked in main)
+        put("gail.demos", list(args.demos))
         put("bc.demos", list(args.demos))
     if args.steps is not None:
         put("run.total_steps", args.steps)
@@ -158,10 +159,10 @@ def build_config(args: argparse.Namespace) -> tuple[Any, Path, bool]:
 
 def main(args: argparse.Namespace) -> int:
     config, run_dir, resume = build_config(args)
-    if args.demos and len(args.demos) > 1 and config.algo != "bc":
+    if args.demos and len(args.demos) > 1 and config.algo not in ("bc", "gail", "airl"):
         raise UserError(
-            f"--algo {config.algo} takes one --demos file; several files are for --algo bc "
-            f"(or merge them with 'gail-robot data merge')"
+            f"--algo {config.algo} does not learn from demos; several --demos files are for "
+            f"--algo bc, gail or airl"
         )
     if config.algo == "bc":
         from gail_robot.algos.bc import train_bc

@@ -189,14 +189,16 @@ class TRPOConfig:
 class GAILConfig:
     """GAIL (Ho & Ermon 2016): a discriminator's reward for a PPO or TRPO generator."""
 
-    demos: str | None = None
-    """Demo file (HDF5); also given by --demos."""
+    demos: str | list[str] | None = None
+    """Demo file (HDF5), or a list of files of the same env (e.g. initial demos plus intervention
+    rounds); also given by --demos a.hdf5 b.hdf5 ... Intervention recordings contribute their
+    person-driven steps only (interventions == 1, docs/DESIGN.md §3.1); ordinary demos every step."""
     demo_mask: str | None = None
     """Use only the demos of this mask (e.g. train)."""
     demo_subsample: int = 1
     """Keep every k-th expert pair (the GAIL paper used 20)."""
     max_demos: int | None = None
-    """Use at most this many demos (first ones, numeric order); null: all."""
+    """Use at most this many demos (first ones, numeric order; of each file); null: all."""
     generator: Literal["ppo", "trpo"] = "ppo"
     """The RL algorithm that trains the policy on the discriminator's reward."""
     reward: Literal["auto", "gail", "airl", "neg"] = "auto"

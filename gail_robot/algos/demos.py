@@ -94,6 +94,7 @@ def load_labelled_episodes(
     *,
     mask: str | None = None,
     max_demos: int | None = None,
+    subsample: int = 1,
 ) -> list[LabelledEpisode]:
     """The demos of one or several files of the same env, with their intervention flags.
 
@@ -102,6 +103,7 @@ def load_labelled_episodes(
         env_id, env_kwargs: the env being trained; every file must hold demos of it.
         mask: restrict each file to ``/mask/<mask>``.
         max_demos: at most this many demos of each file.
+        subsample: keep every k-th pair of each demo (and its flag).
 
     Raises:
         UserError: as :func:`load_demo_episodes`, or two files of different envs or spaces (one line
@@ -128,12 +130,62 @@ def load_labelled_episodes(
                 demo = dataset.demo(name)
                 if demo.interventions is not None:
                     flagged[name] = demo.interventions.astype(bool)
-        episodes = load_demo_episodes(path, env_id, env_kwargs, mask=mask, max_demos=max_demos)
+        episodes = load_demo_episodes(
+            path, env_id, env_kwargs, mask=mask, max_demos=max_demos, subsample=subsample
+        )
         with DemoDataset(path) as dataset:
             names = dataset.mask_names(mask)[:max_demos]
         for name, pairs in zip(names, episodes, strict=True):
-            out.append(LabelledEpisode(pairs, flagged.get(name)))
+            flags = flagged.get(name)
+            out.append(LabelledEpisode(pairs, None if flags is None else flags[::subsample]))
     return out
+
+
+def person_driven(episode: LabelledEpisode) -> Transitions:
+    """The transitions a person (or the demonstrator) drove: every step of an ordinary demo, the
+    intervention steps of an intervention recording (docs/DESIGN.md §3.1).
+
+    A transition counts when its step was driven by the person; its successor is whatever followed
+    (the next step may be the policy's)."""
+    if episode.interventions is None:
+        return episode.pairs
+    return episode.pairs.index(np.flatnonzero(episode.interventions))
+
+
+def load_expert_transitions(
+    paths: str | list[str],
+    env_id: str,
+    env_kwargs: dict[str, Any] | None = None,
+    *,
+    mask: str | None = None,
+    max_demos: int | None = None,
+    subsample: int = 1,
+) -> tuple[Transitions, int]:
+    """The expert samples of GAIL's and AIRL's discriminators: the person-driven transitions of one or
+    several demo files of the training env (:func:`person_driven`; docs/DESIGN.md §3.1).
+
+    Args:
+        paths, env_id, env_kwargs, mask, max_demos, subsample: as :func:`load_labelled_episodes`
+            (subsampling picks every k-th step of a demo, then its person-driven ones stay).
+
+    Returns:
+        ``(transitions, demos)``: the concatenated expert transitions (actions in env units) and the
+        number of demos they come from.
+
+    Raises:
+        UserError: as :func:`load_labelled_episodes`, or no person-driven step at all (intervention
+            recordings where nobody took over).
+    """
+    episodes = load_labelled_episodes(
+        paths, env_id, env_kwargs, mask=mask, max_demos=max_demos, subsample=subsample
+    )
+    kept = [person_driven(e) for e in episodes]
+    if not any(len(k) for k in kept):
+        files = [paths] if isinstance(paths, str) else list(paths)
+        raise UserError(
+            f"{', '.join(files)}: no expert samples: every step is policy-driven (interventions 0)"
+        )
+    return concatenate(kept), len(episodes)
 
 
 def iwr_weights(interventions: np.ndarray) -> np.ndarray:

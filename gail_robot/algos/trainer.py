@@ -24,7 +24,7 @@ import torch
 
 from gail_robot.algos.airl import AIRL
 from gail_robot.algos.config import TrainConfig
-from gail_robot.algos.demos import concatenate, load_demo_episodes
+from gail_robot.algos.demos import load_expert_transitions
 from gail_robot.algos.gail import GAIL, reward_kind_for
 from gail_robot.algos.ppo import PPO
 from gail_robot.algos.rollout import RolloutBuffer, RolloutCollector
@@ -109,7 +109,8 @@ class OnPolicyTrainer:
         if cfg.adversarial:
             if not cfg.gail.demos:
                 raise UserError(f"--algo {cfg.algo} needs demos: --demos FILE (or gail.demos in the config)")
-            episodes = load_demo_episodes(
+            # person-driven steps only from intervention recordings (docs/DESIGN.md §3.1)
+            expert, self.num_demos = load_expert_transitions(
                 cfg.gail.demos,
                 cfg.env.id,
                 cfg.env.kwargs,
@@ -117,7 +118,6 @@ class OnPolicyTrainer:
                 max_demos=cfg.gail.max_demos,
                 subsample=cfg.gail.demo_subsample,
             )
-            self.num_demos = len(episodes)
         if cfg.algo == "airl":
             if cfg.gail.disc_obs_dims is not None:
                 raise UserError(
@@ -126,7 +126,7 @@ class OnPolicyTrainer:
             self.airl = AIRL(
                 cfg.gail,
                 cfg.airl,
-                concatenate(episodes),
+                expert,
                 self.normalizer,
                 self.actor,
                 self.action_low,
@@ -139,7 +139,7 @@ class OnPolicyTrainer:
             self.reward_kind = reward_kind_for(cfg.env.id, cfg.gail.reward)
             self.gail = GAIL(
                 cfg.gail,
-                concatenate(episodes),
+                expert,
                 self.normalizer,
                 self.action_low,
                 self.action_high,
