@@ -32,6 +32,9 @@ from gail_robot.errors import UserError
 from gail_robot.nets import NetConfig, OnPolicyActor, adam, make_policy_actor
 from gail_robot.policy_io import PolicyBundle
 
+BC_LOSSES = ("nll", "mse")
+"""``bc.loss``: Gaussian / categorical negative log-likelihood, or squared error of the mean action."""
+
 
 def split_episodes(
     episodes: list[Transitions], valid_fraction: float, rng: np.random.Generator
@@ -108,10 +111,14 @@ def fit_bc(
     on_epoch: Any = None,
     weights: np.ndarray | None = None,
     valid_weights: np.ndarray | None = None,
+    loss: str = "nll",
 ) -> dict[str, float]:
-    """Maximise the (weighted) log-likelihood of ``actions`` given ``obs`` (both already normalised).
+    """Fit the actor to ``actions`` given ``obs`` (both already normalised), with early stopping.
 
-    Gaussian actor: the Gaussian log-likelihood; categorical actor: minus the cross-entropy.
+    ``loss="nll"``: maximise the (weighted) log-likelihood; Gaussian actor: the Gaussian
+    log-likelihood, categorical actor: minus the cross-entropy. ``loss="mse"`` (Gaussian actor only):
+    minimise the (weighted) squared error of the mean action, averaged over the action dimensions; the
+    log-std is left as it is. Early stopping and "best" use the same quantity on the held-out pairs.
 
     Args:
         actor: the policy; trained in place and left at its best validation epoch.
@@ -129,11 +136,20 @@ def fit_bc(
         weights: ``(M,)`` per-pair loss weights (IWR), or None (all 1): the minibatch loss is
             ``-mean(w * log pi(a | s))``.
         valid_weights: the same for the held-out pairs (their NLL is weighted alike).
+        loss: ``"nll"`` or ``"mse"`` (see above).
 
     Returns:
-        Metrics of the best epoch: ``epoch``, ``train_nll``, ``valid_nll`` and ``valid_mse`` (continuous)
-        or ``valid_accuracy`` (discrete: the fraction of held-out pairs whose argmax is the expert's).
+        Metrics of the best epoch: ``epoch``, ``train_nll`` (``train_mse`` with ``loss="mse"``),
+        ``valid_nll`` and ``valid_mse`` (continuous) or ``valid_accuracy`` (discrete: the fraction of
+        held-out pairs whose argmax is the expert's).
+
+    Raises:
+        ValueError: an unknown ``loss``, or ``"mse"`` with integer (``Discrete``) actions.
     """
+    if loss not in BC_LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(BC_LOSSES)}, got {loss!r}")
+    if loss == "mse" and actions.dtype == np.int64:
+        raise ValueError("loss 'mse' needs continuous actions; Discrete actions use 'nll'")
     torch_rng = torch.Generator().manual_seed(seed)
     optimizer = adam(actor.parameters(), lr=lr, weight_decay=weight_decay)
     x, y = torch.from_numpy(obs), torch.from_numpy(actions)
@@ -148,13 +164,16 @@ def fit_bc(
         losses = []
         for start in range(0, len(x), batch_size):
             idx = order[start : start + batch_size]
-            log_prob = actor.log_prob(x[idx], y[idx])
-            loss = -(log_prob * w[idx]).mean() if w is not None else -log_prob.mean()
+            if loss == "mse":
+                per_pair = ((actor(x[idx]) - y[idx]) ** 2).mean(-1)
+            else:
+                per_pair = -actor.log_prob(x[idx], y[idx])
+            batch_loss = (per_pair * w[idx]).mean() if w is not None else per_pair.mean()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            batch_loss.backward()
             optimizer.step()
-            losses.append(loss.item() * len(idx))
-        metrics = {"epoch": float(epoch), "train_nll": float(np.sum(losses) / len(x))}
+            losses.append(batch_loss.item() * len(idx))
+        metrics = {"epoch": float(epoch), f"train_{loss}": float(np.sum(losses) / len(x))}
         if vx is not None and vy is not None:
             with torch.no_grad():
                 valid_lp = actor.log_prob(vx, vy)
@@ -162,8 +181,9 @@ def fit_bc(
                 if vy.dtype == torch.int64:
                     metrics["valid_accuracy"] = (actor(vx).argmax(-1) == vy).float().mean().item()
                 else:
-                    metrics["valid_mse"] = ((actor(vx).clamp(-1, 1) - vy) ** 2).mean().item()
-        score = metrics.get("valid_nll", metrics["train_nll"])
+                    valid_se = ((actor(vx).clamp(-1, 1) - vy) ** 2).mean(-1)
+                    metrics["valid_mse"] = (valid_se * vw if vw is not None else valid_se).mean().item()
+        score = metrics.get(f"valid_{loss}", metrics[f"train_{loss}"])
         if on_epoch is not None:
             on_epoch(epoch, metrics)
         if score < best_score - 1e-6:
@@ -195,6 +215,8 @@ def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
     actions = policy_actions(probe)
     low, high = actions.low, actions.high
     probe.close()
+    if actions.discrete and cfg.bc.loss == "mse":
+        raise UserError("bc.loss=mse needs continuous actions; Discrete actions train with bc.loss=nll")
     train, valid, train_flags, valid_flags = split_flagged(episodes, flags, cfg.bc.valid_fraction, run.np_rng)
     weights = valid_weights = None
     if cfg.bc.intervention_weighting:  # IWR: the training split's class sizes set the weights
@@ -231,6 +253,7 @@ def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
             on_epoch=on_epoch,
             weights=weights,
             valid_weights=valid_weights,
+            loss=cfg.bc.loss,
         )
         norm = normalizer.export()
 

@@ -289,6 +289,11 @@ class BCConfig:
     """Fraction of demos (whole episodes) held out for validation."""
     patience: int = 10
     """Stop after this many epochs without validation improvement."""
+    loss: Literal["nll", "mse"] = "nll"
+    """nll: maximum likelihood (Gaussian, or cross-entropy for Discrete actions), which also learns the
+    actor's state-independent log-std; mse: squared error of the deterministic mean action (continuous
+    actions only; the log-std stays at policy.init_log_std). Early stopping watches the same quantity
+    on the held-out demos."""
 
     def __post_init__(self) -> None:
         _check(self.lr > 0 and self.weight_decay >= 0, "bad bc.lr/weight_decay")
