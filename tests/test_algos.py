@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from gail_robot.algos.bc import fit_bc
+from gail_robot.algos.bc import fit_bc, ignored_obs_indices
 from gail_robot.algos.config import (
     PPOConfig,
     TRPOConfig,
@@ -217,6 +217,30 @@ def test_bc_mse_loss_fits_the_mean_and_keeps_the_log_std():
         fit_bc(actor, obs, actions, None, None, loss="l1")
     with pytest.raises(ValueError, match="continuous actions"):
         fit_bc(actor, obs, np.zeros(len(obs), np.int64), None, None, loss="mse")
+
+
+def test_bc_ignore_obs_keeps_those_inputs_out_of_the_actor():
+    """bc.ignore_obs: the first layer's weights from ignored dims start and stay exactly zero."""
+    rng = np.random.default_rng(2)
+    obs = rng.normal(size=(600, 3)).astype(np.float32)
+    actions = np.clip(0.5 * obs[:, :1] + 0.3 * obs[:, 2:3], -1, 1).astype(np.float32)
+    torch.manual_seed(0)
+    actor = GaussianActor(3, 1, NetConfig([16]))
+    fit_bc(actor, obs, actions, None, None, max_epochs=30, batch_size=64, lr=3e-3, weight_decay=1e-2,
+           ignore_obs=np.array([1]))  # fmt: skip
+    first = actor.mean_net[0].weight.detach()
+    assert torch.count_nonzero(first[:, 1]) == 0 and torch.count_nonzero(first[:, [0, 2]]) == 32
+    x = torch.from_numpy(obs[:5])
+    moved = x.clone()
+    moved[:, 1] += 100.0
+    with torch.no_grad():
+        assert torch.equal(actor(x), actor(moved))
+        assert float(((actor(x) - torch.from_numpy(actions[:5])) ** 2).mean()) < 0.01
+    assert ignored_obs_indices([7, "0:3", " 2 "], 49).tolist() == [0, 1, 2, 7]
+    assert ignored_obs_indices([], 49).tolist() == []
+    for bad in ("5:3", 49, "x", "0:50", -1):
+        with pytest.raises(UserError, match=r"bc.ignore_obs: .* not an index or a range a:b within the 49"):
+            ignored_obs_indices([bad], 49)
 
 
 def test_config_from_dict_and_overrides():

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from gail_robot.algos.config import TrainConfig
 from gail_robot.algos.demos import (
@@ -112,6 +113,7 @@ def fit_bc(
     weights: np.ndarray | None = None,
     valid_weights: np.ndarray | None = None,
     loss: str = "nll",
+    ignore_obs: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Fit the actor to ``actions`` given ``obs`` (both already normalised), with early stopping.
 
@@ -137,6 +139,8 @@ def fit_bc(
             ``-mean(w * log pi(a | s))``.
         valid_weights: the same for the held-out pairs (their NLL is weighted alike).
         loss: ``"nll"`` or ``"mse"`` (see above).
+        ignore_obs: observation indices the actor must not read (``bc.ignore_obs``): the first linear
+            layer's weights from them are zeroed and their gradients masked, so they stay zero.
 
     Returns:
         Metrics of the best epoch: ``epoch``, ``train_nll`` (``train_mse`` with ``loss="mse"``),
@@ -151,6 +155,15 @@ def fit_bc(
     if loss == "mse" and actions.dtype == np.int64:
         raise ValueError("loss 'mse' needs continuous actions; Discrete actions use 'nll'")
     torch_rng = torch.Generator().manual_seed(seed)
+    hook = None
+    if ignore_obs is not None and len(ignore_obs) > 0:
+        first = next(m for m in actor.modules() if isinstance(m, nn.Linear))
+        keep = torch.ones_like(first.weight)
+        keep[:, torch.as_tensor(ignore_obs, dtype=torch.long)] = 0.0
+        with torch.no_grad():
+            first.weight.mul_(keep)
+        # Adam (and its L2 weight decay) moves a weight whose gradient is always zero by exactly 0.
+        hook = first.weight.register_hook(lambda grad: grad * keep)
     optimizer = adam(actor.parameters(), lr=lr, weight_decay=weight_decay)
     x, y = torch.from_numpy(obs), torch.from_numpy(actions)
     vx = torch.from_numpy(valid_obs) if valid_obs is not None else None
@@ -193,7 +206,37 @@ def fit_bc(
             if stale >= patience:
                 break
     actor.load_state_dict(best_state)
+    if hook is not None:
+        hook.remove()
     return best
+
+
+def ignored_obs_indices(spec: list[int | str], obs_dim: int) -> np.ndarray:
+    """``bc.ignore_obs`` as sorted unique indices, e.g. ``[7, "0:3"] -> [0, 1, 2, 7]``.
+
+    Raises:
+        UserError: an entry that is not an index or an ``"a:b"`` range inside ``[0, obs_dim)``.
+    """
+    out: set[int] = set()
+    for item in spec:
+        text = str(item).strip()
+        try:
+            if ":" in text:
+                a, b = (int(x) for x in text.split(":"))
+                if not 0 <= a < b <= obs_dim:
+                    raise ValueError
+                out.update(range(a, b))
+            else:
+                i = int(text)
+                if not 0 <= i < obs_dim:
+                    raise ValueError
+                out.add(i)
+        except ValueError:
+            raise UserError(
+                f"bc.ignore_obs: {item!r} is not an index or a range a:b within the "
+                f"{obs_dim} observation dims"
+            ) from None
+    return np.array(sorted(out), dtype=np.int64)
 
 
 def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
@@ -254,6 +297,7 @@ def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
             weights=weights,
             valid_weights=valid_weights,
             loss=cfg.bc.loss,
+            ignore_obs=ignored_obs_indices(cfg.bc.ignore_obs, obs_dim),
         )
         norm = normalizer.export()
 
