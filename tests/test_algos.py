@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from gail_robot.algos.bc import fit_bc
+from gail_robot.algos.bc import fit_bc, ignored_obs_indices
 from gail_robot.algos.config import (
     PPOConfig,
     TRPOConfig,
@@ -180,6 +180,67 @@ def test_bc_fits_linear_expert():
     assert np.mean((pred - actions[1000:]) ** 2) < 2e-3
     assert best["valid_mse"] < 2e-3
     assert actor.log_std.exp().max().item() < 0.7  # the likelihood shrinks the std (from 1)
+
+
+def test_bc_mse_loss_fits_the_mean_and_keeps_the_log_std():
+    """bc.loss=mse: squared error of the mean action, selected on held-out MSE; the std is not trained."""
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(4, 2)) * 0.3
+    obs = rng.normal(size=(1200, 4)).astype(np.float32)
+    actions = np.clip(obs @ w, -1, 1).astype(np.float32)
+    torch.manual_seed(0)
+    actor = GaussianActor(4, 2, NetConfig([32, 32]), init_log_std=-0.5)
+    seen: list[dict[str, float]] = []
+    best = fit_bc(
+        actor,
+        obs[:1000],
+        actions[:1000],
+        obs[1000:],
+        actions[1000:],
+        max_epochs=60,
+        batch_size=64,
+        lr=3e-3,
+        patience=10,
+        loss="mse",
+        on_epoch=lambda epoch, m: seen.append(m),
+    )
+    with torch.no_grad():
+        pred = actor(torch.from_numpy(obs[1000:])).numpy()
+    assert np.mean((pred - actions[1000:]) ** 2) < 2e-3
+    assert "train_mse" in seen[0] and "train_nll" not in seen[0]
+    # "best" is the epoch with the lowest held-out MSE, and the weights are that epoch's
+    assert best["valid_mse"] == min(m["valid_mse"] for m in seen)
+    held_out_mse = float(np.mean((np.clip(pred, -1, 1) - actions[1000:]) ** 2))
+    assert best["valid_mse"] == pytest.approx(held_out_mse, rel=1e-5)
+    assert torch.equal(actor.log_std.detach(), torch.full((2,), -0.5))
+    with pytest.raises(ValueError, match="loss must be one of nll, mse"):
+        fit_bc(actor, obs, actions, None, None, loss="l1")
+    with pytest.raises(ValueError, match="continuous actions"):
+        fit_bc(actor, obs, np.zeros(len(obs), np.int64), None, None, loss="mse")
+
+
+def test_bc_ignore_obs_keeps_those_inputs_out_of_the_actor():
+    """bc.ignore_obs: the first layer's weights from ignored dims start and stay exactly zero."""
+    rng = np.random.default_rng(2)
+    obs = rng.normal(size=(600, 3)).astype(np.float32)
+    actions = np.clip(0.5 * obs[:, :1] + 0.3 * obs[:, 2:3], -1, 1).astype(np.float32)
+    torch.manual_seed(0)
+    actor = GaussianActor(3, 1, NetConfig([16]))
+    fit_bc(actor, obs, actions, None, None, max_epochs=30, batch_size=64, lr=3e-3, weight_decay=1e-2,
+           ignore_obs=np.array([1]))  # fmt: skip
+    first = actor.mean_net[0].weight.detach()
+    assert torch.count_nonzero(first[:, 1]) == 0 and torch.count_nonzero(first[:, [0, 2]]) == 32
+    x = torch.from_numpy(obs[:5])
+    moved = x.clone()
+    moved[:, 1] += 100.0
+    with torch.no_grad():
+        assert torch.equal(actor(x), actor(moved))
+        assert float(((actor(x) - torch.from_numpy(actions[:5])) ** 2).mean()) < 0.01
+    assert ignored_obs_indices([7, "0:3", " 2 "], 49).tolist() == [0, 1, 2, 7]
+    assert ignored_obs_indices([], 49).tolist() == []
+    for bad in ("5:3", 49, "x", "0:50", -1):
+        with pytest.raises(UserError, match=r"bc.ignore_obs: .* not an index or a range a:b within the 49"):
+            ignored_obs_indices([bad], 49)
 
 
 def test_config_from_dict_and_overrides():

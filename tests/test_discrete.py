@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from cli_runner import run_cli
+from cli_runner import one_line_error, run_cli
 
 from gail_robot.algos.bc import fit_bc
 from gail_robot.algos.config import (
@@ -311,6 +311,17 @@ def test_cli_trains_evaluates_and_records_on_cartpole(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert DemoDataset(out).transitions().actions.dtype == np.int64
+
+
+def test_bc_mse_loss_refuses_discrete_actions_in_one_line(tmp_path: Path) -> None:
+    result = run_cli(
+        "train", "--algo", "bc", "--env", "CartPole-v1", "--demos", str(CARTPOLE_DEMOS),
+        "--set", "bc.loss=mse", "--out", str(tmp_path / "run"), "--no-progress",
+    )  # fmt: skip
+    assert one_line_error(result) == (
+        "gail-robot train: error: bc.loss=mse needs continuous actions; "
+        "Discrete actions train with bc.loss=nll"
+    )
 
 
 def test_recording_refuses_non_integer_actions_and_teleop_devices(tmp_path: Path) -> None:

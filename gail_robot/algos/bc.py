@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from gail_robot.algos.config import TrainConfig
 from gail_robot.algos.demos import (
@@ -32,6 +33,9 @@ from gail_robot.envs.wrappers import ObsNormalizer
 from gail_robot.errors import UserError
 from gail_robot.nets import NetConfig, OnPolicyActor, adam, make_policy_actor
 from gail_robot.policy_io import PolicyBundle
+
+BC_LOSSES = ("nll", "mse")
+"""``bc.loss``: Gaussian / categorical negative log-likelihood, or squared error of the mean action."""
 
 
 def split_episodes(
@@ -109,10 +113,15 @@ def fit_bc(
     on_epoch: Any = None,
     weights: np.ndarray | None = None,
     valid_weights: np.ndarray | None = None,
+    loss: str = "nll",
+    ignore_obs: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Maximise the (weighted) log-likelihood of ``actions`` given ``obs`` (both already normalised).
+    """Fit the actor to ``actions`` given ``obs`` (both already normalised), with early stopping.
 
-    Gaussian actor: the Gaussian log-likelihood; categorical actor: minus the cross-entropy.
+    ``loss="nll"``: maximise the (weighted) log-likelihood; Gaussian actor: the Gaussian
+    log-likelihood, categorical actor: minus the cross-entropy. ``loss="mse"`` (Gaussian actor only):
+    minimise the (weighted) squared error of the mean action, averaged over the action dimensions; the
+    log-std is left as it is. Early stopping and "best" use the same quantity on the held-out pairs.
 
     Args:
         actor: the policy; trained in place and left at its best validation epoch.
@@ -130,12 +139,32 @@ def fit_bc(
         weights: ``(M,)`` per-pair loss weights (IWR), or None (all 1): the minibatch loss is
             ``-mean(w * log pi(a | s))``.
         valid_weights: the same for the held-out pairs (their NLL is weighted alike).
+        loss: ``"nll"`` or ``"mse"`` (see above).
+        ignore_obs: observation indices the actor must not read (``bc.ignore_obs``): the first linear
+            layer's weights from them are zeroed and their gradients masked, so they stay zero.
 
     Returns:
-        Metrics of the best epoch: ``epoch``, ``train_nll``, ``valid_nll`` and ``valid_mse`` (continuous)
-        or ``valid_accuracy`` (discrete: the fraction of held-out pairs whose argmax is the expert's).
+        Metrics of the best epoch: ``epoch``, ``train_nll`` (``train_mse`` with ``loss="mse"``),
+        ``valid_nll`` and ``valid_mse`` (continuous) or ``valid_accuracy`` (discrete: the fraction of
+        held-out pairs whose argmax is the expert's).
+
+    Raises:
+        ValueError: an unknown ``loss``, or ``"mse"`` with integer (``Discrete``) actions.
     """
+    if loss not in BC_LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(BC_LOSSES)}, got {loss!r}")
+    if loss == "mse" and actions.dtype == np.int64:
+        raise ValueError("loss 'mse' needs continuous actions; Discrete actions use 'nll'")
     torch_rng = torch.Generator().manual_seed(seed)
+    hook = None
+    if ignore_obs is not None and len(ignore_obs) > 0:
+        first = next(m for m in actor.modules() if isinstance(m, nn.Linear))
+        keep = torch.ones_like(first.weight)
+        keep[:, torch.as_tensor(ignore_obs, dtype=torch.long)] = 0.0
+        with torch.no_grad():
+            first.weight.mul_(keep)
+        # Adam (and its L2 weight decay) moves a weight whose gradient is always zero by exactly 0.
+        hook = first.weight.register_hook(lambda grad: grad * keep)
     optimizer = adam(actor.parameters(), lr=lr, weight_decay=weight_decay)
     x, y = torch.from_numpy(obs), torch.from_numpy(actions)
     vx = torch.from_numpy(valid_obs) if valid_obs is not None else None
@@ -149,13 +178,16 @@ def fit_bc(
         losses = []
         for start in range(0, len(x), batch_size):
             idx = order[start : start + batch_size]
-            log_prob = actor.log_prob(x[idx], y[idx])
-            loss = -(log_prob * w[idx]).mean() if w is not None else -log_prob.mean()
+            if loss == "mse":
+                per_pair = ((actor(x[idx]) - y[idx]) ** 2).mean(-1)
+            else:
+                per_pair = -actor.log_prob(x[idx], y[idx])
+            batch_loss = (per_pair * w[idx]).mean() if w is not None else per_pair.mean()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            batch_loss.backward()
             optimizer.step()
-            losses.append(loss.item() * len(idx))
-        metrics = {"epoch": float(epoch), "train_nll": float(np.sum(losses) / len(x))}
+            losses.append(batch_loss.item() * len(idx))
+        metrics = {"epoch": float(epoch), f"train_{loss}": float(np.sum(losses) / len(x))}
         if vx is not None and vy is not None:
             with torch.no_grad():
                 valid_lp = actor.log_prob(vx, vy)
@@ -163,8 +195,9 @@ def fit_bc(
                 if vy.dtype == torch.int64:
                     metrics["valid_accuracy"] = (actor(vx).argmax(-1) == vy).float().mean().item()
                 else:
-                    metrics["valid_mse"] = ((actor(vx).clamp(-1, 1) - vy) ** 2).mean().item()
-        score = metrics.get("valid_nll", metrics["train_nll"])
+                    valid_se = ((actor(vx).clamp(-1, 1) - vy) ** 2).mean(-1)
+                    metrics["valid_mse"] = (valid_se * vw if vw is not None else valid_se).mean().item()
+        score = metrics.get(f"valid_{loss}", metrics[f"train_{loss}"])
         if on_epoch is not None:
             on_epoch(epoch, metrics)
         if score < best_score - 1e-6:
@@ -174,7 +207,37 @@ def fit_bc(
             if stale >= patience:
                 break
     actor.load_state_dict(best_state)
+    if hook is not None:
+        hook.remove()
     return best
+
+
+def ignored_obs_indices(spec: list[int | str], obs_dim: int) -> np.ndarray:
+    """``bc.ignore_obs`` as sorted unique indices, e.g. ``[7, "0:3"] -> [0, 1, 2, 7]``.
+
+    Raises:
+        UserError: an entry that is not an index or an ``"a:b"`` range inside ``[0, obs_dim)``.
+    """
+    out: set[int] = set()
+    for item in spec:
+        text = str(item).strip()
+        try:
+            if ":" in text:
+                a, b = (int(x) for x in text.split(":"))
+                if not 0 <= a < b <= obs_dim:
+                    raise ValueError
+                out.update(range(a, b))
+            else:
+                i = int(text)
+                if not 0 <= i < obs_dim:
+                    raise ValueError
+                out.add(i)
+        except ValueError:
+            raise UserError(
+                f"bc.ignore_obs: {item!r} is not an index or a range a:b within the "
+                f"{obs_dim} observation dims"
+            ) from None
+    return np.array(sorted(out), dtype=np.int64)
 
 
 def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
@@ -196,6 +259,8 @@ def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
     actions = policy_actions(probe)
     low, high = actions.low, actions.high
     probe.close()
+    if actions.discrete and cfg.bc.loss == "mse":
+        raise UserError("bc.loss=mse needs continuous actions; Discrete actions train with bc.loss=nll")
     train, valid, train_flags, valid_flags = split_flagged(episodes, flags, cfg.bc.valid_fraction, run.np_rng)
     weights = valid_weights = None
     if cfg.bc.intervention_weighting:  # IWR: the training split's class sizes set the weights
@@ -232,6 +297,8 @@ def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
             on_epoch=on_epoch,
             weights=weights,
             valid_weights=valid_weights,
+            loss=cfg.bc.loss,
+            ignore_obs=ignored_obs_indices(cfg.bc.ignore_obs, obs_dim),
         )
         norm = normalizer.export()
 

@@ -297,6 +297,17 @@ class BCConfig:
     """Fraction of demos (whole episodes) held out for validation."""
     patience: int = 10
     """Stop after this many epochs without validation improvement."""
+    ignore_obs: list[int | str] = field(default_factory=list)
+    """Observation dimensions the actor does not read: indices (7) or half-open ranges ("0:14"). Their
+    first-layer weights are held at zero while BC trains (they stay in the observation and its statistics,
+    so the policy file, export and a GAIL warm start see the usual observation; GAIL may use them later).
+    The arm configs drop what their scripted experts never read (README "What limits BC on ArmPush /
+    ArmPickPlace")."""
+    loss: Literal["nll", "mse"] = "nll"
+    """nll: maximum likelihood (Gaussian, or cross-entropy for Discrete actions), which also learns the
+    actor's state-independent log-std; mse: squared error of the deterministic mean action (continuous
+    actions only; the log-std stays at policy.init_log_std). Early stopping watches the same quantity
+    on the held-out demos."""
 
     def __post_init__(self) -> None:
         _check(self.lr > 0 and self.weight_decay >= 0, "bad bc.lr/weight_decay")
