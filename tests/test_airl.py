@@ -302,20 +302,20 @@ def test_export_reward_and_train_on_it(tmp_path, demos):
     rows = [r for r in (ppo / "metrics.jsonl").read_text().splitlines() if "learned_reward" in r]
     assert rows and '"episode_return"' in rows[0]
 
-    # GAIL whose discriminator sees the first 2 of the 4 observation dims: the file slices alike.
+    # GAIL whose discriminator does not see observation dims 1 and 3: the file leaves them out alike.
     gail = tmp_path / "gail"
-    sets = ["--set", "gail.absorbing=true", "--set", "gail.disc_obs_dims=2"]
+    sets = ["--set", "gail.absorbing=true", "--set", "gail.disc_ignore_obs=[1, 3]"]
     cli("train", "--algo", "gail", *common, *sets, "--out", str(gail))
     cli("export-reward", str(gail), "--out", str(tmp_path / "gail_reward.pt"))
     gail_reward = load_reward(tmp_path / "gail_reward.pt")
-    assert gail_reward.inputs == "obs_action_next_obs" and gail_reward.meta["seen_obs_dims"] == 2
+    assert gail_reward.inputs == "obs_action_next_obs" and gail_reward.meta["disc_obs_columns"] == [0, 2]
     gdata = load_checkpoint(gail / "final.pt")
     disc = Discriminator(2 + 1 + 1, NetConfig([100, 100], "tanh"))
     disc.load_state_dict(gdata["gail"]["disc"])
     gnorm = gdata["obs_norm"]
     xs = normalize_torch(
         torch.from_numpy(obs), torch.as_tensor(gnorm["mean"]), normalization_std(gnorm["var"]), gnorm["clip"]
-    )[:, :2]
+    )[:, [0, 2]]
     action = np.full((6, 1), 1.5, np.float32)  # InvertedPendulum's bounds are ±3: 0.5 in [-1, 1] units
     with torch.no_grad():
         gx = torch.cat([xs, torch.full((6, 1), 0.5), torch.zeros(6, 1)], 1)
@@ -325,8 +325,17 @@ def test_export_reward_and_train_on_it(tmp_path, demos):
     errors = [
         (["export-reward", str(ppo), "--out", str(tmp_path / "x.pt")], "only airl and gail runs"),
         (
-            ["train", "--algo", "airl", *common, "--set", "gail.disc_obs_dims=2", "--out", str(run) + "2"],
-            "gail.disc_obs_dims is a GAIL option",
+            [
+                "train",
+                "--algo",
+                "airl",
+                *common,
+                "--set",
+                "gail.disc_ignore_obs=[0]",
+                "--out",
+                str(run) + "2",
+            ],
+            "gail.disc_ignore_obs is a GAIL option",
         ),
         (["export-reward", str(tmp_path / "nope"), "--out", str(tmp_path / "x.pt")], "nope"),
         (

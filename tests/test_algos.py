@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from gail_robot.algos.bc import fit_bc, ignored_obs_indices
+from gail_robot.algos.bc import fit_bc
 from gail_robot.algos.config import (
     PPOConfig,
     TRPOConfig,
     apply_overrides,
     config_from_dict,
+    ignored_obs_indices,
     parse_override,
 )
 from gail_robot.algos.discriminator import DiscriminatorTrainer, discriminator_loss
@@ -236,11 +237,11 @@ def test_bc_ignore_obs_keeps_those_inputs_out_of_the_actor():
     with torch.no_grad():
         assert torch.equal(actor(x), actor(moved))
         assert float(((actor(x) - torch.from_numpy(actions[:5])) ** 2).mean()) < 0.01
-    assert ignored_obs_indices([7, "0:3", " 2 "], 49).tolist() == [0, 1, 2, 7]
-    assert ignored_obs_indices([], 49).tolist() == []
+    assert ignored_obs_indices([7, "0:3", " 2 "], 49, "bc.ignore_obs").tolist() == [0, 1, 2, 7]
+    assert ignored_obs_indices([], 49, "bc.ignore_obs").tolist() == []
     for bad in ("5:3", 49, "x", "0:50", -1):
         with pytest.raises(UserError, match=r"bc.ignore_obs: .* not an index or a range a:b within the 49"):
-            ignored_obs_indices([bad], 49)
+            ignored_obs_indices([bad], 49, "bc.ignore_obs")
 
 
 def test_config_from_dict_and_overrides():

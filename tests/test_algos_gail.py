@@ -63,18 +63,21 @@ def test_inputs_normalise_expert_actions_and_clip_policy_actions():
     assert ss.inputs(ss.expert)[0].shape == (40, 2 * OBS)
 
 
-def test_disc_obs_dims_keeps_the_leading_observation_dims_of_s_and_s_next():
-    gail = _gail(disc_obs_dims=2)
+def test_disc_ignore_obs_leaves_those_columns_of_s_and_s_next_out():
+    gail = _gail(disc_ignore_obs=[1])
     x, _ = gail.inputs(gail.expert)
     assert x.shape == (40, 2 + ACT) and gail.in_dim == 2 + ACT
-    np.testing.assert_allclose(x[:, :2], gail.normalizer(gail.expert.obs)[:, :2])
+    np.testing.assert_allclose(x[:, :2], gail.normalizer(gail.expert.obs)[:, [0, 2]])
     np.testing.assert_allclose(x[:, 2:], 1.0)
-    ss = _gail(disc_input="ss", disc_obs_dims=1, absorbing=True)
+    ss = _gail(disc_input="ss", disc_ignore_obs=["1:3"], absorbing=True)
     x, _ = ss.inputs(ss.expert)
     assert x.shape == (40 + 4, 1 + 1 + 1)
     np.testing.assert_allclose(x[:40, 1], ss.normalizer(ss.expert.next_obs)[:, 0])
-    with pytest.raises(UserError, match=r"gail\.disc_obs_dims=4 exceeds the env's 3 observation dims"):
-        _gail(disc_obs_dims=4)
+    assert ss.state_dict()["obs_columns"] == [0]
+    with pytest.raises(UserError, match=r"gail\.disc_ignore_obs: '2:4' is not an index or a range"):
+        _gail(disc_ignore_obs=["2:4"])
+    with pytest.raises(UserError, match="leaves out all 3 observation dims"):
+        _gail(disc_ignore_obs=["0:3"])
 
 
 def test_absorbing_samples_and_their_weights():

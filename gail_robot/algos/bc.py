@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gail_robot.algos.config import TrainConfig
+from gail_robot.algos.config import TrainConfig, ignored_obs_indices
 from gail_robot.algos.demos import (
     LabelledEpisode,
     concatenate,
@@ -212,34 +212,6 @@ def fit_bc(
     return best
 
 
-def ignored_obs_indices(spec: list[int | str], obs_dim: int) -> np.ndarray:
-    """``bc.ignore_obs`` as sorted unique indices, e.g. ``[7, "0:3"] -> [0, 1, 2, 7]``.
-
-    Raises:
-        UserError: an entry that is not an index or an ``"a:b"`` range inside ``[0, obs_dim)``.
-    """
-    out: set[int] = set()
-    for item in spec:
-        text = str(item).strip()
-        try:
-            if ":" in text:
-                a, b = (int(x) for x in text.split(":"))
-                if not 0 <= a < b <= obs_dim:
-                    raise ValueError
-                out.update(range(a, b))
-            else:
-                i = int(text)
-                if not 0 <= i < obs_dim:
-                    raise ValueError
-                out.add(i)
-        except ValueError:
-            raise UserError(
-                f"bc.ignore_obs: {item!r} is not an index or a range a:b within the "
-                f"{obs_dim} observation dims"
-            ) from None
-    return np.array(sorted(out), dtype=np.int64)
-
-
 def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
     """Train BC as configured, write the run directory and return the final checkpoint's path.
 
@@ -298,7 +270,7 @@ def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
             weights=weights,
             valid_weights=valid_weights,
             loss=cfg.bc.loss,
-            ignore_obs=ignored_obs_indices(cfg.bc.ignore_obs, obs_dim),
+            ignore_obs=ignored_obs_indices(cfg.bc.ignore_obs, obs_dim, "bc.ignore_obs"),
         )
         norm = normalizer.export()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+import numpy as np
 import yaml
 
 from gail_robot.errors import UserError
@@ -206,9 +207,10 @@ class GAILConfig:
     airl=l (pair with absorbing); auto picks neg for gail_robot/Arm* tasks and gail otherwise."""
     disc_input: Literal["sa", "ss"] = "sa"
     """Discriminator input: (s, a) or (s, s')."""
-    disc_obs_dims: int | None = None
-    """The discriminator sees only the first N observation dims (of s and s'); null: all. E.g. 27 on
-    Ant-v5 keeps positions and velocities and drops the 78 contact-force dims (docs/DESIGN.md §8)."""
+    disc_ignore_obs: list[int | str] = field(default_factory=list)
+    """Observation dims the discriminator does not see (of s and s'): indices or half-open ranges, as
+    bc.ignore_obs; the policy still reads them. E.g. ["27:105"] on Ant-v5 drops its 78 contact-force
+    dims (docs/DESIGN.md §8.10)."""
     hidden_sizes: list[int] = field(default_factory=lambda: [100, 100])
     """Discriminator hidden widths."""
     activation: str = "tanh"
@@ -236,9 +238,6 @@ class GAILConfig:
         _check(self.disc_input in ("sa", "ss"), "gail.disc_input must be sa or ss")
         _check(self.demo_subsample >= 1, "gail.demo_subsample must be >= 1")
         _check(self.max_demos is None or self.max_demos >= 1, "gail.max_demos must be >= 1 or null")
-        _check(
-            self.disc_obs_dims is None or self.disc_obs_dims >= 1, "gail.disc_obs_dims must be >= 1 or null"
-        )
         _check(self.updates_per_round >= 1 and self.batch_size >= 2, "bad gail.updates_per_round/batch_size")
         _check(
             self.lr > 0 and self.grad_penalty >= 0 and self.ent_coef >= 0, "bad gail.lr/grad_penalty/ent_coef"
@@ -582,6 +581,34 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """Build and validate a :class:`TrainConfig` from nested plain data."""
     return typing.cast(TrainConfig, _build(TrainConfig, data, ""))
+
+
+def ignored_obs_indices(spec: list[int | str], obs_dim: int, key: str) -> np.ndarray:
+    """An ``ignore_obs`` list (``bc.ignore_obs``, ``gail.disc_ignore_obs``: the setting ``key``) as sorted
+    unique indices, e.g. ``[7, "0:3"] -> [0, 1, 2, 7]``.
+
+    Raises:
+        UserError: an entry that is not an index or an ``"a:b"`` range inside ``[0, obs_dim)``.
+    """
+    out: set[int] = set()
+    for item in spec:
+        text = str(item).strip()
+        try:
+            if ":" in text:
+                a, b = (int(x) for x in text.split(":"))
+                if not 0 <= a < b <= obs_dim:
+                    raise ValueError
+                out.update(range(a, b))
+            else:
+                i = int(text)
+                if not 0 <= i < obs_dim:
+                    raise ValueError
+                out.add(i)
+        except ValueError:
+            raise UserError(
+                f"{key}: {item!r} is not an index or a range a:b within the {obs_dim} observation dims"
+            ) from None
+    return np.array(sorted(out), dtype=np.int64)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from gail_robot import core
-from gail_robot.algos.config import GAILConfig
+from gail_robot.algos.config import GAILConfig, ignored_obs_indices
 from gail_robot.algos.demos import expert_in_policy_units
 from gail_robot.algos.discriminator import DiscriminatorTrainer
 from gail_robot.algos.rollout import RolloutBuffer
@@ -52,15 +52,13 @@ def replayed_transitions(saved: dict[str, Any], n_actions: int) -> Transitions:
     )
 
 
-def seen_obs_dims(config: GAILConfig, obs_dim: int) -> int:
-    """How many leading observation dims the discriminator sees (``gail.disc_obs_dims``, checked)."""
-    if config.disc_obs_dims is None:
-        return obs_dim
-    if config.disc_obs_dims > obs_dim:
-        raise UserError(
-            f"gail.disc_obs_dims={config.disc_obs_dims} exceeds the env's {obs_dim} observation dims"
-        )
-    return config.disc_obs_dims
+def disc_obs_columns(config: GAILConfig, obs_dim: int) -> np.ndarray:
+    """The observation columns the discriminator sees: all but ``gail.disc_ignore_obs`` (checked)."""
+    ignored = ignored_obs_indices(config.disc_ignore_obs, obs_dim, "gail.disc_ignore_obs")
+    kept = np.setdiff1d(np.arange(obs_dim), ignored)
+    if not len(kept):
+        raise UserError(f"gail.disc_ignore_obs leaves out all {obs_dim} observation dims")
+    return kept
 
 
 def reward_kind_for(env_id: str, configured: str) -> str:
@@ -107,9 +105,10 @@ class GAIL:
         self.obs_dim = expert.obs.shape[1]
         self.act_dim = self.n_actions if self.n_actions else expert.actions.shape[1]
         self.expert = expert_in_policy_units(expert, action_low, action_high, self.n_actions)
-        self.seen_obs_dims = seen_obs_dims(config, self.obs_dim)
-        second = self.act_dim if config.disc_input == "sa" else self.seen_obs_dims
-        self.in_dim = self.seen_obs_dims + second + (1 if config.absorbing else 0)
+        self.obs_columns = disc_obs_columns(config, self.obs_dim)
+        seen = len(self.obs_columns)
+        second = self.act_dim if config.disc_input == "sa" else seen
+        self.in_dim = seen + second + (1 if config.absorbing else 0)
         disc = Discriminator(self.in_dim, NetConfig(list(config.hidden_sizes), config.activation))
         self.trainer = DiscriminatorTrainer(disc, config.lr)
         self.replay: deque[Transitions] = deque(maxlen=config.replay_rounds)
@@ -136,10 +135,10 @@ class GAIL:
     def _pairs(self, data: Transitions) -> np.ndarray:
         """``(M, obs_dim + second) float32``: normalised ``s`` and the clipped (or one-hot) action or
         the normalised ``s'``."""
-        k = self.seen_obs_dims
-        obs_n = self.normalizer(data.obs)[:, :k]
+        cols = self.obs_columns
+        obs_n = self.normalizer(data.obs)[:, cols]
         if self.config.disc_input == "ss":
-            second = self.normalizer(data.next_obs)[:, :k]
+            second = self.normalizer(data.next_obs)[:, cols]
         elif self.n_actions:
             second = one_hot(data.actions, self.n_actions)
         else:
@@ -242,6 +241,8 @@ class GAIL:
     def state_dict(self) -> dict[str, Any]:
         return {
             "disc": self.trainer.disc.state_dict(),
+            # what the discriminator's input is made of, for export-reward (docs/DESIGN.md §5.2)
+            "obs_columns": self.obs_columns.tolist(),
             "optimizer": self.trainer.optimizer.state_dict(),
             "replay": [
                 {"obs": p.obs, "actions": p.actions, "next_obs": p.next_obs, "terminated": p.terminated}

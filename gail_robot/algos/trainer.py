@@ -119,9 +119,9 @@ class OnPolicyTrainer:
                 subsample=cfg.gail.demo_subsample,
             )
         if cfg.algo == "airl":
-            if cfg.gail.disc_obs_dims is not None:
+            if cfg.gail.disc_ignore_obs:
                 raise UserError(
-                    "gail.disc_obs_dims is a GAIL option: AIRL's g and h see the whole observation"
+                    "gail.disc_ignore_obs is a GAIL option: AIRL's g and h see the whole observation"
                 )
             self.airl = AIRL(
                 cfg.gail,

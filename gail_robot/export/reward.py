@@ -65,12 +65,13 @@ class TransitionReward(nn.Module):
 
     The network's input is ``normalise(obs)``, then the action in ``[-1, 1]`` units (clipped) or
     one-hot (``use_action``), then ``normalise(next_obs)`` (``use_next``), then ``flag`` zero columns;
-    of each observation only the first ``seen_obs_dims`` columns (``gail.disc_obs_dims``) are kept;
+    of each observation only the columns ``obs_columns`` (all but ``gail.disc_ignore_obs``) are kept;
     the output goes through ``output_kind`` (0 identity, 1 softplus, 2 ``-softplus(-x)``).
     """
 
     obs_mean: torch.Tensor
     obs_std: torch.Tensor
+    obs_columns: torch.Tensor
     action_low: torch.Tensor
     action_range: torch.Tensor
 
@@ -87,12 +88,13 @@ class TransitionReward(nn.Module):
         use_next: bool,
         flag: int,
         output_kind: int,
-        seen_obs_dims: int | None = None,
+        obs_columns: np.ndarray | None = None,
     ):
         super().__init__()
         self.net = net
         self.obs_dim = int(obs_mean.shape[0])
-        self.seen_obs_dims = self.obs_dim if seen_obs_dims is None else int(seen_obs_dims)
+        columns = np.arange(self.obs_dim) if obs_columns is None else np.asarray(obs_columns)
+        self.register_buffer("obs_columns", torch.from_numpy(columns.astype(np.int64)))
         self.obs_clip = float(obs_clip)
         self.n_actions = int(n_actions)
         self.use_action = bool(use_action)
@@ -111,7 +113,8 @@ class TransitionReward(nn.Module):
                 f"expected obs and next_obs of shape (B, {self.obs_dim}), got {list(obs.shape)}, "
                 f"{list(next_obs.shape)}"
             )
-        parts = [normalize_torch(obs, self.obs_mean, self.obs_std, self.obs_clip)[:, : self.seen_obs_dims]]
+        cols = self.obs_columns
+        parts = [normalize_torch(obs, self.obs_mean, self.obs_std, self.obs_clip).index_select(1, cols)]
         if self.use_action:
             if self.n_actions > 0:
                 parts.append(F.one_hot(action.to(torch.int64), self.n_actions).to(torch.float32))
@@ -120,7 +123,7 @@ class TransitionReward(nn.Module):
                 parts.append(torch.clamp(a, -1.0, 1.0))
         if self.use_next:
             parts.append(
-                normalize_torch(next_obs, self.obs_mean, self.obs_std, self.obs_clip)[:, : self.seen_obs_dims]
+                normalize_torch(next_obs, self.obs_mean, self.obs_std, self.obs_clip).index_select(1, cols)
             )
         parts.append(torch.zeros(obs.size(0), self.flag, dtype=torch.float32))
         out = self.net(torch.cat(parts, dim=1)).squeeze(-1)
@@ -194,7 +197,9 @@ def build_reward(data: dict[str, Any], source: str) -> tuple[nn.Module, dict[str
         flag = 1 if gail_cfg["absorbing"] else 0
         use_action = gail_cfg["disc_input"] == "sa"
         kind = str(meta_in.get("reward_kind") or "gail")
-        seen = int(gail_cfg.get("disc_obs_dims") or obs_dim)
+        # checkpoints from before gail.disc_ignore_obs have no "obs_columns": the whole observation
+        columns = np.asarray(data["gail"].get("obs_columns", range(obs_dim)), dtype=np.int64)
+        seen = len(columns)
         in_dim = seen + (act_dim if use_action else seen) + flag
         disc = Discriminator(in_dim, net_config)
         disc.load_state_dict(data["gail"]["disc"])
@@ -211,7 +216,7 @@ def build_reward(data: dict[str, Any], source: str) -> tuple[nn.Module, dict[str
             not use_action,
             flag,
             _OUTPUT_KINDS[kind],
-            seen,
+            columns,
         )
         absorbing = None
         if flag:
@@ -224,7 +229,7 @@ def build_reward(data: dict[str, Any], source: str) -> tuple[nn.Module, dict[str
         described = {
             "term": kind,
             "reward": f"GAIL discriminator reward '{kind}' on {pair}",
-            "seen_obs_dims": seen,
+            "disc_obs_columns": columns.tolist(),
         }
     inputs = "obs" if isinstance(module, StateReward) else "obs_action_next_obs"
     meta = {
