@@ -14,8 +14,8 @@ repository, ``benchmarks/results/<table>/<task>-<method>.json`` (each sweep's ``
 task and method, rliable-style interval estimates).
 
 **Carrying a table across machines.** A table takes many hours on two cores, longer than one session
-on one machine. The small files of every finished run (``eval.json``, ``metrics.jsonl``,
-``config.yaml``) and the sweep's ``sweep.json`` are archived under
+on one machine. The small files of every finished run (``eval.json``, ``config.yaml`` and the
+evaluation rows of ``metrics.jsonl``) and the sweep's ``sweep.json`` are archived under
 ``benchmarks/results/<table>/runs/<task>/<method>/`` (committed, a few hundred kB per sweep) and put
 back into ``OUT`` before the sweep starts, where the sweep counts them as finished (``eval.json``).
 ``--collect`` only archives what has finished so far and rebuilds the table and figure, without
@@ -92,8 +92,9 @@ TABLES: dict[str, list[Row]] = {
 }
 
 
-#: The files of a finished run that the table needs (final evaluation, curve, what was run).
-ARCHIVED_FILES = ("eval.json", "metrics.jsonl", "config.yaml")
+#: The files of a finished run that the table needs (final evaluation, what was run); its curve, the
+#: evaluation rows of ``metrics.jsonl``, is archived beside them.
+ARCHIVED_FILES = ("eval.json", "config.yaml")
 
 
 def archive_runs(sweep_dir: Path, archive: Path) -> int:
@@ -106,6 +107,10 @@ def archive_runs(sweep_dir: Path, archive: Path) -> int:
         for name in ARCHIVED_FILES:
             if (run_dir / name).is_file():
                 shutil.copyfile(run_dir / name, dest / name)
+        if (run_dir / "metrics.jsonl").is_file():  # the evaluation rows only: the curve the report reads
+            rows = (run_dir / "metrics.jsonl").read_text().splitlines()
+            kept = [r for r in rows if r.strip() and json.loads(r).get("eval_return") is not None]
+            (dest / "metrics.jsonl").write_text("".join(r + "\n" for r in kept))
         count += 1
     if count and (sweep_dir / "sweep.json").is_file():
         shutil.copyfile(sweep_dir / "sweep.json", archive / "sweep.json")
@@ -189,12 +194,14 @@ def table_markdown(entries: list[tuple[Row, dict[str, Any]]]) -> str:
                 continue
             members = [r for r in runs if r["overrides"] == group["overrides"]]
             success = [r["success_rate"] for r in members if r.get("success_rate") is not None]
-            steps = group.get("median_steps_to_0.9")
-            wall = group.get("median_wall_to_0.9")
+            # BC trains on no env steps: its "steps to 0.9" would read as 0k
+            steps = None if row.method == "bc" else group.get("median_steps_to_0.9")
+            wall = None if row.method == "bc" else group.get("median_wall_to_0.9")
+            steps_text = "–" if row.method == "bc" else "never" if steps is None else f"{steps / 1e3:.0f}k"
             lines.append(
                 f"| {row.task} | {name} | {group['n']} | {group['iqm']:.2f} | "
                 f"[{group['ci_low']:.2f}, {group['ci_high']:.2f}] | {group['mean']:.2f} | "
-                f"{group['frac_ge_0.9']:.1f} | {'never' if steps is None else f'{steps / 1e3:.0f}k'} | "
+                f"{group['frac_ge_0.9']:.1f} | {steps_text} | "
                 f"{'—' if wall is None else f'{wall:.0f} s'} | "
                 f"{f'{sum(success) / len(success):.2f}' if success else '—'} |"
             )
