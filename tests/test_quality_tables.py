@@ -1,0 +1,49 @@
+"""The quality tables' archive (benchmarks/quality_tables.py): what a finished run keeps, and restoring it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "quality_tables.py"
+_spec = importlib.util.spec_from_file_location("quality_tables", _PATH)
+assert _spec is not None and _spec.loader is not None
+quality_tables = importlib.util.module_from_spec(_spec)
+sys.modules["quality_tables"] = quality_tables  # its dataclasses look their module up there
+_spec.loader.exec_module(quality_tables)
+
+
+def _finished_run(run_dir: Path) -> None:
+    run_dir.mkdir(parents=True)
+    (run_dir / "eval.json").write_text(json.dumps({"mean_return": 3000.0}))
+    (run_dir / "config.yaml").write_text("algo: gail\n")
+    rows = [
+        {"env_steps": 4096, "disc_loss": 0.6},
+        {"env_steps": 50176, "eval_return": 500.0, "wall_time": 30.0},
+        {"env_steps": 54272, "disc_loss": 0.5, "eval_return": None},
+        {"env_steps": 100352, "eval_return": 3000.0, "wall_time": 60.0},
+    ]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run_dir / "final.pt").write_bytes(b"weights")  # large in a real run: never archived
+
+
+def test_archive_keeps_the_evaluation_rows_and_restore_puts_them_back(tmp_path):
+    sweep = tmp_path / "sweep"
+    _finished_run(sweep / "gail.generator=ppo" / "seed_0")
+    (sweep / "gail.generator=ppo" / "seed_1").mkdir(parents=True)  # unfinished: no eval.json
+    (sweep / "sweep.json").write_text("{}")
+    archive = tmp_path / "archive"
+    assert quality_tables.archive_runs(sweep, archive) == 1
+    kept = archive / "gail.generator=ppo" / "seed_0"
+    assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "eval.json", "metrics.jsonl"]
+    rows = [json.loads(r) for r in (kept / "metrics.jsonl").read_text().splitlines()]
+    assert [r["env_steps"] for r in rows] == [50176, 100352]
+    assert not (archive / "gail.generator=ppo" / "seed_1").exists()
+
+    fresh = tmp_path / "fresh"
+    assert quality_tables.restore_runs(archive, fresh) == 1
+    assert (fresh / "gail.generator=ppo" / "seed_0" / "eval.json").is_file()
+    assert (fresh / "sweep.json").is_file()
+    assert quality_tables.restore_runs(archive, fresh) == 0  # present runs are left as they are
