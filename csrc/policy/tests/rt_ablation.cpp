@@ -61,6 +61,7 @@
 #endif
 
 #include "alloc_counter.hpp"
+#include "bench_util.hpp"
 
 namespace {
 
@@ -150,21 +151,8 @@ struct Config {
   std::vector<float> actions;
 };
 
-std::vector<float> read_floats(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw std::runtime_error("cannot open " + path);
-  std::vector<float> v;
-  float buf[1024];
-  std::size_t n;
-  while ((n = std::fread(buf, sizeof(float), 1024, f)) > 0) v.insert(v.end(), buf, buf + n);
-  std::fclose(f);
-  return v;
-}
-
-double percentile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  return v[static_cast<std::size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
-}
+using gail_robot_tests::percentile;
+using gail_robot_tests::read_floats;
 
 std::string type_name(const torch::jit::Module& m) { return m.type()->name()->name(); }
 
