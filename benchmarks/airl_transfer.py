@@ -14,20 +14,30 @@ Steps, each through the real command line (every command is printed before it ru
    variant's expert, the shipped expert of the original task), all scored by the original task's
    reward function (the variant keeps it: forward velocity + healthy bonus - control cost).
 
-Outputs in ``--out`` (default ``runs/airl_transfer``): one run directory per step, ``reward.pt``,
-``results.json`` and ``results.md`` (the table, also printed). ``fraction`` is the return over the
-variant expert's. The script is resumable: a run with ``final.pt`` is reused, an interrupted one is
-continued with ``train --resume`` (a finished one with fewer steps than asked is extended), so the
-experiment can be stopped and started again. ``--report`` trains nothing: it evaluates what exists,
+Every step runs once per seed of ``--seeds`` (training seed S; default 0): ``OUT/seed_S/<step>``.
+``--airl-sweep DIR`` / ``--gail-sweep DIR`` take the AIRL and GAIL runs from ``gail-robot sweep``
+directories instead (``DIR/seed_S``, e.g. the "airl" and "hopper" quality tables), so that the
+learners of the transfer table are the ones whose scores the README reports on the original task.
+
+Outputs in ``--out`` (default ``runs/airl_transfer``): the runs, ``seed_S/reward.pt``,
+``results.json`` and ``results.md`` (the table, also printed): per method the mean and standard
+deviation over seeds of the return on the variant and of ``fraction``, the return over the mean
+return of the variant's true-reward experts (one per seed), and the per-seed returns.
+
+The script is resumable: a run with ``final.pt`` is reused, an interrupted one is continued with
+``train --resume`` (a finished one with fewer steps than asked is extended), so the experiment
+can be stopped and started again. ``--report`` trains nothing: it evaluates what exists,
 taking ``checkpoints/latest.pt`` of unfinished runs (marked ``partial`` with their env steps) and
 exporting the reward from the AIRL run's latest checkpoint if need be. ``--quick`` runs the whole
 pipeline with 20k env steps per run and 2 evaluation episodes (a check that it works, not a result).
 
 Usage:
     python benchmarks/airl_transfer.py [--out runs/airl_transfer] [--steps 1000000] [--quick]
+    python benchmarks/airl_transfer.py --variant gail_robot/HopperHeavy-v0 --seeds 0 1 2 \
+        --airl-sweep runs/quality-tables/airl/Hopper-v5/airl/gail.generator=ppo \
+        --gail-sweep runs/quality-tables/hopper/Hopper-v5/gail/gail.generator=ppo
     python benchmarks/airl_transfer.py --report            # the table from what exists so far
     python benchmarks/airl_transfer.py --stages airl reward variant_expert --set run.checkpoint_interval=50000
-    python benchmarks/airl_transfer.py --gail RUN     # reuse a GAIL run of the task
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("airl", "reward", "gail", "airl_on_variant", "variant_expert", "eval")
@@ -103,9 +115,9 @@ def main() -> None:
         "--expert", default="datasets/experts/Hopper-v5/policy.pt", help="the original's expert"
     )
     parser.add_argument("--steps", type=int, default=1_000_000, help="env steps of every training run")
-    parser.add_argument(
-        "--gail", default=None, help="reuse this GAIL run (directory) instead of training one"
-    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
+    parser.add_argument("--airl-sweep", default=None, help="take the AIRL runs from DIR/seed_S")
+    parser.add_argument("--gail-sweep", default=None, help="take the GAIL runs from DIR/seed_S")
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--report", action="store_true", help="train nothing: evaluate what exists")
@@ -123,96 +135,144 @@ def main() -> None:
     out = (ROOT / args.out).resolve() if not Path(args.out).is_absolute() else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     task, variant = args.task, args.variant
-    runs = {
-        "airl": out / "airl",
-        "gail": Path(args.gail).resolve() if args.gail else out / "gail",
-        "airl_on_variant": out / "airl_on_variant",
-        "variant_expert": out / "variant_expert",
-    }
-    reward = out / "reward.pt"
     stages = [] if args.report else args.stages
-    quick = ["--set", "run.eval_interval=0", "--set", "run.checkpoint_interval=10000"] if args.quick else []
+    extra = ["--set", "run.eval_interval=0", "--set", "run.checkpoint_interval=10000"] if args.quick else []
     for override in args.overrides:
-        quick += ["--set", override]
-    if "airl" in stages:
-        train(runs["airl"], args.steps, [f"airl/{task}", "--demos", args.demos, *quick])
-    if "reward" in stages or (args.report and checkpoint_of(runs["airl"]) and not reward.is_file()):
-        source = checkpoint_of(runs["airl"])
-        if source is None:
-            raise SystemExit(f"no AIRL run in {runs['airl']} yet: run the 'airl' stage first")
-        gail_robot("export-reward", str(source), "--out", str(reward))
-    if "gail" in stages and not args.gail:
-        train(runs["gail"], args.steps, [task, "--demos", args.demos, *quick])
-    if "airl_on_variant" in stages:
-        if not reward.is_file():
-            raise SystemExit(f"{reward} is missing: run the 'reward' stage first")
-        train(
-            runs["airl_on_variant"],
-            args.steps,
-            [task, "--algo", "ppo", "--env", variant, "--reward", str(reward), *quick],
-        )
-    if "variant_expert" in stages:
-        train(runs["variant_expert"], args.steps, [task, "--algo", "ppo", "--env", variant, *quick])
+        extra += ["--set", override]
+
+    def from_sweep(sweep: str | None, seed: int, default: Path) -> Path:
+        return Path(sweep).resolve() / f"seed_{seed}" if sweep else default
+
+    plan = {
+        seed: {
+            "airl": from_sweep(args.airl_sweep, seed, out / f"seed_{seed}" / "airl"),
+            "gail": from_sweep(args.gail_sweep, seed, out / f"seed_{seed}" / "gail"),
+            "airl_on_variant": out / f"seed_{seed}" / "airl_on_variant",
+            "variant_expert": out / f"seed_{seed}" / "variant_expert",
+        }
+        for seed in args.seeds
+    }
+    for seed, runs in plan.items():
+        reward = out / f"seed_{seed}" / "reward.pt"
+        common = ["--seed", str(seed), *extra]
+        if "airl" in stages and not args.airl_sweep:
+            train(runs["airl"], args.steps, [f"airl/{task}", "--demos", args.demos, *common])
+        if "reward" in stages or (args.report and checkpoint_of(runs["airl"]) and not reward.is_file()):
+            source = checkpoint_of(runs["airl"])
+            if source is None:
+                raise SystemExit(f"no AIRL run in {runs['airl']} yet: run the 'airl' stage first")
+            gail_robot("export-reward", str(source), "--out", str(reward))
+        if "gail" in stages and not args.gail_sweep:
+            train(runs["gail"], args.steps, [task, "--demos", args.demos, *common])
+        if "airl_on_variant" in stages:
+            if not reward.is_file():
+                raise SystemExit(f"{reward} is missing: run the 'reward' stage first")
+            train(
+                runs["airl_on_variant"],
+                args.steps,
+                [task, "--algo", "ppo", "--env", variant, "--reward", str(reward), *common],
+            )
+        if "variant_expert" in stages:
+            train(runs["variant_expert"], args.steps, [task, "--algo", "ppo", "--env", variant, *common])
     if "eval" not in stages and not args.report:
         return
 
-    rows: list[dict[str, Any]] = []
     what = {
         "variant_expert": f"PPO on {variant}'s true reward",
         "airl_on_variant": f"PPO on {variant} with the AIRL reward g(s) learned on {task}",
         "gail": f"GAIL-PPO policy trained on {task}, run on {variant}",
-        "airl": f"AIRL policy trained on {task}, run on {variant}",
+        "airl": f"AIRL-PPO policy trained on {task}, run on {variant}",
     }
-    for name in ("variant_expert", "airl_on_variant", "gail", "airl"):
-        ckpt = checkpoint_of(runs[name])
-        if ckpt is None:
-            rows.append({"method": name, "what": what[name], "missing": True})
-            continue
-        result = evaluate(ckpt, variant, args.episodes)
-        rows.append(
-            {
-                "method": name,
-                "what": what[name],
-                "checkpoint": str(ckpt),
-                "env_steps": env_steps_of(ckpt),
-                "partial": ckpt.name != "final.pt",
-                **result,
-            }
-        )
+    per_seed: list[dict[str, Any]] = []
+    for seed, runs in plan.items():
+        for name in what:
+            ckpt = checkpoint_of(runs[name])
+            if ckpt is None:
+                continue
+            result = evaluate(ckpt, variant, args.episodes)
+            per_seed.append(
+                {
+                    "method": name,
+                    "seed": seed,
+                    "checkpoint": str(ckpt),
+                    "env_steps": env_steps_of(ckpt),
+                    "partial": ckpt.name != "final.pt",
+                    **result,
+                }
+            )
     if Path(args.expert).is_file() or (ROOT / args.expert).is_file():
+        what["original_expert"] = f"shipped {task} expert run on {variant}"
         result = evaluate(Path(args.expert), variant, args.episodes)
-        rows.append(
-            {"method": "original_expert", "what": f"shipped {task} expert run on {variant}", **result}
+        per_seed.append({"method": "original_expert", "seed": None, **result})
+    rows = summarise(per_seed, what)
+    (out / "results.json").write_text(
+        json.dumps(
+            {"task": task, "variant": variant, "seeds": args.seeds, "rows": rows, "runs": per_seed}, indent=1
         )
-    reference = next((r for r in rows if r["method"] == "variant_expert" and not r.get("missing")), None)
-    for row in rows:
-        if reference and not row.get("missing"):
-            row["fraction_of_variant_expert"] = row["mean_return"] / reference["mean_return"]
-    (out / "results.json").write_text(json.dumps({"task": task, "variant": variant, "rows": rows}, indent=1))
-    lines = [
+    )
+    text = (
         f"Transfer {task} -> {variant}, scored by the task's own reward on the variant "
-        f"({args.episodes} deterministic episodes, seeds 0..{args.episodes - 1})",
-        "",
-        "| method | env steps | return on the variant | length | fraction of variant expert |",
-        "|---|---|---|---|---|",
+        f"(training seeds {', '.join(map(str, args.seeds))}; {args.episodes} deterministic episodes "
+        f"per policy, reset seeds 0..{args.episodes - 1})\n\n" + markdown(rows)
+    )
+    (out / "results.md").write_text(text)
+    print(text)
+
+
+def summarise(per_seed: list[dict[str, Any]], what: dict[str, str]) -> list[dict[str, Any]]:
+    """One row per method: mean and std over seeds; fraction = return / the variant experts' mean."""
+    experts = [r["mean_return"] for r in per_seed if r["method"] == "variant_expert"]
+    reference = float(np.mean(experts)) if experts else None
+    rows: list[dict[str, Any]] = []
+    for name, description in what.items():
+        members = [r for r in per_seed if r["method"] == name]
+        if not members:
+            rows.append({"method": name, "what": description, "missing": True})
+            continue
+        returns = np.array([r["mean_return"] for r in members])
+        row: dict[str, Any] = {
+            "method": name,
+            "what": description,
+            "n": len(members),
+            "env_steps": sorted({r["env_steps"] for r in members if "env_steps" in r}),
+            "partial": any(r.get("partial") for r in members),
+            "mean_return": float(returns.mean()),
+            "std_over_seeds": float(returns.std()),
+            "mean_length": float(np.mean([r["mean_length"] for r in members])),
+            "per_seed": [round(float(x), 1) for x in returns],
+        }
+        if reference:
+            fractions = returns / reference
+            row["fraction_of_variant_expert"] = float(fractions.mean())
+            row["fraction_min"], row["fraction_max"] = float(fractions.min()), float(fractions.max())
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| policy, run on the variant | seeds | env steps | return (mean ± std over seeds) | per seed "
+        "| length | fraction of the variant's expert [min, max] |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if row.get("missing"):
-            lines.append(f"| {row['what']} | not run | – | – | – |")
+            lines.append(f"| {row['what']} | 0 | not run | – | – | – | – |")
             continue
-        steps_text = (
-            f"{row['env_steps']:,}" + (" (partial)" if row.get("partial") else "")
-            if "env_steps" in row
-            else "–"
-        )
+        steps = "–" if not row["env_steps"] else "/".join(f"{s:,}" for s in row["env_steps"])
+        steps += " (partial)" if row["partial"] else ""
         fraction = row.get("fraction_of_variant_expert")
-        lines.append(
-            f"| {row['what']} | {steps_text} | {row['mean_return']:.0f} ± {row['std_return']:.0f} | "
-            f"{row['mean_length']:.0f} | {'–' if fraction is None else f'{fraction:.2f}'} |"
+        fraction_text = (
+            "–"
+            if fraction is None
+            else f"{fraction:.2f} [{row['fraction_min']:.2f}, {row['fraction_max']:.2f}]"
         )
-    text = "\n".join(lines) + "\n"
-    (out / "results.md").write_text(text)
-    print(text)
+        lines.append(
+            f"| {row['what']} | {row['n']} | {steps} | "
+            f"{row['mean_return']:.0f} ± {row['std_over_seeds']:.0f} | "
+            f"{', '.join(f'{x:.0f}' for x in row['per_seed'])} | {row['mean_length']:.0f} | {fraction_text} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

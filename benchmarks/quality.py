@@ -498,7 +498,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=None, choices=sorted(TASKS))
     parser.add_argument(
         "--table",
-        choices=["hopper", "walkers", "arm", "classic"],
+        choices=["hopper", "walkers", "arm", "classic", "airl"],
         help="build a README table over --seeds seeds with gail-robot sweep (benchmarks/quality_tables.py)",
     )
     parser.add_argument("--seeds", type=int, default=5, help="seeds per row of a --table (default 5)")

@@ -43,11 +43,13 @@ class Row:
     Attributes:
         task: shipped config name (also the demos' directory under ``datasets/experts``).
         env_id: Gymnasium id (for the random-policy return).
-        method: ``bc`` or ``gail`` (both generators, as grid points).
+        method: ``bc``, ``gail`` or ``airl`` (``airl/<task>``); GAIL and AIRL rows run each generator
+            of ``generators`` as a grid point.
         steps: env steps per run (GAIL) / ignored by BC.
         sets: extra ``--set`` overrides.
         grid: extra ``--grid key=v1,v2`` points (crossed with the generators of a GAIL row).
         eval_interval: env steps between evaluations (the resolution of "steps to 0.9").
+        generators: the generator grid of a GAIL or AIRL row.
     """
 
     task: str
@@ -57,6 +59,12 @@ class Row:
     sets: tuple[str, ...] = ()
     grid: tuple[str, ...] = ()
     eval_interval: int = 50_000
+    generators: tuple[str, ...] = ("ppo", "trpo")
+
+    @property
+    def config(self) -> str:
+        """The shipped config the sweep trains (the task's, or ``airl/<task>``)."""
+        return f"airl/{self.task}" if self.method == "airl" else self.task
 
 
 def _walker(task: str, steps: int) -> list[Row]:
@@ -89,6 +97,8 @@ TABLES: dict[str, list[Row]] = {
         )
         for method in ("bc", "gail")
     ],
+    # AIRL (Fu et al. 2018) against the GAIL rows of the "hopper" table: same demos, budget and seeds.
+    "airl": [Row("Hopper-v5", "Hopper-v5", "airl", 1_000_000)],
 }
 
 
@@ -129,7 +139,7 @@ def restore_runs(archive: Path, sweep_dir: Path) -> int:
         if (dest / "eval.json").is_file():
             continue
         dest.mkdir(parents=True, exist_ok=True)
-        for name in ARCHIVED_FILES:
+        for name in ("config.yaml", "metrics.jsonl", "eval.json"):  # eval.json last
             if (eval_file.parent / name).is_file():
                 shutil.copyfile(eval_file.parent / name, dest / name)
         count += 1
@@ -152,7 +162,7 @@ def sweep_command(row: Row, out: Path, seeds: int, random_ret: float) -> list[st
         "-m",
         "gail_robot.cli",
         "sweep",
-        row.task,
+        row.config,
         "--seeds",
         str(seeds),
         "--seed-start",
@@ -164,7 +174,7 @@ def sweep_command(row: Row, out: Path, seeds: int, random_ret: float) -> list[st
     if row.method == "bc":
         cmd += ["--set", "algo=bc"]
     else:
-        cmd += ["--grid", "gail.generator=ppo,trpo"]
+        cmd += ["--grid", "gail.generator=" + ",".join(row.generators)]
     for s in row.sets:
         cmd += ["--set", s]
     for g in row.grid:
@@ -173,8 +183,9 @@ def sweep_command(row: Row, out: Path, seeds: int, random_ret: float) -> list[st
 
 
 def method_name(row: Row, overrides: dict[str, str]) -> str:
-    """A table row's method: ``BC`` or ``GAIL-PPO``/``GAIL-TRPO``, with ``, N demos`` on a demo-count grid."""
-    name = "BC" if row.method == "bc" else f"GAIL-{overrides.get('gail.generator', '?').upper()}"
+    """A table row's method (``BC``, ``GAIL-PPO``, ``AIRL-TRPO`` ...), ``, N demos`` on a demo-count grid."""
+    generator = overrides.get("gail.generator", "?").upper()
+    name = "BC" if row.method == "bc" else f"{row.method.upper()}-{generator}"
     demos = overrides.get(f"{row.method}.max_demos")
     return name if demos is None else f"{name}, {demos} demo{'s' if demos != '1' else ''}"
 

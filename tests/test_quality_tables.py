@@ -44,6 +44,19 @@ def test_archive_keeps_the_evaluation_rows_and_restore_puts_them_back(tmp_path):
 
     fresh = tmp_path / "fresh"
     assert quality_tables.restore_runs(archive, fresh) == 1
-    assert (fresh / "gail.generator=ppo" / "seed_0" / "eval.json").is_file()
+    restored = fresh / "gail.generator=ppo" / "seed_0"
+    assert sorted(p.name for p in restored.iterdir()) == ["config.yaml", "eval.json", "metrics.jsonl"]
+    assert (restored / "metrics.jsonl").read_text() == (kept / "metrics.jsonl").read_text()
     assert (fresh / "sweep.json").is_file()
     assert quality_tables.restore_runs(archive, fresh) == 0  # present runs are left as they are
+
+
+def test_an_airl_row_sweeps_its_airl_config_over_its_generators(tmp_path):
+    row = quality_tables.TABLES["airl"][0]
+    cmd = quality_tables.sweep_command(row, tmp_path / "sweep", 5, 17.9)
+    assert cmd[cmd.index("sweep") + 1] == "airl/Hopper-v5"
+    assert cmd[cmd.index("--demos") + 1].endswith("datasets/experts/Hopper-v5/demos.hdf5")
+    assert "gail.generator=ppo,trpo" in cmd
+    assert quality_tables.method_name(row, {"gail.generator": "trpo"}) == "AIRL-TRPO"
+    bc = quality_tables.TABLES["hopper"][0]
+    assert quality_tables.method_name(bc, {}) == "BC"
