@@ -56,7 +56,7 @@ def test_an_airl_row_sweeps_its_airl_config_over_its_generators(tmp_path):
     cmd = quality_tables.sweep_command(row, tmp_path / "sweep", 5, 17.9)
     assert cmd[cmd.index("sweep") + 1] == "airl/Hopper-v5"
     assert cmd[cmd.index("--demos") + 1].endswith("datasets/experts/Hopper-v5/demos.hdf5")
-    assert "gail.generator=ppo,trpo" in cmd
+    assert "gail.generator=ppo" in cmd
     assert quality_tables.method_name(row, {"gail.generator": "trpo"}) == "AIRL-TRPO"
     bc = quality_tables.TABLES["hopper"][0]
     assert quality_tables.method_name(bc, {}) == "BC"
