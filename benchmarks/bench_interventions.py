@@ -4,11 +4,12 @@ Usage::
 
     nice -n 10 python benchmarks/bench_interventions.py [--out benchmarks/results/interventions]
         [--tasks ArmPush-v0 ArmPickPlace-v0] [--seeds 0 1 2] [--demo-counts 5 10 20 40]
-        [--initial-demos 5] [--rounds 5] [--episodes-per-round 5] [--eval-episodes 30]
+        [--initial-demos 5] [--rounds 5] [--episodes-per-round 5] [--eval-episodes 30] [--noise 0.1]
 
 For each task and seed:
 
-* **BC on full demos**: scripted-expert demos (noise 0.1, the demo default) recorded once; BC on the
+* **BC on full demos**: scripted-expert demos (``--noise``: 0.1 by default, the demo default; 0 gives
+  the noise-free demos the shipped files hold) recorded once; BC on the
   first N of them for each N in ``--demo-counts``. Expert-labelled steps: every step of the N demos.
 * **HG-DAgger** and **IWR**: ``gail-robot dagger`` from the first ``--initial-demos`` of the same
   demos, ``--rounds`` rounds of ``--episodes-per-round`` episodes with the simulated person
@@ -77,14 +78,14 @@ def run_cell(
     args: argparse.Namespace, task: str, seed: int, method: str, n: int | None
 ) -> list[dict[str, Any]]:
     """One cell: BC on n demos, or one dagger run (one row per round)."""
-    work = Path(args.out) / "work" / task / f"seed_{seed}"
+    work = Path(args.out) / "work" / f"noise_{args.noise:g}" / task / f"seed_{seed}"
     work.mkdir(parents=True, exist_ok=True)
     demos = work / "demos.hdf5"
     initial = work / f"initial_{args.initial_demos}.hdf5"
     if not (work / "demos.done").exists():
         demos.unlink(missing_ok=True)
         cli(
-            "record", "--env", TASKS[task], "--device", "scripted", "--noise", "0.1",
+            "record", "--env", TASKS[task], "--device", "scripted", "--noise", f"{args.noise:g}",
             "--episodes", str(max(args.demo_counts)), "--seed", str(1000 * seed), "--out", str(demos),
             "--no-fsync",
         )  # fmt: skip
@@ -93,7 +94,7 @@ def run_cell(
         initial.unlink(missing_ok=True)
         # the same seeds and noise stream: the first demos of demos.hdf5
         cli(
-            "record", "--env", TASKS[task], "--device", "scripted", "--noise", "0.1",
+            "record", "--env", TASKS[task], "--device", "scripted", "--noise", f"{args.noise:g}",
             "--episodes", str(args.initial_demos), "--seed", str(1000 * seed), "--out", str(initial),
             "--no-fsync",
         )  # fmt: skip
@@ -226,6 +227,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--episodes-per-round", type=int, default=5)
     parser.add_argument("--eval-episodes", type=int, default=30)
+    parser.add_argument(
+        "--noise", type=float, default=0.1, help="demo action noise (use one --out per noise level)"
+    )
     parser.add_argument("--methods", nargs="+", default=["bc", "hg-dagger", "iwr"])
     args = parser.parse_args()
     out = Path(args.out)
