@@ -36,6 +36,7 @@ Usage:
     python benchmarks/quality.py --list                        # the task table
     python benchmarks/quality.py --table walkers [--tasks Ant-v5]  # a README table over 5 seeds (sweeps)
     python benchmarks/quality.py --table walkers --collect      # archive finished runs, rebuild the table
+    python benchmarks/quality.py --table arm --methods bc       # only the BC rows (gail-ppo: the GAIL rows)
 """
 
 from __future__ import annotations
@@ -509,7 +510,12 @@ def main() -> None:
         "run nothing",
     )
     parser.add_argument("--list", action="store_true", help="print the task table and exit")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, help="learners (default: per task)")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        help="learners (default: per task); with --table: bc or gail rows",
+    )
     parser.add_argument("--skip-trpo", action="store_true", help="no GAIL-TRPO")
     parser.add_argument("--expert", help="expert run directory / checkpoint / policy.pt (skip training it)")
     parser.add_argument("--expert-steps", type=int, help="env steps for the expert trained here")
@@ -534,7 +540,8 @@ def main() -> None:
         from quality_tables import main_table
 
         out = Path(args.out if args.out != "runs/quality" else "runs/quality-tables")
-        sys.exit(main_table(args.table, out, args.seeds, args.tasks, collect=args.collect))
+        families = sorted({m.split("-")[0] for m in args.methods}) if args.methods else None
+        sys.exit(main_table(args.table, out, args.seeds, args.tasks, collect=args.collect, methods=families))
     args.tasks = args.tasks or ["Hopper-v5"]
     if args.list:
         for name, spec in TASKS.items():

@@ -249,14 +249,29 @@ def plot_intervals(entries: list[tuple[Row, dict[str, Any]]], path: Path) -> Non
     plt.close(fig)
 
 
-def main_table(name: str, out: Path, seeds: int, only: list[str] | None, collect: bool = False) -> int:
-    rows = [r for r in TABLES[name] if not only or r.task in only]
+def main_table(
+    name: str,
+    out: Path,
+    seeds: int,
+    only: list[str] | None,
+    collect: bool = False,
+    methods: list[str] | None = None,
+) -> int:
+    """Run (or with ``collect`` only archive and summarise) the rows of table ``name``.
+
+    ``only`` (tasks) and ``methods`` (``bc``, ``gail``, ``airl``) select the rows to run; the table and
+    figure still show every row of the table whose summary is already in ``benchmarks/results``."""
     results_dir = RESULTS / name
     results_dir.mkdir(parents=True, exist_ok=True)
     randoms: dict[str, float] = {}
     entries: list[tuple[Row, dict[str, Any]]] = []
     failed = 0
-    for row in rows:
+    for row in TABLES[name]:
+        if (only and row.task not in only) or (methods and row.method not in methods):
+            kept = results_dir / f"{row.task}-{row.method}.json"
+            if kept.is_file():
+                entries.append((row, json.loads(kept.read_text())))
+            continue
         if row.env_id not in randoms:
             randoms[row.env_id] = random_return(row.env_id)
         sweep_dir = out / name / row.task / row.method

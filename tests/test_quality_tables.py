@@ -60,3 +60,25 @@ def test_an_airl_row_sweeps_its_airl_config_over_its_generators(tmp_path):
     assert quality_tables.method_name(row, {"gail.generator": "trpo"}) == "AIRL-TRPO"
     bc = quality_tables.TABLES["hopper"][0]
     assert quality_tables.method_name(bc, {}) == "BC"
+
+
+def test_rows_left_out_by_method_still_show_their_kept_summary(tmp_path, monkeypatch):
+    bc = quality_tables.TABLES["hopper"][0]
+    monkeypatch.setattr(quality_tables, "RESULTS", tmp_path / "results")
+    kept = tmp_path / "results" / "hopper"
+    kept.mkdir(parents=True)
+    group = {
+        "overrides": {},
+        "n": 5,
+        "iqm": 0.63,
+        "ci_low": 0.22,
+        "ci_high": 0.98,
+        "mean": 0.62,
+        "frac_ge_0.9": 0.4,
+    }
+    (kept / f"{bc.task}-bc.json").write_text(json.dumps({"runs": [], "groups": [group]}))
+    # only the GAIL row is selected, and it is skipped too (no task matches): nothing runs
+    assert quality_tables.main_table("hopper", tmp_path / "out", 5, ["Walker2d-v5"], methods=["gail"]) == 0
+    table = (kept / "table.md").read_text()
+    assert "| Hopper-v5 | BC | 5 | 0.63 | [0.22, 0.98] |" in table and "GAIL" not in table
+    assert not (tmp_path / "out").exists()
