@@ -191,10 +191,20 @@ def method_name(row: Row, overrides: dict[str, str]) -> str:
     return name if demos is None else f"{name}, {demos} demo{'s' if demos != '1' else ''}"
 
 
+def success_text(success: list[float]) -> str:
+    """A row's success rates over seeds: IQM and its 95 % CI, as the normalised score's."""
+    if not success:
+        return "—"
+    from gail_robot.sweep.stats import interval_estimate
+
+    estimate = interval_estimate(success, "iqm")
+    return f"{estimate.point:.2f} [{estimate.low:.2f}, {estimate.high:.2f}]"
+
+
 def table_markdown(entries: list[tuple[Row, dict[str, Any]]]) -> str:
     lines = [
         "| task | method | n | IQM (normalised) | 95 % CI | mean | frac ≥ 0.9 | median steps to 0.9 | "
-        "median wall to 0.9 | success |",
+        "median wall to 0.9 | success: IQM [95 % CI] |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row, summary in entries:
@@ -215,7 +225,7 @@ def table_markdown(entries: list[tuple[Row, dict[str, Any]]]) -> str:
                 f"[{group['ci_low']:.2f}, {group['ci_high']:.2f}] | {group['mean']:.2f} | "
                 f"{group['frac_ge_0.9']:.1f} | {steps_text} | "
                 f"{'—' if wall is None else f'{wall:.0f} s'} | "
-                f"{f'{sum(success) / len(success):.2f}' if success else '—'} |"
+                f"{success_text(success)} |"
             )
     return "\n".join(lines)
 
