@@ -308,9 +308,13 @@ def main_table(
             print(f"sweep exited {code}: {sweep_dir}", flush=True)
         if not collect:
             archive_runs(sweep_dir, archive)
+        kept = results_dir / f"{row.task}-{row.method}.json"
         if summary_path.is_file():
-            shutil.copyfile(summary_path, results_dir / f"{row.task}-{row.method}.json")
+            shutil.copyfile(summary_path, kept)
             entries.append((row, json.loads(summary_path.read_text())))
+        elif kept.is_file():  # e.g. the sweep refused: its config changed since (move it aside to re-run)
+            print(f"{row.task} {row.method}: no new summary; the table keeps {kept}", flush=True)
+            entries.append((row, json.loads(kept.read_text())))
     if entries:
         table = table_markdown(entries)
         (results_dir / "table.md").write_text(table + "\n")
