@@ -277,8 +277,8 @@ def main_table(
     entries: list[tuple[Row, dict[str, Any]]] = []
     failed = 0
     for row in TABLES[name]:
+        kept = results_dir / f"{row.task}-{row.method}.json"  # the committed summary of the row
         if (only and row.task not in only) or (methods and row.method not in methods):
-            kept = results_dir / f"{row.task}-{row.method}.json"
             if kept.is_file():
                 entries.append((row, json.loads(kept.read_text())))
             continue
@@ -308,7 +308,6 @@ def main_table(
             print(f"sweep exited {code}: {sweep_dir}", flush=True)
         if not collect:
             archive_runs(sweep_dir, archive)
-        kept = results_dir / f"{row.task}-{row.method}.json"
         if summary_path.is_file():
             shutil.copyfile(summary_path, kept)
             entries.append((row, json.loads(summary_path.read_text())))
