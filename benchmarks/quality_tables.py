@@ -8,7 +8,7 @@ seeds 0-4, fixed before any run, never chosen after the fact) on the shipped dem
 (``--grid gail.generator=ppo,trpo``). Sweeps resume when rerun, so a table can be built over several
 sessions: rerun the same command.
 
-Outputs: ``OUT/<table>/<task>/<method>/`` (ordinary sweep directories), and, committed with the
+Outputs: ``OUT/<table>/<task>/<method or label>/`` (ordinary sweep directories), and, committed with the
 repository, ``benchmarks/results/<table>/<task>-<method>.json`` (each sweep's ``summary.json``),
 ``benchmarks/results/<table>/table.md`` (the README table) and ``<table>.png`` (IQM with 95 % CI per
 task and method, rliable-style interval estimates).
@@ -50,6 +50,8 @@ class Row:
         grid: extra ``--grid key=v1,v2`` points (crossed with the generators of a GAIL row).
         eval_interval: env steps between evaluations (the resolution of "steps to 0.9").
         generators: the generator grid of a GAIL or AIRL row.
+        label: the row's directory and summary name (default: ``method``); rows of one task and method
+            that sweep separately (e.g. a generator added later) need their own.
     """
 
     task: str
@@ -60,6 +62,12 @@ class Row:
     grid: tuple[str, ...] = ()
     eval_interval: int = 50_000
     generators: tuple[str, ...] = ("ppo", "trpo")
+    label: str = ""
+
+    @property
+    def directory(self) -> str:
+        """The row's sweep, archive and summary name."""
+        return self.label or self.method
 
     @property
     def config(self) -> str:
@@ -99,7 +107,10 @@ TABLES: dict[str, list[Row]] = {
     ],
     # AIRL (Fu et al. 2018) against the GAIL rows of the "hopper" table: same demos, budget and seeds;
     # the shipped config's generator (PPO), whose seeds also give the transfer experiment its rewards.
-    "airl": [Row("Hopper-v5", "Hopper-v5", "airl", 1_000_000, generators=("ppo",))],
+    "airl": [
+        Row("Hopper-v5", "Hopper-v5", "airl", 1_000_000, generators=("ppo",)),
+        Row("Hopper-v5", "Hopper-v5", "airl", 1_000_000, generators=("trpo",), label="airl-trpo"),
+    ],
 }
 
 
@@ -277,20 +288,20 @@ def main_table(
     entries: list[tuple[Row, dict[str, Any]]] = []
     failed = 0
     for row in TABLES[name]:
-        kept = results_dir / f"{row.task}-{row.method}.json"  # the committed summary of the row
+        kept = results_dir / f"{row.task}-{row.directory}.json"  # the committed summary of the row
         if (only and row.task not in only) or (methods and row.method not in methods):
             if kept.is_file():
                 entries.append((row, json.loads(kept.read_text())))
             continue
         if row.env_id not in randoms:
             randoms[row.env_id] = random_return(row.env_id)
-        sweep_dir = out / name / row.task / row.method
-        archive = results_dir / "runs" / row.task / row.method
+        sweep_dir = out / name / row.task / row.directory
+        archive = results_dir / "runs" / row.task / row.directory
         cmd = sweep_command(row, sweep_dir, seeds, randoms[row.env_id])
         if collect:
             if sweep_dir.is_dir():
                 archived = archive_runs(sweep_dir, archive)
-                print(f"{row.task} {row.method}: {archived} finished runs archived in {archive}", flush=True)
+                print(f"{row.task} {row.directory}: {archived} runs archived in {archive}", flush=True)
             if not (archive / "sweep.json").is_file():
                 continue
             # The summary of the archived runs only: nothing is started, a running sweep is not touched.
@@ -299,7 +310,7 @@ def main_table(
         else:
             restored = restore_runs(archive, sweep_dir)
             if restored:
-                print(f"{row.task} {row.method}: {restored} finished runs restored from {archive}")
+                print(f"{row.task} {row.directory}: {restored} finished runs restored from {archive}")
         print("$ " + " ".join(cmd[1:]), flush=True)
         code = subprocess.run(cmd).returncode
         summary_path = sweep_dir / "summary.json"
@@ -312,7 +323,7 @@ def main_table(
             shutil.copyfile(summary_path, kept)
             entries.append((row, json.loads(summary_path.read_text())))
         elif kept.is_file():  # e.g. the sweep refused: its config changed since (move it aside to re-run)
-            print(f"{row.task} {row.method}: no new summary; the table keeps {kept}", flush=True)
+            print(f"{row.task} {row.directory}: no new summary; the table keeps {kept}", flush=True)
             entries.append((row, json.loads(kept.read_text())))
     if entries:
         table = table_markdown(entries)

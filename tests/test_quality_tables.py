@@ -82,3 +82,10 @@ def test_rows_left_out_by_method_still_show_their_kept_summary(tmp_path, monkeyp
     table = (kept / "table.md").read_text()
     assert "| Hopper-v5 | BC | 5 | 0.63 | [0.22, 0.98] |" in table and "GAIL" not in table
     assert not (tmp_path / "out").exists()
+
+
+def test_a_labelled_row_sweeps_into_its_own_directory(tmp_path):
+    ppo, trpo = quality_tables.TABLES["airl"]
+    assert (ppo.directory, trpo.directory) == ("airl", "airl-trpo")
+    cmd = quality_tables.sweep_command(trpo, tmp_path / "sweep", 5, 17.9)
+    assert "gail.generator=trpo" in cmd and cmd[cmd.index("sweep") + 1] == "airl/Hopper-v5"
