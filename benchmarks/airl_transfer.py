@@ -5,7 +5,8 @@ Steps, each through the real command line (every command is printed before it ru
 1. ``airl``: AIRL with a state-only reward on the original task (``gail-robot train airl/Hopper-v5``
    on the shipped demos);
 2. ``reward.pt``: ``gail-robot export-reward airl`` (the disentangled reward g(s));
-3. ``gail``: GAIL-PPO on the original task (shipped ``Hopper-v5`` config, same demos), or ``--gail RUN``;
+3. ``gail``: GAIL-PPO on the original task (shipped ``Hopper-v5`` config, same demos), or
+   ``--gail-sweep DIR``;
 4. ``airl_on_variant``: PPO on the variant (e.g. ``gail_robot/HopperCrippled-v0``, the foot motor's
    gear cut tenfold) with ``--reward reward.pt``: the learned reward re-optimised on new dynamics;
 5. ``variant_expert``: PPO on the variant's true reward (the reference);
