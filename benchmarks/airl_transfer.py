@@ -10,6 +10,11 @@ Steps, each through the real command line (every command is printed before it ru
 4. ``airl_on_variant``: PPO on the variant (e.g. ``gail_robot/HopperCrippled-v0``, the foot motor's
    gear cut tenfold) with ``--reward reward.pt``: the learned reward re-optimised on new dynamics;
 5. ``variant_expert``: PPO on the variant's true reward (the reference);
+
+   ``--learner sac`` runs steps 4 and 5 with SAC instead (the task's ``sac/`` expert config, the recipe of
+   the shipped expert; runs ``airl_on_variant_sac`` and ``variant_expert_sac``, table ``results_sac``):
+   PPO with the Hopper settings does not learn to hop on a changed body from its own reward in 1M steps,
+   which leaves the ratio without a trustworthy reference;
 6. ``gail-robot eval RUN --env VARIANT --episodes 10 --json`` of every policy on the variant (the GAIL
    and AIRL policies as trained, i.e. run directly on the variant, the re-optimised AIRL reward, the
    variant's expert, the shipped expert of the original task), all scored by the original task's
@@ -21,7 +26,7 @@ directories instead (``DIR/seed_S``, e.g. the "airl" and "hopper" quality tables
 learners of the transfer table are the ones whose scores the README reports on the original task.
 
 Outputs in ``--out`` (default ``runs/airl_transfer``): the runs, ``seed_S/reward.pt``,
-``results.json`` and ``results.md`` (the table, also printed): per method the mean and standard
+``results.json`` and ``results.md`` (``results_sac.*`` with ``--learner sac``; the table, also printed): per method the mean and standard
 deviation over seeds of the return on the variant and of ``fraction``, the return over the mean
 return of the variant's true-reward experts (one per seed), and the per-seed returns.
 
@@ -37,6 +42,8 @@ Usage:
     python benchmarks/airl_transfer.py --variant gail_robot/HopperHeavy-v0 --seeds 0 1 2 \
         --airl-sweep runs/quality-tables/airl/Hopper-v5/airl/gail.generator=ppo \
         --gail-sweep runs/quality-tables/hopper/Hopper-v5/gail/gail.generator=ppo
+    python benchmarks/airl_transfer.py --variant gail_robot/HopperHeavy-v0 --learner sac --steps 300000 \
+        --stages airl_on_variant variant_expert eval --airl-sweep ... --gail-sweep ...
     python benchmarks/airl_transfer.py --report            # the table from what exists so far
     python benchmarks/airl_transfer.py --stages airl reward variant_expert --set run.checkpoint_interval=50000
 """
@@ -119,6 +126,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
     parser.add_argument("--airl-sweep", default=None, help="take the AIRL runs from DIR/seed_S")
     parser.add_argument("--gail-sweep", default=None, help="take the GAIL runs from DIR/seed_S")
+    parser.add_argument(
+        "--learner",
+        choices=("ppo", "sac"),
+        default="ppo",
+        help="the RL algorithm of the two variant runs: the re-optimisation and the reference "
+        "(sac: the task's sac/ expert config; runs in airl_on_variant_sac, variant_expert_sac)",
+    )
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--report", action="store_true", help="train nothing: evaluate what exists")
@@ -144,12 +158,16 @@ def main() -> None:
     def from_sweep(sweep: str | None, seed: int, default: Path) -> Path:
         return Path(sweep).resolve() / f"seed_{seed}" if sweep else default
 
+    # PPO runs the task's GAIL config with --algo ppo; SAC its expert config (how the shipped expert was made).
+    suffix = "_sac" if args.learner == "sac" else ""
+    learner = ["--algo", "ppo"] if args.learner == "ppo" else []
+    task_config = task if args.learner == "ppo" else f"sac/{task}"
     plan = {
         seed: {
             "airl": from_sweep(args.airl_sweep, seed, out / f"seed_{seed}" / "airl"),
             "gail": from_sweep(args.gail_sweep, seed, out / f"seed_{seed}" / "gail"),
-            "airl_on_variant": out / f"seed_{seed}" / "airl_on_variant",
-            "variant_expert": out / f"seed_{seed}" / "variant_expert",
+            "airl_on_variant": out / f"seed_{seed}" / f"airl_on_variant{suffix}",
+            "variant_expert": out / f"seed_{seed}" / f"variant_expert{suffix}",
         }
         for seed in args.seeds
     }
@@ -171,16 +189,16 @@ def main() -> None:
             train(
                 runs["airl_on_variant"],
                 args.steps,
-                [task, "--algo", "ppo", "--env", variant, "--reward", str(reward), *common],
+                [task_config, *learner, "--env", variant, "--reward", str(reward), *common],
             )
         if "variant_expert" in stages:
-            train(runs["variant_expert"], args.steps, [task, "--algo", "ppo", "--env", variant, *common])
+            train(runs["variant_expert"], args.steps, [task_config, *learner, "--env", variant, *common])
     if "eval" not in stages and not args.report:
         return
 
     what = {
-        "variant_expert": f"PPO on {variant}'s true reward",
-        "airl_on_variant": f"PPO on {variant} with the AIRL reward g(s) learned on {task}",
+        "variant_expert": f"{args.learner.upper()} on {variant}'s true reward",
+        "airl_on_variant": f"{args.learner.upper()} on {variant} with the AIRL reward g(s) learned on {task}",
         "gail": f"GAIL-PPO policy trained on {task}, run on {variant}",
         "airl": f"AIRL-PPO policy trained on {task}, run on {variant}",
     }
@@ -206,9 +224,18 @@ def main() -> None:
         result = evaluate(Path(args.expert), variant, args.episodes)
         per_seed.append({"method": "original_expert", "seed": None, **result})
     rows = summarise(per_seed, what)
-    (out / "results.json").write_text(
+    name = "results" + suffix
+    (out / f"{name}.json").write_text(
         json.dumps(
-            {"task": task, "variant": variant, "seeds": args.seeds, "rows": rows, "runs": per_seed}, indent=1
+            {
+                "task": task,
+                "variant": variant,
+                "learner": args.learner,
+                "seeds": args.seeds,
+                "rows": rows,
+                "runs": per_seed,
+            },
+            indent=1,
         )
     )
     text = (
@@ -216,7 +243,7 @@ def main() -> None:
         f"(training seeds {', '.join(map(str, args.seeds))}; {args.episodes} deterministic episodes "
         f"per policy, reset seeds 0..{args.episodes - 1})\n\n" + markdown(rows)
     )
-    (out / "results.md").write_text(text)
+    (out / f"{name}.md").write_text(text)
     print(text)
 
 
