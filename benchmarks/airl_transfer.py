@@ -26,9 +26,10 @@ directories instead (``DIR/seed_S``, e.g. the "airl" and "hopper" quality tables
 learners of the transfer table are the ones whose scores the README reports on the original task.
 
 Outputs in ``--out`` (default ``runs/airl_transfer``): the runs, ``seed_S/reward.pt``,
-``results.json`` and ``results.md`` (``results_sac.*`` with ``--learner sac``; the table, also printed): per method the mean and standard
-deviation over seeds of the return on the variant and of ``fraction``, the return over the mean
-return of the variant's true-reward experts (one per seed), and the per-seed returns.
+``results.json`` and ``results.md`` (``results_sac.*`` with ``--learner sac``; the table, also
+printed): per method the mean and standard deviation over seeds of the return on the variant and of
+``fraction``, the return over the mean return of the variant's true-reward experts (one per seed),
+and the per-seed returns.
 
 The script is resumable: a run with ``final.pt`` is reused, an interrupted one is continued with
 ``train --resume`` (a finished one with fewer steps than asked is extended), so the experiment
@@ -158,7 +159,7 @@ def main() -> None:
     def from_sweep(sweep: str | None, seed: int, default: Path) -> Path:
         return Path(sweep).resolve() / f"seed_{seed}" if sweep else default
 
-    # PPO runs the task's GAIL config with --algo ppo; SAC its expert config (how the shipped expert was made).
+    # PPO runs the task's GAIL config with --algo ppo; SAC its expert config (the shipped expert's recipe)
     suffix = "_sac" if args.learner == "sac" else ""
     learner = ["--algo", "ppo"] if args.learner == "ppo" else []
     task_config = task if args.learner == "ppo" else f"sac/{task}"
