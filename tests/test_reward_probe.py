@@ -1,0 +1,68 @@
+"""benchmarks/reward_probe.py: an episode's learned value, checked by hand (with and without termination)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "reward_probe.py"
+_spec = importlib.util.spec_from_file_location("reward_probe", _PATH)
+assert _spec is not None and _spec.loader is not None
+reward_probe = importlib.util.module_from_spec(_spec)
+sys.modules["reward_probe"] = reward_probe
+_spec.loader.exec_module(reward_probe)
+
+
+class CountingEnv:
+    """obs = [t]; env reward 1 per step; ends after ``length`` steps, terminated or truncated."""
+
+    def __init__(self, length: int, terminates: bool):
+        self.length, self.terminates, self.t = length, terminates, 0
+
+    def reset(self, seed: int):
+        self.t = seed  # the seed shifts the start so that it is visible in the learned rewards
+        return np.array([self.t], dtype=np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        done = self.t >= self.length
+        return (
+            np.array([self.t], dtype=np.float32),
+            1.0,
+            done and self.terminates,
+            done and not self.terminates,
+            {},
+        )
+
+
+class Policy:
+    def act(self, obs):
+        return 2.0 * obs  # action = 2 t
+
+
+class Reward:
+    absorbing_reward = -3.0
+
+    def __call__(self, obs, actions, next_obs):
+        # r = t + a + t' = t + 2t + (t + 1) = 4t + 1
+        return (obs[:, 0] + actions[:, 0] + next_obs[:, 0]).astype(np.float32)
+
+
+@pytest.mark.parametrize("terminates", [True, False])
+def test_probe_episode_by_hand(terminates: bool) -> None:
+    gamma = 0.5
+    out = reward_probe.probe_episode(Policy(), Reward(), CountingEnv(3, terminates), seed=0, gamma=gamma)
+    rewards = [1.0, 5.0, 9.0]  # t = 0, 1, 2
+    value = 1.0 + 0.5 * 5.0 + 0.25 * 9.0
+    if terminates:
+        value += 0.125 * -3.0 / (1 - gamma)  # the absorbing state after the true termination
+    assert out["length"] == 3 and out["terminated"] is terminates and out["env_return"] == 3.0
+    assert out["learned_sum"] == pytest.approx(sum(rewards))
+    assert out["learned_mean"] == pytest.approx(5.0)
+    assert out["learned_value"] == pytest.approx(value)
+    shifted = reward_probe.probe_episode(Policy(), Reward(), CountingEnv(3, terminates), seed=1, gamma=gamma)
+    assert shifted["length"] == 2 and shifted["learned_sum"] == pytest.approx(5.0 + 9.0)
