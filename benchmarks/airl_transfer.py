@@ -26,10 +26,10 @@ directories instead (``DIR/seed_S``, e.g. the "airl" and "hopper" quality tables
 learners of the transfer table are the ones whose scores the README reports on the original task.
 
 Outputs in ``--out`` (default ``runs/airl_transfer``): the runs, ``seed_S/reward.pt``,
-``results.json`` and ``results.md`` (``results_sac.*`` with ``--learner sac``; the table, also
-printed): per method the mean and standard deviation over seeds of the return on the variant and of
-``fraction``, the return over the mean return of the variant's true-reward experts (one per seed),
-and the per-seed returns.
+``results.json`` and ``results.md`` (``results_sac.*`` with ``--learner sac``, ``*_best_eval.*`` with
+``--pick best-eval``; the table, also printed): per method the mean and standard deviation over seeds
+of the return on the variant and of ``fraction``, the return over the mean return of the variant's
+true-reward experts (one per seed), and the per-seed returns.
 
 The script is resumable: a run with ``final.pt`` is reused, an interrupted one is continued with
 ``train --resume`` (a finished one with fewer steps than asked is extended), so the experiment
@@ -89,6 +89,28 @@ def checkpoint_of(run: Path) -> Path | None:
     return None
 
 
+def best_evaluated_checkpoint(run: Path) -> Path | None:
+    """The kept ``checkpoints/step_*.pt`` whose in-training evaluation (``metrics.jsonl``) was the best.
+
+    SAC's evaluations on Hopper swing from one checkpoint to the next (a policy that hops for 1000 steps
+    may fall at the next one), so an expert is picked this way (datasets/experts/Hopper-v5/README.md).
+    """
+    metrics = run / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    evaluated: dict[int, float] = {}
+    for line in metrics.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a row cut by an interruption
+        if "eval_return" in row:
+            evaluated[int(row["env_steps"])] = float(row["eval_return"])
+    kept = {int(p.stem.split("_")[1]): p for p in (run / "checkpoints").glob("step_*.pt")}
+    scored = [(evaluated[steps], steps) for steps in kept if steps in evaluated]
+    return kept[max(scored)[1]] if scored else None
+
+
 def train(run: Path, steps: int, args: list[str]) -> None:
     """Train ``run`` to ``steps`` env steps: fresh, resumed, extended, or left as it is."""
     ckpt = checkpoint_of(run)
@@ -133,6 +155,14 @@ def main() -> None:
         default="ppo",
         help="the RL algorithm of the two variant runs: the re-optimisation and the reference "
         "(sac: the task's sac/ expert config; runs in airl_on_variant_sac, variant_expert_sac)",
+    )
+    parser.add_argument(
+        "--pick",
+        choices=("last", "best-eval"),
+        default="last",
+        help="which checkpoint of the two variant runs is evaluated: the last one, or the kept one with the "
+        "best in-training evaluation (true reward: the recipe of the shipped SAC expert; for the "
+        "re-optimisation it is privileged information that can only flatter the learned reward)",
     )
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
@@ -207,6 +237,8 @@ def main() -> None:
     for seed, runs in plan.items():
         for name in what:
             ckpt = checkpoint_of(runs[name])
+            if args.pick == "best-eval" and name in ("airl_on_variant", "variant_expert"):
+                ckpt = best_evaluated_checkpoint(runs[name]) or ckpt
             if ckpt is None:
                 continue
             result = evaluate(ckpt, variant, args.episodes)
@@ -216,7 +248,7 @@ def main() -> None:
                     "seed": seed,
                     "checkpoint": str(ckpt),
                     "env_steps": env_steps_of(ckpt),
-                    "partial": ckpt.name != "final.pt",
+                    "partial": ckpt.name != "final.pt" and args.pick == "last",
                     **result,
                 }
             )
@@ -225,13 +257,14 @@ def main() -> None:
         result = evaluate(Path(args.expert), variant, args.episodes)
         per_seed.append({"method": "original_expert", "seed": None, **result})
     rows = summarise(per_seed, what)
-    name = "results" + suffix
+    name = "results" + suffix + ("_best_eval" if args.pick == "best-eval" else "")
     (out / f"{name}.json").write_text(
         json.dumps(
             {
                 "task": task,
                 "variant": variant,
                 "learner": args.learner,
+                "pick": args.pick,
                 "seeds": args.seeds,
                 "rows": rows,
                 "runs": per_seed,
@@ -242,7 +275,8 @@ def main() -> None:
     text = (
         f"Transfer {task} -> {variant}, scored by the task's own reward on the variant "
         f"(training seeds {', '.join(map(str, args.seeds))}; {args.episodes} deterministic episodes "
-        f"per policy, reset seeds 0..{args.episodes - 1})\n\n" + markdown(rows)
+        f"per policy, reset seeds 0..{args.episodes - 1}; the variant runs' {args.pick} checkpoint)\n\n"
+        + markdown(rows)
     )
     (out / f"{name}.md").write_text(text)
     print(text)
