@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "airl_transfer.py"
-_spec = importlib.util.spec_from_file_location("airl_transfer", _PATH)
-assert _spec is not None and _spec.loader is not None
-airl_transfer = importlib.util.module_from_spec(_spec)
-sys.modules["airl_transfer"] = airl_transfer
-_spec.loader.exec_module(airl_transfer)
+from benchmark_modules import load_benchmark
+
+airl_transfer = load_benchmark("airl_transfer")
 
 
 def test_best_evaluated_checkpoint_among_the_kept_ones(tmp_path: Path) -> None:

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "quality_tables.py"
-_spec = importlib.util.spec_from_file_location("quality_tables", _PATH)
-assert _spec is not None and _spec.loader is not None
-quality_tables = importlib.util.module_from_spec(_spec)
-sys.modules["quality_tables"] = quality_tables  # its dataclasses look their module up there
-_spec.loader.exec_module(quality_tables)
+from benchmark_modules import load_benchmark
+
+quality_tables = load_benchmark("quality_tables")
 
 
 def _finished_run(run_dir: Path) -> None:

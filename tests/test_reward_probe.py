@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from benchmark_modules import load_benchmark
 
-_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "reward_probe.py"
-_spec = importlib.util.spec_from_file_location("reward_probe", _PATH)
-assert _spec is not None and _spec.loader is not None
-reward_probe = importlib.util.module_from_spec(_spec)
-sys.modules["reward_probe"] = reward_probe
-_spec.loader.exec_module(reward_probe)
+reward_probe = load_benchmark("reward_probe")
 
 
 class CountingEnv:
