@@ -95,17 +95,15 @@ def best_evaluated_checkpoint(run: Path) -> Path | None:
     SAC's evaluations on Hopper swing from one checkpoint to the next (a policy that hops for 1000 steps
     may fall at the next one), so an expert is picked this way (datasets/experts/Hopper-v5/README.md).
     """
-    metrics = run / "metrics.jsonl"
-    if not metrics.is_file():
+    from gail_robot.plot import read_metrics  # skips the torn last row of an interrupted run
+
+    if not (run / "metrics.jsonl").is_file():
         return None
-    evaluated: dict[int, float] = {}
-    for line in metrics.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a row cut by an interruption
-        if "eval_return" in row:
-            evaluated[int(row["env_steps"])] = float(row["eval_return"])
+    evaluated = {
+        int(row["env_steps"]): float(row["eval_return"])
+        for row in read_metrics(run)
+        if row.get("eval_return") is not None
+    }
     kept = {int(p.stem.split("_")[1]): p for p in (run / "checkpoints").glob("step_*.pt")}
     scored = [(evaluated[steps], steps) for steps in kept if steps in evaluated]
     return kept[max(scored)[1]] if scored else None
@@ -248,7 +246,7 @@ def main() -> None:
                     "seed": seed,
                     "checkpoint": str(ckpt),
                     "env_steps": env_steps_of(ckpt),
-                    "partial": ckpt.name != "final.pt" and args.pick == "last",
+                    "partial": ckpt.name == "latest.pt",  # an unfinished run's last checkpoint
                     **result,
                 }
             )

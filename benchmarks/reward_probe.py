@@ -32,19 +32,19 @@ import numpy as np
 def probe_episode(policy: Any, reward: Any, env: Any, seed: int, gamma: float) -> dict[str, Any]:
     """One deterministic episode: env return and the learned reward's per-step mean, sum, value."""
     obs, _ = env.reset(seed=seed)
-    learned: list[float] = []
+    observations, actions, successors = [], [], []
     env_return, terminated, truncated = 0.0, False, False
     while not (terminated or truncated):
         obs32 = np.asarray(obs, dtype=np.float32)
-        action = policy.act(obs32[None])[0]
+        action = np.asarray(policy.act(obs32[None])[0])
         next_obs, env_reward, terminated, truncated, _ = env.step(action)
-        next32 = np.asarray(next_obs, dtype=np.float32)
-        act = np.asarray(action)[None]
-        act = act if act.dtype.kind in "iu" else act.astype(np.float32)
-        learned.append(float(reward(obs32[None], act, next32[None])[0]))
+        observations.append(obs32)
+        actions.append(action if action.dtype.kind in "iu" else action.astype(np.float32))
+        successors.append(np.asarray(next_obs, dtype=np.float32))
         env_return += float(env_reward)
         obs = next_obs
-    r = np.asarray(learned, dtype=np.float64)
+    # one call for the whole episode: the reward of a transition does not depend on the others
+    r = reward(np.stack(observations), np.stack(actions), np.stack(successors)).astype(np.float64)
     value = float(np.sum(gamma ** np.arange(len(r)) * r))
     r_abs = reward.absorbing_reward
     if terminated and r_abs is not None:

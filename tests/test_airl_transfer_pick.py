@@ -18,6 +18,7 @@ def test_best_evaluated_checkpoint_among_the_kept_ones(tmp_path: Path) -> None:
         {"env_steps": 1000, "episode_return": 5.0},  # no evaluation in this row
         {"env_steps": 25000, "eval_return": 900.0},  # the best, but its checkpoint was not kept
         {"env_steps": 50000, "eval_return": 300.0},
+        {"env_steps": 60000, "eval_return": None},  # a row that logged no evaluation
         {"env_steps": 75000, "eval_return": 700.0},
         {"env_steps": 100000, "eval_return": 200.0},
     ]
