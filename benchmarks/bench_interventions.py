@@ -5,6 +5,7 @@ Usage::
     nice -n 10 python benchmarks/bench_interventions.py [--out benchmarks/results/interventions]
         [--tasks ArmPush-v0 ArmPickPlace-v0] [--seeds 0 1 2] [--demo-counts 5 10 20 40]
         [--initial-demos 5] [--rounds 5] [--episodes-per-round 5] [--eval-episodes 30] [--noise 0.1]
+        [--takeover-threshold 0.5] [--handback-steps 10]
 
 For each task and seed:
 
@@ -13,7 +14,8 @@ For each task and seed:
   first N of them for each N in ``--demo-counts``. Expert-labelled steps: every step of the N demos.
 * **HG-DAgger** and **IWR**: ``gail-robot dagger`` from the first ``--initial-demos`` of the same
   demos, ``--rounds`` rounds of ``--episodes-per-round`` episodes with the simulated person
-  (``--device scripted``: the expert's gate, default threshold / stall / hand-back). Expert-labelled
+  (``--device scripted``: the expert's gate, ``--takeover-threshold`` / ``--handback-steps`` as in
+  ``gail-robot dagger``, default stall). Expert-labelled
   steps: the initial demos' steps plus the intervention steps so far (policy-driven steps are not
   labelled by anyone).
 
@@ -124,6 +126,7 @@ def run_cell(
         "dagger", task, "--demos", str(initial), "--rounds", str(args.rounds),
         "--episodes-per-round", str(args.episodes_per_round), "--method", method,
         "--seed", str(seed), "--out", str(out), "--no-progress", *common_sets(args),
+        "--takeover-threshold", str(args.takeover_threshold), "--handback-steps", str(args.handback_steps),
     )  # fmt: skip
     rows = json.loads((out / "summary.json").read_text())
     return [
@@ -215,6 +218,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)  # plot() runs after every cell: open figures would pile up
 
 
 def main() -> None:
@@ -231,6 +235,9 @@ def main() -> None:
         "--noise", type=float, default=0.1, help="demo action noise (use one --out per noise level)"
     )
     parser.add_argument("--methods", nargs="+", default=["bc", "hg-dagger", "iwr"])
+    # the simulated person's gate (gail-robot dagger's options; use one --out per setting)
+    parser.add_argument("--takeover-threshold", type=float, default=0.5)
+    parser.add_argument("--handback-steps", type=int, default=10)
     args = parser.parse_args()
     out = Path(args.out)
     cells = out / "cells"
