@@ -13,10 +13,12 @@ optimises the reward well will stand still: the failure is the reward's, not the
 Usage:
     python benchmarks/reward_probe.py --reward runs/airl_transfer/seed_0/reward.pt \\
         --env gail_robot/HopperHeavy-v0 --policy expert=datasets/experts/Hopper-v5/policy.pt \\
-        --policy airl=RUN/final.pt [--episodes 3] [--gamma 0.99] [--out probe.json]
+        --policy airl=RUN/final.pt [--episodes 3] [--gamma 0.99] [--demos demos.hdf5] [--out probe.json]
 
 Prints a Markdown table (one row per policy, means over episodes); ``--out`` also writes every
-episode's numbers as JSON.
+episode's numbers as JSON. ``--demos FILE`` adds the reward on the demos' transitions, the first 10
+steps of each episode apart: below the absorbing state's reward there, a learner that starts from
+scratch is paid to fall before it can find the expert's behaviour.
 """
 
 from __future__ import annotations
@@ -60,6 +62,52 @@ def probe_episode(policy: Any, reward: Any, env: Any, seed: int, gamma: float) -
     }
 
 
+def demo_profile(
+    reward: Any, episodes: list[tuple[np.ndarray, np.ndarray, np.ndarray]], start_steps: int = 10
+) -> dict[str, Any]:
+    """The learned reward on demo transitions: the first ``start_steps`` of each episode, the rest.
+
+    ``episodes``: (obs, actions, next_obs) per demo. A learner starting from scratch spends its first
+    episodes near the reset states; if the reward there is below the absorbing state's, falling at
+    once is worth more than staying up, and a learner is paid to fall before it can find the rest.
+    """
+    start, later = [], []
+    for obs, actions, next_obs in episodes:
+        r = np.asarray(reward(obs, actions, next_obs), dtype=np.float64)
+        start.append(r[:start_steps])
+        later.append(r[start_steps:])
+    start_all, later_all = np.concatenate(start), np.concatenate(later)
+    r_abs = reward.absorbing_reward
+    return {
+        "demos": len(episodes),
+        "start_steps": start_steps,
+        "start_mean": float(start_all.mean()),
+        "later_mean": float(later_all.mean()) if later_all.size else None,
+        "absorbing_reward": None if r_abs is None else float(r_abs),
+        "falling_pays_at_start": None if r_abs is None else bool(start_all.mean() < r_abs),
+    }
+
+
+def read_demo_episodes(path: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(obs, actions, next_obs) of every demo of an HDF5 demo file (state observations)."""
+    from gail_robot.data import DemoDataset
+
+    ds = DemoDataset(path)
+    try:
+        return [
+            (
+                np.asarray(d.obs["state"], np.float32),
+                np.asarray(d.actions)
+                if np.asarray(d.actions).dtype.kind in "iu"
+                else np.asarray(d.actions, np.float32),
+                np.asarray(d.next_obs["state"], np.float32),
+            )
+            for d in ds
+        ]
+    finally:
+        ds.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -67,7 +115,12 @@ def main() -> None:
     parser.add_argument("--reward", required=True, help="reward file (gail-robot export-reward)")
     parser.add_argument("--env", required=True, help="env to run the policies in")
     parser.add_argument(
-        "--policy", action="append", required=True, metavar="NAME=PATH", help="a policy (run dir, .pt)"
+        "--policy", action="append", default=[], metavar="NAME=PATH", help="a policy (run dir, .pt)"
+    )
+    parser.add_argument(
+        "--demos",
+        default=None,
+        help="also profile the reward on this demo file's transitions (start vs rest)",
     )
     parser.add_argument("--episodes", type=int, default=3)
     parser.add_argument("--gamma", type=float, default=0.99)
@@ -113,6 +166,16 @@ def main() -> None:
             f"| {name} | {mean('length'):.0f} | {mean('env_return'):.0f} | {mean('learned_mean'):.3f} | "
             f"{mean('learned_sum'):.0f} | {mean('learned_value'):.1f} |"
         )
+    profile = None
+    if args.demos:
+        profile = demo_profile(reward, read_demo_episodes(args.demos))
+        lines += [
+            "",
+            f"On the demos ({args.demos}, {profile['demos']} episodes): learned reward per step "
+            f"{profile['start_mean']:.3f} over each episode's first {profile['start_steps']} steps, "
+            f"{profile['later_mean']:.3f} after them; absorbing state {profile['absorbing_reward']}"
+            + (" (a learner is paid to fall at the start)" if profile["falling_pays_at_start"] else ""),
+        ]
     print("\n".join(lines))
     if args.out:
         payload = {
@@ -122,6 +185,7 @@ def main() -> None:
             "absorbing_reward": reward.absorbing_reward,
             "policies": policies,
             "episodes": results,
+            "demo_profile": profile,
         }
         Path(args.out).write_text(json.dumps(payload, indent=1))
 

@@ -58,3 +58,21 @@ def test_probe_episode_by_hand(terminates: bool) -> None:
     assert out["learned_value"] == pytest.approx(value)
     shifted = reward_probe.probe_episode(Policy(), Reward(), CountingEnv(3, terminates), seed=1, gamma=gamma)
     assert shifted["length"] == 2 and shifted["learned_sum"] == pytest.approx(5.0 + 9.0)
+
+
+def test_demo_profile_by_hand() -> None:
+    """r = 4t + 1 on obs [t]: the first 2 steps of each demo apart from the rest, against r_abs = -3."""
+    demos = []
+    for length in (3, 4):
+        obs = np.arange(length, dtype=np.float32)[:, None]
+        demos.append((obs, 2.0 * obs, obs + 1.0))
+    out = reward_probe.demo_profile(Reward(), demos, start_steps=2)
+    # start: t = 0, 1 of both demos -> 1, 5, 1, 5; later: t = 2 (first), t = 2, 3 (second) -> 9, 9, 13
+    assert out["demos"] == 2 and out["start_mean"] == pytest.approx(3.0)
+    assert out["later_mean"] == pytest.approx(31.0 / 3.0)
+    assert out["absorbing_reward"] == -3.0 and out["falling_pays_at_start"] is False
+
+    class Low(Reward):
+        absorbing_reward = 4.0  # above the start's mean 3: falling at once pays
+
+    assert reward_probe.demo_profile(Low(), demos, start_steps=2)["falling_pays_at_start"] is True
