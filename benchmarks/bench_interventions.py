@@ -2,15 +2,15 @@
 
 Usage::
 
-    nice -n 10 python benchmarks/bench_interventions.py [--out benchmarks/results/interventions]
+    python benchmarks/bench_interventions.py [--out benchmarks/results/interventions_noise0]
         [--tasks ArmPush-v0 ArmPickPlace-v0] [--seeds 0 1 2] [--demo-counts 5 10 20 40]
-        [--initial-demos 5] [--rounds 5] [--episodes-per-round 5] [--eval-episodes 30] [--noise 0.1]
+        [--initial-demos 5] [--rounds 8] [--episodes-per-round 5] [--eval-episodes 30] [--noise 0]
         [--takeover-threshold 0.5] [--handback-steps 10]
 
 For each task and seed:
 
-* **BC on full demos**: scripted-expert demos (``--noise``: 0.1 by default, the demo default; 0 gives
-  the noise-free demos the shipped files hold) recorded once; BC on the
+* **BC on full demos**: scripted-expert demos (``--noise``: 0 by default, noise-free like the shipped
+  files; 0.1 gave the noisy demos of ``benchmarks/results/interventions/``) recorded once; BC on the
   first N of them for each N in ``--demo-counts``. Expert-labelled steps: every step of the N demos.
 * **HG-DAgger** and **IWR**: ``gail-robot dagger`` from the first ``--initial-demos`` of the same
   demos, ``--rounds`` rounds of ``--episodes-per-round`` episodes with the simulated person
@@ -223,16 +223,16 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="benchmarks/results/interventions")
+    parser.add_argument("--out", default="benchmarks/results/interventions_noise0")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--demo-counts", nargs="+", type=int, default=[5, 10, 20, 40])
     parser.add_argument("--initial-demos", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--episodes-per-round", type=int, default=5)
     parser.add_argument("--eval-episodes", type=int, default=30)
     parser.add_argument(
-        "--noise", type=float, default=0.1, help="demo action noise (use one --out per noise level)"
+        "--noise", type=float, default=0.0, help="demo action noise (use one --out per noise level)"
     )
     parser.add_argument("--methods", nargs="+", default=["bc", "hg-dagger", "iwr"])
     # the simulated person's gate (gail-robot dagger's options; use one --out per setting)
