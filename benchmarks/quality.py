@@ -36,7 +36,7 @@ Usage:
     python benchmarks/quality.py --list                        # the task table
     python benchmarks/quality.py --table walkers [--tasks Ant-v5]  # a README table over 5 seeds (sweeps)
     python benchmarks/quality.py --table walkers --collect      # archive finished runs, rebuild the table
-    python benchmarks/quality.py --table arm --methods bc       # only the BC rows (gail-ppo: the GAIL rows)
+    python benchmarks/quality.py --table arm --methods bc       # only the BC rows (bc+gail-ppo: GAIL's)
 """
 
 from __future__ import annotations
@@ -499,7 +499,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=None, choices=sorted(TASKS))
     parser.add_argument(
         "--table",
-        choices=["hopper", "walkers", "arm", "classic", "airl"],
+        choices=["hopper", "walkers", "arm", "humanoid", "classic", "airl"],
         help="build a README table over --seeds seeds with gail-robot sweep (benchmarks/quality_tables.py)",
     )
     parser.add_argument("--seeds", type=int, default=5, help="seeds per row of a --table (default 5)")

@@ -84,3 +84,16 @@ def test_a_labelled_row_sweeps_into_its_own_directory(tmp_path):
     assert (ppo.directory, trpo.directory) == ("airl", "airl-trpo")
     cmd = quality_tables.sweep_command(trpo, tmp_path / "sweep", 5, 17.9)
     assert "gail.generator=trpo" in cmd and cmd[cmd.index("sweep") + 1] == "airl/Hopper-v5"
+
+
+def test_an_arm_gail_row_starts_every_run_from_its_own_bc(tmp_path):
+    """The arm table's GAIL rows are BC + GAIL-PPO: ``init_from=bc`` on every run of the sweep."""
+    rows = [r for r in quality_tables.TABLES["arm"] if r.method == "gail"]
+    assert [r.task for r in rows] == ["ArmReach-v0", "ArmPush-v0", "ArmPickPlace-v0"]
+    for row in rows:
+        assert row.family == "bc+gail" and row.directory == "bc+gail"
+        cmd = quality_tables.sweep_command(row, tmp_path, 5, -30.0)
+        assert cmd[cmd.index("init_from=bc") - 1] == "--set" and "gail.generator=ppo" in cmd
+        assert quality_tables.method_name(row, {"gail.generator": "ppo"}) == "BC + GAIL-PPO"
+    bc = quality_tables.TABLES["arm"][0]
+    assert bc.family == "bc" and quality_tables.method_name(bc, {}) == "BC"

@@ -84,6 +84,41 @@ def metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def test_init_from_bc_trains_its_own_warm_start(tmp_path, demos):
+    """``--init-from bc``: BC (same seed) in RUN/init_bc, then GAIL from it; bad pairings: one line."""
+    from gail_robot.policy_io import load_checkpoint
+
+    run = tmp_path / "bc+gail"
+    # the actor is never updated (every round warms up the critic only): GAIL's final actor is BC's
+    args = ["--env", ENV, "--demos", str(demos), "--steps", "64", *TINY, "--set", "bc.max_epochs=3"]
+    cli(
+        "train",
+        "--algo",
+        "gail",
+        *args,
+        "--init-from",
+        "bc",
+        "--set",
+        "run.critic_warmup_rounds=100",
+        "--out",
+        str(run),
+    )
+    bc, gail = load_checkpoint(run / "init_bc" / "final.pt"), load_checkpoint(run / "final.pt")
+    assert bc["meta"]["algo"] == "bc" and gail["meta"]["algo"] == "gail"
+    assert bc["config"]["run"]["seed"] == gail["config"]["run"]["seed"]
+    assert gail["config"]["init_from"] == "bc"  # the run's config says what was asked for
+    for name, weight in bc["actor"].items():
+        assert torch.equal(weight, gail["actor"][name]), name
+    assert "eval_return" in metrics(run / "init_bc")[-1]
+
+    for algo, message in (("sac", "not --algo sac"), ("bc", "not --algo bc")):
+        proc = cli(
+            "train", "--algo", algo, *args, "--init-from", "bc", "--out", str(tmp_path / algo), check=False
+        )
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        assert message in proc.stderr.strip().splitlines()[-1]
+
+
 def test_train_ppo_then_eval_and_plot(tmp_path):
     run = tmp_path / "ppo"
     cli("train", "--algo", "ppo", "--env", ENV, "--steps", "128", "--out", str(run), *TINY)

@@ -10,6 +10,7 @@ evaluated, exported, or used to warm-start GAIL / PPO / TRPO with ``--init-from`
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -295,3 +296,28 @@ def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
             )
 
         return run.finish(bundle, payload, resumable=False)
+
+
+#: ``init_from: bc``: the run first trains its own BC warm start, in this subdirectory of the run.
+BC_WARM_START_DIR = "init_bc"
+
+
+def init_source(init_from: str, run_dir: str | Path) -> str:
+    """The checkpoint or run a warm start copies: ``RUN/init_bc`` for ``init_from: bc``, else the value."""
+    return str(Path(run_dir) / BC_WARM_START_DIR) if init_from == "bc" else init_from
+
+
+def train_bc_warm_start(config: TrainConfig, run_dir: str | Path) -> Path:
+    """``init_from: bc``: BC with this config's ``bc`` section and seed into ``RUN/init_bc``.
+
+    One setting gives every run of a sweep (every seed) its own BC + GAIL pipeline; the BC run is
+    an ordinary run directory (its evaluation included), reused when it has finished already.
+    """
+    if config.algo not in ("gail", "airl", "ppo", "trpo"):
+        raise UserError(f"init_from: bc warm-starts gail, airl, ppo or trpo, not --algo {config.algo}")
+    out = Path(run_dir) / BC_WARM_START_DIR
+    if (out / "final.pt").is_file():
+        return out / "final.pt"
+    demos = config.bc.demos or config.gail.demos
+    bc = dataclasses.replace(config.bc, demos=demos)
+    return train_bc(dataclasses.replace(config, algo="bc", init_from=None, reward=None, bc=bc), out)

@@ -46,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "else a local Ray); also on --resume",
     )
     parser.add_argument(
-        "--init-from", metavar="RUN_DIR|CKPT", help="warm-start the actor (e.g. from a BC run)"
+        "--init-from",
+        metavar="RUN_DIR|CKPT|bc",
+        help="warm-start the actor from a run (e.g. BC); 'bc': train BC on the demos first, in RUN/init_bc",
     )
     parser.add_argument(
         "--resume", metavar="RUN_DIR", help="continue an interrupted run from its latest checkpoint"
@@ -164,6 +166,10 @@ def main(args: argparse.Namespace) -> int:
             f"--algo {config.algo} does not learn from demos; several --demos files are for "
             f"--algo bc, gail or airl"
         )
+    if config.init_from == "bc" and not resume:
+        from gail_robot.algos.bc import train_bc_warm_start
+
+        train_bc_warm_start(config, run_dir)
     if config.algo == "bc":
         from gail_robot.algos.bc import train_bc
 

@@ -466,7 +466,9 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     """Budget, seed, logging, evaluation and checkpoints."""
     init_from: str | None = None
-    """Warm start: a BC (or any) run dir / checkpoint whose actor and obs normaliser are copied."""
+    """Warm start: a BC (or any) run dir / checkpoint whose actor and obs normaliser are copied; ``bc``:
+    the run trains BC on its demos first (its bc section and seed) in ``RUN/init_bc`` and starts from
+    it, so that a sweep's every seed is a whole BC + GAIL pipeline."""
     reward: str | None = None
     """A learned reward file (gail-robot export-reward) that ppo / trpo / sac train on instead of
     the env reward; the env reward is still logged as the score. --reward sets it."""

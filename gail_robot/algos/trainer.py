@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from gail_robot.algos.airl import AIRL
+from gail_robot.algos.bc import init_source
 from gail_robot.algos.config import TrainConfig
 from gail_robot.algos.demos import load_expert_transitions
 from gail_robot.algos.gail import GAIL, reward_kind_for
@@ -164,7 +165,11 @@ class OnPolicyTrainer:
             self._restore(self.run.resume())
         elif cfg.init_from:
             load_init_actor(
-                cfg.init_from, self.actor, self.normalizer, cfg.env.id, cfg.policy.warm_start_min_log_std
+                init_source(cfg.init_from, run_dir),
+                self.actor,
+                self.normalizer,
+                cfg.env.id,
+                cfg.policy.warm_start_min_log_std,
             )
 
     # ------------------------------------------------------------------------------ checkpoint
