@@ -509,7 +509,9 @@ def main() -> None:
         help="with --table: archive the runs finished so far under benchmarks/results and rebuild the table; "
         "run nothing",
     )
-    parser.add_argument("--list", action="store_true", help="print the task table and exit")
+    parser.add_argument(
+        "--list", action="store_true", help="print the task table (with --table: its sweeps) and exit"
+    )
     parser.add_argument(
         "--methods",
         nargs="+",
@@ -537,9 +539,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.table:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from quality_tables import main_table
+        from quality_tables import list_table, main_table
 
         out = Path(args.out if args.out != "runs/quality" else "runs/quality-tables")
+        if args.list:  # what the table would run, without running it
+            sys.exit(list_table(args.table, out, args.seeds))
         families = sorted({m.split("-")[0] for m in args.methods}) if args.methods else None
         sys.exit(main_table(args.table, out, args.seeds, args.tasks, collect=args.collect, methods=families))
     args.tasks = args.tasks or ["Hopper-v5"]

@@ -291,6 +291,15 @@ def plot_intervals(entries: list[tuple[Row, dict[str, Any]]], path: Path) -> Non
     plt.close(fig)
 
 
+def list_table(name: str, out: Path, seeds: int) -> int:
+    """Print each row of table ``name`` and the sweep command it runs (the random return: measured then)."""
+    for row in TABLES[name]:
+        cmd = sweep_command(row, out / name / row.task / row.directory, seeds, 0.0)
+        cmd[cmd.index("--random-return") + 1] = "R_RANDOM"
+        print(f"{row.task} {row.family}: {' '.join(cmd[2:])}")
+    return 0
+
+
 def main_table(
     name: str,
     out: Path,
