@@ -18,7 +18,9 @@ Usage:
 Prints a Markdown table (one row per policy, means over episodes); ``--out`` also writes every
 episode's numbers as JSON. ``--demos FILE`` adds the reward on the demos' transitions, the first 10
 steps of each episode apart: below the absorbing state's reward there, a learner that starts from
-scratch is paid to fall before it can find the expert's behaviour.
+scratch is paid to fall before it can find the expert's behaviour. It also says, per policy, how far
+its mean observation lies from the demos' (the dim with the largest z-score): a behaviour the reward
+ranks high far outside the demos is extrapolation, not something the reward learned.
 """
 
 from __future__ import annotations
@@ -59,7 +61,15 @@ def probe_episode(policy: Any, reward: Any, env: Any, seed: int, gamma: float) -
         "learned_mean": float(r.mean()),
         "learned_sum": float(r.sum()),
         "learned_value": value,
+        "obs_mean": np.stack(observations).mean(axis=0).tolist(),
     }
+
+
+def farthest_from_demos(obs_mean: np.ndarray, demo_obs: np.ndarray) -> tuple[int, float]:
+    """The observation dim where ``obs_mean`` lies most demo standard deviations from the demos' mean."""
+    z = (obs_mean - demo_obs.mean(axis=0)) / np.maximum(demo_obs.std(axis=0), 1e-8)
+    dim = int(np.argmax(np.abs(z)))
+    return dim, float(z[dim])
 
 
 def demo_profile(
@@ -168,7 +178,15 @@ def main() -> None:
         )
     profile = None
     if args.demos:
-        profile = demo_profile(reward, read_demo_episodes(args.demos))
+        demo_episodes = read_demo_episodes(args.demos)
+        profile = demo_profile(reward, demo_episodes)
+        demo_obs = np.concatenate([e[0] for e in demo_episodes])
+        for name, episodes in results.items():
+            dim, z = farthest_from_demos(np.mean([e["obs_mean"] for e in episodes], axis=0), demo_obs)
+            profile.setdefault("farthest_obs_dim", {})[name] = {"dim": dim, "z": z}
+            lines.append(
+                f"- {name}: mean observation farthest from the demos in dim {dim}, {z:+.1f} demo std"
+            )
         lines += [
             "",
             f"On the demos ({args.demos}, {profile['demos']} episodes): learned reward per step "

@@ -76,3 +76,9 @@ def test_demo_profile_by_hand() -> None:
         absorbing_reward = 4.0  # above the start's mean 3: falling at once pays
 
     assert reward_probe.demo_profile(Low(), demos, start_steps=2)["falling_pays_at_start"] is True
+
+
+def test_farthest_from_demos_by_hand() -> None:
+    demo_obs = np.array([[0.0, 10.0], [2.0, 10.0], [0.0, 14.0], [2.0, 14.0]])  # means 1, 12; stds 1, 2
+    assert reward_probe.farthest_from_demos(np.array([1.5, 12.0]), demo_obs) == (0, 0.5)
+    assert reward_probe.farthest_from_demos(np.array([1.5, 4.0]), demo_obs) == (1, -4.0)
