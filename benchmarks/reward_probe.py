@@ -103,19 +103,17 @@ def read_demo_episodes(path: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarr
     from gail_robot.data import DemoDataset
 
     ds = DemoDataset(path)
+    episodes = []
     try:
-        return [
-            (
-                np.asarray(d.obs["state"], np.float32),
-                np.asarray(d.actions)
-                if np.asarray(d.actions).dtype.kind in "iu"
-                else np.asarray(d.actions, np.float32),
-                np.asarray(d.next_obs["state"], np.float32),
-            )
-            for d in ds
-        ]
+        for d in ds:
+            actions = np.asarray(d.actions)  # Discrete indices stay integers
+            if actions.dtype.kind not in "iu":
+                actions = actions.astype(np.float32)
+            obs = np.asarray(d.obs["state"], np.float32)
+            episodes.append((obs, actions, np.asarray(d.next_obs["state"], np.float32)))
     finally:
         ds.close()
+    return episodes
 
 
 def main() -> None:
@@ -136,6 +134,8 @@ def main() -> None:
     parser.add_argument("--gamma", type=float, default=0.99)
     parser.add_argument("--out", default=None, help="write every episode's numbers here (JSON)")
     args = parser.parse_args()
+    if not args.policy and not args.demos:
+        parser.error("give policies to score (--policy NAME=PATH) and/or --demos FILE")
 
     import gymnasium as gym
 
@@ -187,11 +187,12 @@ def main() -> None:
             lines.append(
                 f"- {name}: mean observation farthest from the demos in dim {dim}, {z:+.1f} demo std"
             )
+        later = "no steps" if profile["later_mean"] is None else f"{profile['later_mean']:.3f}"
         lines += [
             "",
             f"On the demos ({args.demos}, {profile['demos']} episodes): learned reward per step "
             f"{profile['start_mean']:.3f} over each episode's first {profile['start_steps']} steps, "
-            f"{profile['later_mean']:.3f} after them; absorbing state {profile['absorbing_reward']}"
+            f"{later} after them; absorbing state {profile['absorbing_reward']}"
             + (" (a learner is paid to fall at the start)" if profile["falling_pays_at_start"] else ""),
         ]
     print("\n".join(lines))
