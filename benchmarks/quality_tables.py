@@ -74,6 +74,10 @@ class Row:
         """The row's sweep, archive and summary name."""
         return self.label or self.method
 
+    def sweep_dir(self, out: Path, table: str) -> Path:
+        """Where this row's sweep runs: ``OUT/<table>/<task>/<directory>``."""
+        return out / table / self.task / self.directory
+
     @property
     def config(self) -> str:
         """The shipped config the sweep trains (the task's, or ``airl/<task>``)."""
@@ -294,7 +298,7 @@ def plot_intervals(entries: list[tuple[Row, dict[str, Any]]], path: Path) -> Non
 def list_table(name: str, out: Path, seeds: int) -> int:
     """Print each row of table ``name`` and the sweep command it runs (the random return: measured then)."""
     for row in TABLES[name]:
-        cmd = sweep_command(row, out / name / row.task / row.directory, seeds, 0.0)
+        cmd = sweep_command(row, row.sweep_dir(out, name), seeds, 0.0)
         cmd[cmd.index("--random-return") + 1] = "R_RANDOM"
         print(f"{row.task} {row.family}: {' '.join(cmd[2:])}")
     return 0
@@ -326,7 +330,7 @@ def main_table(
             continue
         if row.env_id not in randoms:
             randoms[row.env_id] = random_return(row.env_id)
-        sweep_dir = out / name / row.task / row.directory
+        sweep_dir = row.sweep_dir(out, name)
         archive = results_dir / "runs" / row.task / row.directory
         cmd = sweep_command(row, sweep_dir, seeds, randoms[row.env_id])
         if collect:
