@@ -46,7 +46,32 @@ def torchscript_calls() -> Iterator[None]:
         yield
 
 
-class ExportedPolicy(nn.Module):
+class NormalizedObsModule(nn.Module):
+    """Base of every exported module: the run's frozen observation statistics and their use.
+
+    ``obs_mean`` and ``obs_std`` stay top-level buffers under these names: the C++ loader reads them
+    (``module.attr("obs_mean")``). ``normalize`` is ``normalize_torch`` (the mirror of ``core.normalize``).
+    """
+
+    obs_mean: torch.Tensor  # (obs_dim,) float64
+    obs_std: torch.Tensor  # (obs_dim,) float64, normalization_std(var)
+
+    def __init__(self, obs_mean: np.ndarray, obs_var: np.ndarray, obs_clip: float) -> None:
+        super().__init__()
+        self.obs_dim = int(obs_mean.shape[0])
+        self.obs_clip = float(obs_clip)
+        self.register_buffer("obs_mean", torch.from_numpy(np.array(obs_mean, dtype=np.float64)))
+        self.register_buffer("obs_std", normalization_std(obs_var))
+
+    def check_obs(self, obs: torch.Tensor) -> None:
+        if obs.dim() != 2 or obs.size(1) != self.obs_dim:
+            raise ValueError(f"expected observations of shape (B, {self.obs_dim}), got {list(obs.shape)}")
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        return normalize_torch(obs, self.obs_mean, self.obs_std, self.obs_clip)
+
+
+class ExportedPolicy(NormalizedObsModule):
     """Raw observation ``(B, obs_dim)`` -> clipped action ``(B, act_dim) float32`` in env units.
 
     ``obs_n = normalize_torch(obs, mean, std, obs_clip)`` (the mirror of ``core.normalize``);
@@ -56,8 +81,6 @@ class ExportedPolicy(nn.Module):
     so closed loops do not drift apart through round-off that contact dynamics would amplify.
     """
 
-    obs_mean: torch.Tensor  # (obs_dim,) float64
-    obs_std: torch.Tensor  # (obs_dim,) float64, normalization_std(var)
     action_low: torch.Tensor  # (act_dim,) float32
     action_high: torch.Tensor  # (act_dim,) float32
     action_range: torch.Tensor  # (act_dim,) float32, high - low (the same float32 subtraction, done once)
@@ -71,21 +94,16 @@ class ExportedPolicy(nn.Module):
         action_low: np.ndarray,
         action_high: np.ndarray,
     ) -> None:
-        super().__init__()
+        super().__init__(obs_mean, obs_var, obs_clip)
         self.actor = actor
-        self.obs_dim = int(obs_mean.shape[0])
         self.act_dim = int(action_low.shape[0])
-        self.obs_clip = float(obs_clip)
-        self.register_buffer("obs_mean", torch.from_numpy(np.array(obs_mean, dtype=np.float64)))
-        self.register_buffer("obs_std", normalization_std(obs_var))
         self.register_buffer("action_low", torch.as_tensor(action_low, dtype=torch.float32))
         self.register_buffer("action_high", torch.as_tensor(action_high, dtype=torch.float32))
         self.register_buffer("action_range", self.action_high - self.action_low)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        if obs.dim() != 2 or obs.size(1) != self.obs_dim:
-            raise ValueError(f"expected observations of shape (B, {self.obs_dim}), got {list(obs.shape)}")
-        x = normalize_torch(obs, self.obs_mean, self.obs_std, self.obs_clip)
+        self.check_obs(obs)
+        x = self.normalize(obs)
         a = torch.clamp(self.actor(x), -1.0, 1.0)
         # Every op here runs once per control step: at batch 1 each costs ~1 us of dispatch, so the
         # range is precomputed and the final clip is one op (the same float32 arithmetic as PolicyBundle).
@@ -93,31 +111,23 @@ class ExportedPolicy(nn.Module):
         return torch.clamp(action, self.action_low, self.action_high)
 
 
-class ExportedDiscretePolicy(nn.Module):
+class ExportedDiscretePolicy(NormalizedObsModule):
     """Raw observation ``(B, obs_dim)`` -> the deterministic ``Discrete`` action, int64 ``(B,)``.
 
     ``argmax(actor(normalize_torch(obs, mean, std, obs_clip)))``: the logits' argmax, as
     :meth:`PolicyBundle.act` (ties go to the lowest index in both).
     """
 
-    obs_mean: torch.Tensor  # (obs_dim,) float64
-    obs_std: torch.Tensor  # (obs_dim,) float64, normalization_std(var)
-
     def __init__(
         self, actor: nn.Module, obs_mean: np.ndarray, obs_var: np.ndarray, obs_clip: float, n_actions: int
     ) -> None:
-        super().__init__()
+        super().__init__(obs_mean, obs_var, obs_clip)
         self.actor = actor
-        self.obs_dim = int(obs_mean.shape[0])
         self.n_actions = int(n_actions)
-        self.obs_clip = float(obs_clip)
-        self.register_buffer("obs_mean", torch.from_numpy(np.array(obs_mean, dtype=np.float64)))
-        self.register_buffer("obs_std", normalization_std(obs_var))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        if obs.dim() != 2 or obs.size(1) != self.obs_dim:
-            raise ValueError(f"expected observations of shape (B, {self.obs_dim}), got {list(obs.shape)}")
-        x = normalize_torch(obs, self.obs_mean, self.obs_std, self.obs_clip)
+        self.check_obs(obs)
+        x = self.normalize(obs)
         return torch.argmax(self.actor(x), dim=1)
 
 

@@ -27,8 +27,8 @@ from torch.nn import functional as F
 
 from gail_robot import core
 from gail_robot.errors import UserError
-from gail_robot.export.module import torchscript_calls
-from gail_robot.nets import AIRLRewardNet, Discriminator, NetConfig, normalization_std, normalize_torch
+from gail_robot.export.module import NormalizedObsModule, torchscript_calls
+from gail_robot.nets import AIRLRewardNet, Discriminator, NetConfig
 from gail_robot.policy_io import load_checkpoint, resolve_checkpoint, to_numpy_tree
 from gail_robot.reward_io import REWARD_FORMAT, REWARD_FORMAT_VERSION
 from gail_robot.versions import versions
@@ -37,30 +37,22 @@ from gail_robot.versions import versions
 _OUTPUT_KINDS = {"g": 0, "airl": 0, "gail": 1, "neg": 2}
 
 
-class StateReward(nn.Module):
+class StateReward(NormalizedObsModule):
     """``r(obs)``: raw observations ``(B, obs_dim)`` -> ``g(normalise(obs) [, flag 0])`` ``(B,)``."""
 
-    obs_mean: torch.Tensor
-    obs_std: torch.Tensor
-
     def __init__(self, net: nn.Module, obs_mean: np.ndarray, obs_var: np.ndarray, obs_clip: float, flag: int):
-        super().__init__()
+        super().__init__(obs_mean, obs_var, obs_clip)
         self.net = net
-        self.obs_dim = int(obs_mean.shape[0])
-        self.obs_clip = float(obs_clip)
         self.flag = int(flag)
-        self.register_buffer("obs_mean", torch.from_numpy(np.array(obs_mean, dtype=np.float64)))
-        self.register_buffer("obs_std", normalization_std(obs_var))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        if obs.dim() != 2 or obs.size(1) != self.obs_dim:
-            raise ValueError(f"expected observations of shape (B, {self.obs_dim}), got {list(obs.shape)}")
-        x = normalize_torch(obs, self.obs_mean, self.obs_std, self.obs_clip)
+        self.check_obs(obs)
+        x = self.normalize(obs)
         x = torch.cat([x, torch.zeros(x.size(0), self.flag, dtype=x.dtype)], dim=1)
         return self.net(x).squeeze(-1)
 
 
-class TransitionReward(nn.Module):
+class TransitionReward(NormalizedObsModule):
     """``r(obs, action, next_obs)`` ``(B,)`` from raw observations and env-unit actions.
 
     The network's input is ``normalise(obs)``, then the action in ``[-1, 1]`` units (clipped) or
@@ -69,8 +61,6 @@ class TransitionReward(nn.Module):
     the output goes through ``output_kind`` (0 identity, 1 softplus, 2 ``-softplus(-x)``).
     """
 
-    obs_mean: torch.Tensor
-    obs_std: torch.Tensor
     obs_columns: torch.Tensor
     action_low: torch.Tensor
     action_range: torch.Tensor
@@ -90,19 +80,15 @@ class TransitionReward(nn.Module):
         output_kind: int,
         obs_columns: np.ndarray | None = None,
     ):
-        super().__init__()
+        super().__init__(obs_mean, obs_var, obs_clip)
         self.net = net
-        self.obs_dim = int(obs_mean.shape[0])
         columns = np.arange(self.obs_dim) if obs_columns is None else np.asarray(obs_columns)
         self.register_buffer("obs_columns", torch.from_numpy(columns.astype(np.int64)))
-        self.obs_clip = float(obs_clip)
         self.n_actions = int(n_actions)
         self.use_action = bool(use_action)
         self.use_next = bool(use_next)
         self.flag = int(flag)
         self.output_kind = int(output_kind)
-        self.register_buffer("obs_mean", torch.from_numpy(np.array(obs_mean, dtype=np.float64)))
-        self.register_buffer("obs_std", normalization_std(obs_var))
         low = np.asarray(action_low, dtype=np.float32)
         self.register_buffer("action_low", torch.from_numpy(low.copy()))
         self.register_buffer("action_range", torch.from_numpy(np.asarray(action_high, np.float32) - low))
@@ -114,7 +100,7 @@ class TransitionReward(nn.Module):
                 f"{list(next_obs.shape)}"
             )
         cols = self.obs_columns
-        parts = [normalize_torch(obs, self.obs_mean, self.obs_std, self.obs_clip).index_select(1, cols)]
+        parts = [self.normalize(obs).index_select(1, cols)]
         if self.use_action:
             if self.n_actions > 0:
                 parts.append(F.one_hot(action.to(torch.int64), self.n_actions).to(torch.float32))
@@ -122,9 +108,7 @@ class TransitionReward(nn.Module):
                 a = 2.0 * (action.to(torch.float32) - self.action_low) / self.action_range - 1.0
                 parts.append(torch.clamp(a, -1.0, 1.0))
         if self.use_next:
-            parts.append(
-                normalize_torch(next_obs, self.obs_mean, self.obs_std, self.obs_clip).index_select(1, cols)
-            )
+            parts.append(self.normalize(next_obs).index_select(1, cols))
         parts.append(torch.zeros(obs.size(0), self.flag, dtype=torch.float32))
         out = self.net(torch.cat(parts, dim=1)).squeeze(-1)
         if self.output_kind == 1:
