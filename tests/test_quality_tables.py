@@ -80,10 +80,22 @@ def test_rows_left_out_by_method_still_show_their_kept_summary(tmp_path, monkeyp
 
 
 def test_a_labelled_row_sweeps_into_its_own_directory(tmp_path):
-    ppo, trpo = quality_tables.TABLES["airl"]
-    assert (ppo.directory, trpo.directory) == ("airl", "airl-trpo")
+    ppo, trpo, gp10 = quality_tables.TABLES["airl"]
+    assert (ppo.directory, trpo.directory, gp10.directory) == ("airl", "airl-trpo", "airl-gp10")
     cmd = quality_tables.sweep_command(trpo, tmp_path / "sweep", 5, 17.9)
     assert "gail.generator=trpo" in cmd and cmd[cmd.index("sweep") + 1] == "airl/Hopper-v5"
+
+
+def test_a_variant_row_sets_its_override_and_names_it():
+    """A row that differs from the shipped config by a ``--set`` says so in the table's method column."""
+    gp10 = quality_tables.TABLES["airl"][2]
+    cmd = quality_tables.sweep_command(gp10, Path("sweep"), 5, 17.9)
+    assert cmd[cmd.index("gail.grad_penalty=10") - 1] == "--set" and "gail.generator=ppo" in cmd
+    assert gp10.family == "airl"
+    assert quality_tables.method_name(gp10, {"gail.generator": "ppo"}) == "AIRL-PPO, gradient penalty 10"
+    classic = quality_tables.Row("CartPole-v1", "CartPole-v1", "gail", 1, variant="v")
+    overrides = {"gail.generator": "ppo", "gail.max_demos": "4"}
+    assert quality_tables.method_name(classic, overrides) == "GAIL-PPO, 4 demos, v"
 
 
 def test_an_arm_gail_row_starts_every_run_from_its_own_bc(tmp_path):
