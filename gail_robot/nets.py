@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -157,6 +158,34 @@ def actor_from_spec(spec: dict[str, Any]) -> nn.Module:
         known = ", ".join(sorted(ACTOR_CLASSES))
         raise UserError(f"unknown actor kind {kind!r} in the checkpoint (this version knows: {known})")
     return cls.from_spec(spec)  # type: ignore[attr-defined]
+
+
+class _GradMask:
+    """A gradient hook that zeroes the masked entries (a class, not a lambda: picklable)."""
+
+    def __init__(self, keep: torch.Tensor) -> None:
+        self.keep = keep
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        return grad * self.keep
+
+
+def mask_actor_inputs(actor: nn.Module, ignore_obs: Sequence[int] | np.ndarray) -> Any:
+    """Make ``actor`` blind to the observation dims ``ignore_obs`` (``bc.ignore_obs``), for good.
+
+    The first linear layer's weights from those dims are zeroed and a gradient hook masks their
+    gradients, so any gradient optimiser (Adam, with or without weight decay; TRPO's natural
+    gradient, whose Fisher products go through the same hook) leaves them at exactly 0. Returns the
+    hook's handle (``.remove()`` lifts the mask), or None when ``ignore_obs`` is empty.
+    """
+    if len(ignore_obs) == 0:
+        return None
+    first = next(m for m in actor.modules() if isinstance(m, nn.Linear))
+    keep = torch.ones_like(first.weight)
+    keep[:, torch.as_tensor(np.asarray(ignore_obs), dtype=torch.long)] = 0.0
+    with torch.no_grad():
+        first.weight.mul_(keep)
+    return first.weight.register_hook(_GradMask(keep))
 
 
 @register_actor

@@ -119,6 +119,31 @@ def test_init_from_bc_trains_its_own_warm_start(tmp_path, demos):
         assert message in proc.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.parametrize("gen", ["ppo", "trpo"])
+def test_a_warm_started_generator_stays_blind_to_bc_ignore_obs(tmp_path, demos, gen):
+    """BC's input selection survives GAIL's updates (both generators) and a resume: those weights stay 0."""
+    from gail_robot.policy_io import load_checkpoint
+
+    run = tmp_path / gen
+    args = ["--env", ENV, "--demos", str(demos), "--gen", gen, "--steps", "128", *TINY]
+    args += ["--set", "bc.max_epochs=3", "--set", "bc.ignore_obs=[1, 3]", "--init-from", "bc"]
+    cli("train", "--algo", "gail", *args, "--set", "run.checkpoint_interval=64", "--out", str(run))
+    # killed right after its first checkpoint, then resumed: the mask is set up again
+    cut = tmp_path / f"{gen}-cut"
+    shutil.copytree(run, cut)
+    (cut / "final.pt").unlink()
+    shutil.copy(cut / "checkpoints" / "step_0000000064.pt", cut / "checkpoints" / "latest.pt")
+    cli("train", "--resume", str(cut), "--no-progress")
+    bc = load_checkpoint(run / "init_bc" / "final.pt")
+    name = next(k for k in bc["actor"] if k.endswith("weight"))  # the first linear layer
+    before = bc["actor"][name]
+    assert before.shape[1] == 4 and not before[:, [1, 3]].any()
+    for final in (run / "final.pt", cut / "final.pt"):
+        after = load_checkpoint(final)["actor"][name]
+        assert not after[:, [1, 3]].any()  # exactly zero
+    assert not torch.equal(before[:, [0, 2]], after[:, [0, 2]])  # while the other inputs learned
+
+
 def test_train_ppo_then_eval_and_plot(tmp_path):
     run = tmp_path / "ppo"
     cli("train", "--algo", "ppo", "--env", ENV, "--steps", "128", "--out", str(run), *TINY)

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from gail_robot.algos.config import TrainConfig, ignored_obs_indices
 from gail_robot.algos.demos import (
@@ -32,7 +31,7 @@ from gail_robot.data import Transitions
 from gail_robot.envs.make import make_env, policy_actions
 from gail_robot.envs.wrappers import ObsNormalizer
 from gail_robot.errors import UserError
-from gail_robot.nets import NetConfig, OnPolicyActor, adam, make_policy_actor
+from gail_robot.nets import NetConfig, OnPolicyActor, adam, make_policy_actor, mask_actor_inputs
 from gail_robot.policy_io import PolicyBundle
 
 BC_LOSSES = ("nll", "mse")
@@ -157,15 +156,7 @@ def fit_bc(
     if loss == "mse" and actions.dtype == np.int64:
         raise ValueError("loss 'mse' needs continuous actions; Discrete actions use 'nll'")
     torch_rng = torch.Generator().manual_seed(seed)
-    hook = None
-    if ignore_obs is not None and len(ignore_obs) > 0:
-        first = next(m for m in actor.modules() if isinstance(m, nn.Linear))
-        keep = torch.ones_like(first.weight)
-        keep[:, torch.as_tensor(ignore_obs, dtype=torch.long)] = 0.0
-        with torch.no_grad():
-            first.weight.mul_(keep)
-        # Adam (and its L2 weight decay) moves a weight whose gradient is always zero by exactly 0.
-        hook = first.weight.register_hook(lambda grad: grad * keep)
+    hook = mask_actor_inputs(actor, ignore_obs) if ignore_obs is not None else None
     optimizer = adam(actor.parameters(), lr=lr, weight_decay=weight_decay)
     x, y = torch.from_numpy(obs), torch.from_numpy(actions)
     vx = torch.from_numpy(valid_obs) if valid_obs is not None else None

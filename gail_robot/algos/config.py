@@ -298,8 +298,9 @@ class BCConfig:
     """Stop after this many epochs without validation improvement."""
     ignore_obs: list[int | str] = field(default_factory=list)
     """Observation dimensions the actor does not read: indices (7) or half-open ranges ("0:14"). Their
-    first-layer weights are held at zero while BC trains (they stay in the observation and its statistics,
-    so the policy file, export and a GAIL warm start see the usual observation; GAIL may use them later).
+    first-layer weights are held at zero while BC trains, and stay zero in a run warm-started with
+    ``init_from`` (GAIL, PPO, TRPO). They stay in the observation and its statistics, so the policy file
+    and export see the usual observation.
     The arm configs drop what their scripted experts never read (README "What limits BC on ArmPush /
     ArmPickPlace")."""
     loss: Literal["nll", "mse"] = "nll"

@@ -24,7 +24,7 @@ import torch
 
 from gail_robot.algos.airl import AIRL
 from gail_robot.algos.bc import init_source
-from gail_robot.algos.config import TrainConfig
+from gail_robot.algos.config import TrainConfig, ignored_obs_indices
 from gail_robot.algos.demos import load_expert_transitions
 from gail_robot.algos.gail import GAIL, reward_kind_for
 from gail_robot.algos.ppo import PPO
@@ -37,7 +37,14 @@ from gail_robot.envs.vector import make_vector_env
 from gail_robot.envs.wrappers import ObsNormalizer, RewardScaler
 from gail_robot.errors import UserError
 from gail_robot.evaluate import evaluate_in_workers
-from gail_robot.nets import Critic, GaussianActor, NetConfig, OnPolicyActor, make_policy_actor
+from gail_robot.nets import (
+    Critic,
+    GaussianActor,
+    NetConfig,
+    OnPolicyActor,
+    make_policy_actor,
+    mask_actor_inputs,
+)
 from gail_robot.policy_io import PolicyBundle, load_checkpoint, to_numpy_tree
 from gail_robot.reward_io import LearnedReward, load_reward
 
@@ -171,6 +178,11 @@ class OnPolicyTrainer:
                 cfg.env.id,
                 cfg.policy.warm_start_min_log_std,
             )
+        if cfg.init_from:
+            # A warm start keeps BC's input selection: the actor stays blind to bc.ignore_obs
+            # (docs/DESIGN.md §8.9), or the generator's updates could re-learn the spurious inputs.
+            ignored = ignored_obs_indices(cfg.bc.ignore_obs, self.obs_dim, "bc.ignore_obs")
+            mask_actor_inputs(self.actor, ignored)
 
     # ------------------------------------------------------------------------------ checkpoint
 
