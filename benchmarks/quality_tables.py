@@ -148,6 +148,8 @@ TABLES: dict[str, list[Row]] = {
             label="airl-gp10",
             variant="gradient penalty 10",
         ),
+        # The other shipped AIRL config, against the Walker2d GAIL rows of the "walkers" table.
+        Row("Walker2d-v5", "Walker2d-v5", "airl", 2_000_000, generators=("ppo",)),
     ],
 }
 
@@ -317,7 +319,7 @@ def list_table(name: str, out: Path, seeds: int) -> int:
     for row in TABLES[name]:
         cmd = sweep_command(row, row.sweep_dir(out, name), seeds, 0.0)
         cmd[cmd.index("--random-return") + 1] = "R_RANDOM"
-        print(f"{row.task} {row.family}: {' '.join(cmd[2:])}")
+        print(f"{row.task} {row.directory}: {' '.join(cmd[2:])}")
     return 0
 
 
