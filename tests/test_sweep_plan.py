@@ -99,11 +99,11 @@ def test_run_directories_are_deterministic_safe_and_distinct() -> None:
     runs = plan_runs(args)
     assert [r.name for r in runs] == [
         "env.id=gail_robot%2FArmReach-v0,ppo.lr=1e-3/seed_0",
-        "env.id=gail_robot%2FArmReach-v0,ppo.lr=1e-3/seed_1",
         "env.id=gail_robot_ArmReach-v0,ppo.lr=1e-3/seed_0",
+        "env.id=gail_robot%2FArmReach-v0,ppo.lr=1e-3/seed_1",
         "env.id=gail_robot_ArmReach-v0,ppo.lr=1e-3/seed_1",
     ]
-    assert [r.seed for r in runs] == [0, 1, 0, 1]
+    assert [r.seed for r in runs] == [0, 0, 1, 1]  # seed-major: a cut-short sweep is balanced
     assert [r.name for r in plan_runs(sweep_args(seed_start=5))] == ["seed_5", "seed_6"]
     assert group_name({"a": "x,y=z", "b": "[1, 2]"}) != group_name({"a": "x", "b": "y=z,b=[1, 2]"})
     long = group_name({"policy.hidden_sizes": "[" + ",".join(["256"] * 60) + "]"})
@@ -238,7 +238,10 @@ def test_group_curve_interpolates_onto_the_common_range() -> None:
 def test_reports_of_a_sweep_directory(tmp_path: Path) -> None:
     args = sweep_args(seeds=2, grid={"ppo.lr": ["1e-3", "3e-4"]})
     runs = plan_runs(args)
-    for index, run in enumerate(runs[:3]):  # the last run never finished
+    assert runs[3].name == "ppo.lr=3e-4/seed_1"
+    scale = {"ppo.lr=1e-3/seed_0": 1, "ppo.lr=1e-3/seed_1": 2, "ppo.lr=3e-4/seed_0": 3}
+    for run in runs[:3]:  # the last run never finished
+        index = scale[run.name] - 1
         run_dir = tmp_path / run.name
         run_dir.mkdir(parents=True)
         rows = [

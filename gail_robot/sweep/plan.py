@@ -234,11 +234,12 @@ def grid_points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
 
 
 def plan_runs(args: SweepArgs) -> list[RunPlan]:
-    """Every run of the sweep: grid points in order, seeds ascending within each."""
+    """Every run of the sweep: seeds ascending, every grid point (in order) within each seed, so that
+    a sweep cut short compares its grid points on the same seeds (docs/DESIGN.md §9.2)."""
     runs = []
-    for point in grid_points(args.grid):
-        group = group_name(point)
-        for seed in range(args.seed_start, args.seed_start + args.seeds):
+    for seed in range(args.seed_start, args.seed_start + args.seeds):
+        for point in grid_points(args.grid):
+            group = group_name(point)
             name = f"{group}/seed_{seed}" if group else f"seed_{seed}"
             runs.append(RunPlan(name=name, seed=seed, overrides=point))
     return runs
