@@ -160,3 +160,31 @@ def test_viewer_takeover_key_hands_control_to_the_person_and_back(xdisplay: XDis
     np.testing.assert_array_equal(demo.actions[~took], demo.policy_actions[~took])
     person = demo.actions[took]
     assert (person[:, 0] > 0).sum() >= 3 and (person[:, 1:3] == 0).all()  # Up: +x only
+
+
+def test_closing_the_viewer_waits_for_its_window(xdisplay: XDisplay) -> None:
+    """``PassiveViewer.close`` returns once MuJoCo's render thread has destroyed the window: a recorder
+    that exits or frees the model right after it cannot race the thread (the SIGSEGV at exit)."""
+    script = (
+        "import gymnasium as gym, gail_robot.envs\n"
+        "from gail_robot.teleop.devices import open_viewer\n"
+        "env = gym.make('gail_robot/ArmReach-v0')\n"
+        "env.reset(seed=0)\n"
+        "viewer = open_viewer(env)\n"
+        "assert viewer.threads and all(t.is_alive() for t in viewer.threads)\n"
+        "viewer.sync()\n"
+        "viewer.close()\n"
+        "print('alive after close:', [t.is_alive() for t in viewer.threads], viewer.is_running())\n"
+        "env.close()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=xdisplay.env(MUJOCO_GL="glfw"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if "cannot open the MuJoCo viewer" in done.stderr:
+        pytest.skip("the viewer cannot open under Xvfb")
+    assert done.returncode == 0, done.stderr
+    assert "alive after close: [False] False" in done.stdout, done.stdout + done.stderr

@@ -381,7 +381,7 @@ class KeyboardDevice(_TeleopDevice):
     def __init__(self, env: gym.Env[Any, Any], speed: float = 1.0, use_viewer: bool | None = None) -> None:
         self.mapper = CommandMapper(env.action_space, cartesian_teleop(env), speed)  # type: ignore[arg-type]
         self.keys = KeyState(self.mapper)
-        self.viewer: Any = None
+        self.viewer: PassiveViewer | None = None
         self.terminal: TerminalKeys | None = None
         if use_viewer is None:
             use_viewer = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
@@ -424,7 +424,35 @@ class KeyboardDevice(_TeleopDevice):
             self.terminal.close()
 
 
-def open_viewer(env: gym.Env[Any, Any], key_callback: Callable[[int], None] | None = None) -> Any:
+class PassiveViewer:
+    """MuJoCo's passive viewer, closed for good: ``close`` waits for the viewer's thread.
+
+    ``mujoco.viewer.launch_passive`` renders on a daemon thread, and its handle's ``close`` only asks
+    that thread to stop. A process that then frees the env's model or exits while the thread still
+    destroys its GLFW window races ``glfw.terminate`` (registered with ``atexit``) and crashes with
+    SIGSEGV after everything was saved (mujoco#790). Joining the thread closes that window first.
+    """
+
+    #: seconds ``close`` waits for the window to go; the render loop checks for exit every frame
+    CLOSE_TIMEOUT_S = 10.0
+
+    def __init__(self, handle: Any, threads: list[threading.Thread]) -> None:
+        self.handle = handle
+        self.threads = threads  # empty on macOS, where mjpython renders on the main thread
+
+    def is_running(self) -> bool:
+        return bool(self.handle.is_running())
+
+    def sync(self) -> None:
+        self.handle.sync()
+
+    def close(self) -> None:
+        self.handle.close()
+        for thread in self.threads:
+            thread.join(timeout=self.CLOSE_TIMEOUT_S)
+
+
+def open_viewer(env: gym.Env[Any, Any], key_callback: Callable[[int], None] | None = None) -> PassiveViewer:
     """A passive MuJoCo viewer on the env's model and data (needs a display)."""
     try:
         import mujoco.viewer
@@ -435,8 +463,9 @@ def open_viewer(env: gym.Env[Any, Any], key_callback: Callable[[int], None] | No
     ):
         raise UserError("the MuJoCo viewer needs a display (DISPLAY is not set); record without --render")
     base: Any = env.unwrapped
+    before = set(threading.enumerate())
     try:
-        return mujoco.viewer.launch_passive(
+        handle = mujoco.viewer.launch_passive(
             base.model,
             base.data,
             key_callback=key_callback,
@@ -445,6 +474,8 @@ def open_viewer(env: gym.Env[Any, Any], key_callback: Callable[[int], None] | No
         )
     except Exception as exc:  # GLFW errors have no common base class
         raise UserError(f"cannot open the MuJoCo viewer ({exc}); unset DISPLAY to use the terminal") from None
+    # the thread launch_passive started (its handle does not expose it)
+    return PassiveViewer(handle, [t for t in threading.enumerate() if t not in before])
 
 
 class _OptionalTerminal:
@@ -500,7 +531,7 @@ class GamepadDevice(_TeleopDevice):
         self.mapper = CommandMapper(env.action_space, cartesian_teleop(env), speed)  # type: ignore[arg-type]
         self.keys = KeyState(self.mapper)
         self.extra = _OptionalTerminal(self.keys)
-        self.viewer: Any = None
+        self.viewer: PassiveViewer | None = None
 
     def reset(self, obs: Any) -> None:
         """Open the gripper."""
@@ -587,7 +618,7 @@ class SpaceMouseDevice(_TeleopDevice):
         self.keys = KeyState(self.mapper)
         self.extra = _OptionalTerminal(self.keys)
         self._buttons: list[int] = [0, 0]
-        self.viewer: Any = None
+        self.viewer: PassiveViewer | None = None
         self.clock: Callable[[], float] = time.monotonic
         self._moved_at = -float("inf")
         self._last: Any = None
@@ -669,7 +700,7 @@ class _ExpertBase:
         self.half = np.where(finite, (self.high - self.low) / 2, 1.0)
         self.noise = noise
         self.rng = np.random.default_rng(seed)
-        self.viewer: Any = open_viewer(env) if render else None
+        self.viewer: PassiveViewer | None = open_viewer(env) if render else None
 
     def noisy(self, action: np.ndarray) -> np.ndarray:
         """Add N(0, (noise * half range)^2) and clip to the bounds (a Discrete action: int64 as it is)."""
