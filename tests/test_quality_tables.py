@@ -109,3 +109,16 @@ def test_an_arm_gail_row_starts_every_run_from_its_own_bc(tmp_path):
         assert quality_tables.method_name(row, {"gail.generator": "ppo"}) == "BC + GAIL-PPO"
     bc = quality_tables.TABLES["arm"][0]
     assert bc.family == "bc" and quality_tables.method_name(bc, {}) == "BC"
+
+
+def test_a_row_on_another_shipped_config_sweeps_it():
+    """The Ant BC + GAIL row trains the shipped ``bc+gail/Ant-v5`` config, whose runs start from BC."""
+    from gail_robot.algos.config import config_from_dict, load_yaml, shipped_config_path
+
+    (row,) = [r for r in quality_tables.TABLES["walkers"] if r.task == "Ant-v5" and r.directory == "bc+gail"]
+    cmd = quality_tables.sweep_command(row, Path("sweep"), 5, -38.4)
+    assert cmd[cmd.index("sweep") + 1] == "bc+gail/Ant-v5"
+    assert cmd[cmd.index("--demos") + 1].endswith("datasets/experts/Ant-v5/demos.hdf5")
+    assert quality_tables.method_name(row, {"gail.generator": "ppo"}) == "BC + GAIL-PPO"
+    path = shipped_config_path(row.config)
+    assert path is not None and config_from_dict(load_yaml(path)).init_from == "bc"

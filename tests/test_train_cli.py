@@ -330,7 +330,7 @@ def test_shipped_configs_parse():
         "InvertedPendulum-v5",
     ):
         assert required in names
-    for path in folder.glob("*.yaml"):
+    for path in folder.rglob("*.yaml"):  # nested ones too: airl/, sac/, ppo/, bc+gail/
         cfg = config_from_dict(load_yaml(path))
         assert cfg.env.id.split("/")[-1] == path.stem, path
 
