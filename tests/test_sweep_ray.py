@@ -164,6 +164,9 @@ def test_interrupted_sweep_resumes(ray_cluster: Any, tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as a terminal delivers it: pytest started in the background of a non-interactive shell
+        # inherits SIGINT ignored, and so would the driver
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # interrupt once one run is finished and another is early on (a checkpoint, at most half-way)
     deadline = time.monotonic() + 240
