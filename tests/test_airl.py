@@ -18,6 +18,7 @@ from gail_robot.algos.config import AIRLConfig, GAILConfig
 from gail_robot.algos.rollout import RolloutBuffer
 from gail_robot.data import Transitions
 from gail_robot.envs.wrappers import ObsNormalizer
+from gail_robot.errors import UserError
 from gail_robot.nets import CategoricalActor, GaussianActor, NetConfig
 
 GAMMA = 0.9
@@ -36,11 +37,13 @@ def _expert(n: int = 8) -> Transitions:
     )
 
 
-def _airl(absorbing: bool = True, state_only: bool = True, **gail: object) -> AIRL:
+def _airl(
+    absorbing: bool = True, state_only: bool = True, entropy_weight: float = 1.0, **gail: object
+) -> AIRL:
     actor = GaussianActor(OBS, 1, NetConfig([8]))
     return AIRL(
         GAILConfig(hidden_sizes=[8], batch_size=8, **gail),  # type: ignore[arg-type]
-        AIRLConfig(state_only=state_only, absorbing=absorbing),
+        AIRLConfig(state_only=state_only, absorbing=absorbing, entropy_weight=entropy_weight),
         _expert(),
         ObsNormalizer(OBS),  # mean 0, var 1: normalisation is the identity up to 1e-8
         actor,
@@ -59,9 +62,9 @@ def _linear(net: torch.nn.Module, weights: list[float], bias: float) -> torch.nn
     return layer
 
 
-def _hand_airl(absorbing: bool) -> AIRL:
+def _hand_airl(absorbing: bool, entropy_weight: float = 1.0) -> AIRL:
     """g(s) = s0 + 2 s1 (+ 10 flag) + 0.5 and h(s) = 3 s0 - s1 (+ 4 flag): f by hand."""
-    airl = _airl(absorbing=absorbing)
+    airl = _airl(absorbing=absorbing, entropy_weight=entropy_weight)
     flag = [10.0] if absorbing else []
     airl.net.g = torch.nn.Sequential(_linear(airl.net, [1.0, 2.0, *flag], 0.5))
     airl.net.h = torch.nn.Sequential(_linear(airl.net, [3.0, -1.0, *([4.0] if absorbing else [])], 0.0))
@@ -101,6 +104,19 @@ def test_f_d_and_reward_by_hand_with_absorbing_states():
     assert len(x) == 3  # two transitions + the absorbing one
     d = math.exp(6.9) / (math.exp(6.9) + math.exp(-1.0))
     assert torch.sigmoid(logits[0]).item() == pytest.approx(d, rel=1e-5)
+
+
+def test_entropy_weight_scales_only_the_generators_log_pi_term():
+    airl = _hand_airl(absorbing=True, entropy_weight=0.1)
+    buf = _hand_buffer()
+    bootstrap = airl.relabel(buf)
+    # f as in the case above (6.9 and 7.1), minus 0.1 log pi: 6.9 + 0.1 and 7.1 - 0.05
+    np.testing.assert_allclose(buf.rewards[:, 0], [7.0, 7.05], rtol=1e-5)
+    # the absorbing state's action has log pi = 0: its value does not depend on the weight
+    assert bootstrap is not None
+    np.testing.assert_allclose(bootstrap, 101.0, rtol=1e-5)
+    with pytest.raises(UserError, match=r"airl.entropy_weight must be in \[0, 1\]"):
+        AIRLConfig(entropy_weight=1.5)
 
 
 def test_f_without_absorbing_states_drops_the_terminal_potential():
@@ -422,11 +438,12 @@ def test_airl_configs_parse_and_variants_change_only_the_dynamics():
     from gail_robot.algos.config import config_from_dict, load_yaml, shipped_config_path
     from gail_robot.envs.make import make_env
 
-    for name in ("airl/Hopper-v5", "airl/Walker2d-v5"):
+    for name in ("airl/Hopper-v5", "airl/Walker2d-v5", "airl/HalfCheetah-v5"):
         path = shipped_config_path(name)
         assert path is not None
         cfg = config_from_dict(load_yaml(path))
         assert cfg.algo == "airl" and cfg.airl.state_only and cfg.airl.absorbing and cfg.generator == "ppo"
+        assert cfg.airl.entropy_weight == (0.1 if "HalfCheetah" in name else 1.0)
     original = make_env("Hopper-v5")
     crippled = make_env("gail_robot/HopperCrippled-v0")
     assert crippled.observation_space == original.observation_space
@@ -435,6 +452,15 @@ def test_airl_configs_parse_and_variants_change_only_the_dynamics():
     np.testing.assert_array_equal(gear, [200.0, 200.0, 20.0])
     np.testing.assert_array_equal(original.unwrapped.model.actuator_gear[:, 0], [200.0, 200.0, 200.0])
     assert gym.spec("gail_robot/HopperCrippled-v0").max_episode_steps == 1000
+    # HalfCheetah with a front shin half as long: same spaces, same total mass, the foot moved up
+    cheetah, short = make_env("HalfCheetah-v5"), make_env("gail_robot/HalfCheetahShortShin-v0")
+    assert short.observation_space == cheetah.observation_space and short.action_space == cheetah.action_space
+    a, b = cheetah.unwrapped.model, short.unwrapped.model
+    shin, foot = a.geom("fshin").id, a.body("ffoot").id
+    np.testing.assert_allclose(b.geom_size[shin], a.geom_size[shin] * [1, 0.5, 1])
+    np.testing.assert_allclose(b.body_pos[foot], a.body_pos[foot] / 2)
+    assert b.body_mass.sum() == pytest.approx(a.body_mass.sum())
+    assert gym.spec("gail_robot/HalfCheetahShortShin-v0").max_episode_steps == 1000
 
 
 def test_airl_on_discrete_cartpole_is_bit_identical_in_sync_and_batched(tmp_path):

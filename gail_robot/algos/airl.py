@@ -260,7 +260,8 @@ class AIRL:
         }
 
     def relabel(self, buffer: RolloutBuffer) -> np.ndarray | None:
-        """Overwrite ``buffer.rewards`` with ``f(s, a, s') - log pi(a|s)``, in one batch.
+        """Overwrite ``buffer.rewards`` with ``f(s, a, s') - beta log pi(a|s)``, in one batch
+        (``beta = airl.entropy_weight``; 1: D's own logit).
 
         Returns:
             With absorbing states, ``(T, N)`` values ``r_abs / (1 - gamma)`` of the absorbing
@@ -269,7 +270,8 @@ class AIRL:
         t, n = buffer.rewards.shape
         x = self.inputs(GAIL.policy_transitions(buffer), buffer.log_probs.reshape(-1))
         with torch.no_grad():
-            rewards = airl_logits(self.net, x.index(torch.arange(t * n))).numpy()
+            steps = x.index(torch.arange(t * n))  # without the absorbing transitions appended
+            rewards = (airl_logits(self.net, steps) + (1.0 - self.airl.entropy_weight) * steps.log_pi).numpy()
         buffer.rewards[:] = rewards.reshape(t, n)
         if not self.airl.absorbing:
             return None

@@ -264,6 +264,18 @@ class AIRLConfig:
     absorbing: bool = True
     """DAC absorbing states for true terminations (Kostrikov et al. 2019): without them an episode's
     length biases the learned reward (the imitation library's issues #279 and #310)."""
+    entropy_weight: float = 1.0
+    """beta in the generator's reward ``f - beta log pi`` (D is unchanged): 1 is the paper's
+    maximum-entropy objective. With a Gaussian policy whose actions the env clips, ``-log pi`` grows
+    without bound as the policy's std does while the clipped actions stay the same, so on a task that
+    never terminates (HalfCheetah) the generator widens its std instead of imitating; a smaller beta
+    (the original AIRL code's ``entropy_weight``, 0.1 in its scripts) removes that (docs/DESIGN.md §8.8)."""
+
+    def __post_init__(self) -> None:
+        _check(
+            0.0 <= self.entropy_weight <= 1.0,
+            f"airl.entropy_weight must be in [0, 1], got {self.entropy_weight}",
+        )
 
 
 @dataclass

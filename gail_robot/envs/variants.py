@@ -13,6 +13,9 @@ Variants (registered by :mod:`gail_robot.envs` and declared with the original's 
 * ``gail_robot/HopperCrippled-v0``: Hopper-v5 with its foot motor's gear cut from 200 to 20: the
   ankle is nearly powerless (the "crippled joint" of the issue; cf. the paper's disabled Ant).
 * ``gail_robot/HopperHeavy-v0``: Hopper-v5 with a torso three times as dense (mass 3.53 -> 10.6 kg).
+* ``gail_robot/HalfCheetahShortShin-v0``: HalfCheetah-v5 with its front shin half as long (the front
+  foot moves up to meet it), the paper's "disabled Ant" with shortened legs in HalfCheetah's form.
+  HalfCheetah never terminates, so a learned reward's level cannot pay for falling or for standing.
 """
 
 from __future__ import annotations
@@ -57,12 +60,27 @@ def _heavy_torso(root: ET.Element) -> None:
     _find(root, "geom", name="torso_geom").set("density", "3000")
 
 
+def _short_front_shin(root: ET.Element) -> None:
+    # The shin capsule runs from the knee to the foot's joint at (.13, -.18): halve it and move the foot
+    # up to its new end. settotalmass keeps the body's total mass at 14 kg.
+    shin = _find(root, "geom", name="fshin")
+    shin.set("size", "0.046 .053")
+    shin.set("pos", ".0325 0 -.045")
+    _find(root, "body", name="ffoot").set("pos", ".065 0 -.09")
+
+
 VARIANTS: dict[str, Variant] = {
     "gail_robot/HopperCrippled-v0": Variant(
         "Hopper-v5", "hopper.xml", _cripple_foot, "Hopper-v5, foot motor gear 200 -> 20 (crippled ankle)"
     ),
     "gail_robot/HopperHeavy-v0": Variant(
         "Hopper-v5", "hopper.xml", _heavy_torso, "Hopper-v5, torso density x3 (10.6 kg instead of 3.5)"
+    ),
+    "gail_robot/HalfCheetahShortShin-v0": Variant(
+        "HalfCheetah-v5",
+        "half_cheetah.xml",
+        _short_front_shin,
+        "HalfCheetah-v5, front shin half as long (0.22 -> 0.11 m from knee to foot joint)",
     ),
 }
 
