@@ -236,6 +236,17 @@ def test_train_trpo_and_bc_warm_start_gail_trpo(tmp_path, demos):
         weights = "mean_net.0.weight"
         torch.testing.assert_close(actor.state_dict()[weights], bc_ckpt["actor"][weights])
 
+    # a run of a task starts a run on a variant of it (same spaces, envs/variants.py), nothing else
+    from gail_robot.errors import UserError
+    from gail_robot.policy_io import save_checkpoint
+
+    hopper = save_checkpoint(tmp_path / "as_hopper.pt", {**bc_ckpt, "env_id": "Hopper-v5"})
+    actor = GaussianActor.from_spec(bc_ckpt["actor_spec"])
+    load_init_actor(str(hopper), actor, ObsNormalizer(actor.obs_dim), "gail_robot/HopperHeavy-v0")
+    torch.testing.assert_close(actor.state_dict()[weights], bc_ckpt["actor"][weights])
+    with pytest.raises(UserError, match="was trained on 'Hopper-v5', not 'Walker2d-v5'"):
+        load_init_actor(str(hopper), actor, ObsNormalizer(actor.obs_dim), "Walker2d-v5")
+
 
 def _flat_state(ckpt: dict) -> torch.Tensor:
     parts = [v.reshape(-1).float() for v in ckpt["actor"].values()]

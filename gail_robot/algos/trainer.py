@@ -33,6 +33,7 @@ from gail_robot.algos.run import Run, reset_seed
 from gail_robot.algos.trpo import TRPO
 from gail_robot.envs.make import make_env, policy_actions
 from gail_robot.envs.ray_vector import RayVectorEnv, WorkersUnavailable
+from gail_robot.envs.variants import original_of
 from gail_robot.envs.vector import make_vector_env
 from gail_robot.envs.wrappers import ObsNormalizer, RewardScaler
 from gail_robot.errors import UserError
@@ -57,7 +58,8 @@ def load_init_actor(
     ``min_log_std`` (when given) floors the copied per-dimension log std of a Gaussian actor.
     """
     data = load_checkpoint(path)
-    if data["env_id"] != env_id:
+    # A variant keeps its original's spaces (envs/variants.py): a policy of one starts the other.
+    if original_of(data["env_id"]) != original_of(env_id):
         raise UserError(f"--init-from {path} was trained on '{data['env_id']}', not '{env_id}'")
     spec = data["actor_spec"]
     if spec != actor.spec():
