@@ -15,6 +15,10 @@ Steps, each through the real command line (every command is printed before it ru
    the shipped expert; runs ``airl_on_variant_sac`` and ``variant_expert_sac``, table ``results_sac``):
    PPO with the Hopper settings does not learn to hop on a changed body from its own reward in 1M steps,
    which leaves the ratio without a trustworthy reference;
+   ``--warm-start`` starts both from the AIRL policy trained on the task (``--init-from``, with the
+   warm-start settings of docs/DESIGN.md §8.11; runs ``*_warm``, table ``results_warm``): a reward
+   learned from a BC-started AIRL run is only informative near the expert's behaviour, and from a
+   random policy PPO on it found running backwards first (HalfCheetah);
 6. ``gail-robot eval RUN --env VARIANT --episodes 10 --json`` of every policy on the variant (the GAIL
    and AIRL policies as trained, i.e. run directly on the variant, the re-optimised AIRL reward, the
    variant's expert, the shipped expert of the original task), all scored by the original task's
@@ -63,6 +67,15 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("airl", "reward", "gail", "airl_on_variant", "variant_expert", "eval")
+# --warm-start: the settings that keep a warm-started PPO run from undoing its start (docs/DESIGN.md §8.11)
+WARM_START = [
+    "--set",
+    "ppo.lr=1e-4",
+    "--set",
+    "run.critic_warmup_rounds=5",
+    "--set",
+    "policy.warm_start_min_log_std=-2.0",
+]
 
 
 def gail_robot(*args: str, capture: bool = False) -> str:
@@ -155,6 +168,14 @@ def main() -> None:
         "(sac: the task's sac/ expert config; runs in airl_on_variant_sac, variant_expert_sac)",
     )
     parser.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="the two variant runs start from the AIRL policy trained on the task (--init-from, with the "
+        "warm-start settings of docs/DESIGN.md §8.11; PPO only; runs in airl_on_variant_warm, "
+        "variant_expert_warm, table results_warm): the reward is then judged where it was learned, "
+        "near the expert's behaviour, and both runs share the start",
+    )
+    parser.add_argument(
         "--pick",
         choices=("last", "best-eval"),
         default="last",
@@ -172,6 +193,8 @@ def main() -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="for every new run"
     )
     args = parser.parse_args()
+    if args.warm_start and args.learner != "ppo":
+        parser.error("--warm-start is for --learner ppo")
     if args.quick:
         args.steps, args.episodes = 20_000, 2
         if args.out == "runs/airl_transfer":
@@ -188,7 +211,7 @@ def main() -> None:
         return Path(sweep).resolve() / f"seed_{seed}" if sweep else default
 
     # PPO runs the task's GAIL config with --algo ppo; SAC its expert config (the shipped expert's recipe)
-    suffix = "_sac" if args.learner == "sac" else ""
+    suffix = ("_sac" if args.learner == "sac" else "") + ("_warm" if args.warm_start else "")
     learner = ["--algo", "ppo"] if args.learner == "ppo" else []
     task_config = task if args.learner == "ppo" else f"sac/{task}"
     plan = {
@@ -203,6 +226,7 @@ def main() -> None:
     for seed, runs in plan.items():
         reward = out / f"seed_{seed}" / "reward.pt"
         common = ["--seed", str(seed), *extra]
+        warm = [*WARM_START, "--init-from", str(runs["airl"])] if args.warm_start else []
         if "airl" in stages and not args.airl_sweep:
             train(runs["airl"], args.steps, [f"airl/{task}", "--demos", args.demos, *common])
         if "reward" in stages or (args.report and checkpoint_of(runs["airl"]) and not reward.is_file()):
@@ -218,16 +242,20 @@ def main() -> None:
             train(
                 runs["airl_on_variant"],
                 args.steps,
-                [task_config, *learner, "--env", variant, "--reward", str(reward), *common],
+                [task_config, *learner, "--env", variant, "--reward", str(reward), *warm, *common],
             )
         if "variant_expert" in stages:
-            train(runs["variant_expert"], args.steps, [task_config, *learner, "--env", variant, *common])
+            expert_args = [task_config, *learner, "--env", variant, *warm, *common]
+            train(runs["variant_expert"], args.steps, expert_args)
     if "eval" not in stages and not args.report:
         return
 
+    start = ", from the AIRL policy" if args.warm_start else ""
     what = {
-        "variant_expert": f"{args.learner.upper()} on {variant}'s true reward",
-        "airl_on_variant": f"{args.learner.upper()} on {variant} with the AIRL reward g(s) learned on {task}",
+        "variant_expert": f"{args.learner.upper()} on {variant}'s true reward{start}",
+        "airl_on_variant": (
+            f"{args.learner.upper()} on {variant} with the AIRL reward g(s) learned on {task}{start}"
+        ),
         "gail": f"GAIL-PPO policy trained on {task}, run on {variant}",
         "airl": f"AIRL-PPO policy trained on {task}, run on {variant}",
     }

@@ -73,7 +73,10 @@ def farthest_from_demos(obs_mean: np.ndarray, demo_obs: np.ndarray) -> tuple[int
 
 
 def demo_profile(
-    reward: Any, episodes: list[tuple[np.ndarray, np.ndarray, np.ndarray]], start_steps: int = 10
+    reward: Any,
+    episodes: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    start_steps: int = 10,
+    can_terminate: bool = True,
 ) -> dict[str, Any]:
     """The learned reward on demo transitions: the first ``start_steps`` of each episode, the rest.
 
@@ -94,7 +97,10 @@ def demo_profile(
         "start_mean": float(start_all.mean()),
         "later_mean": float(later_all.mean()) if later_all.size else None,
         "absorbing_reward": None if r_abs is None else float(r_abs),
-        "falling_pays_at_start": None if r_abs is None else bool(start_all.mean() < r_abs),
+        # only where an episode can end: on a task that never terminates no one reaches s_abs
+        "falling_pays_at_start": None
+        if r_abs is None or not can_terminate
+        else bool(start_all.mean() < r_abs),
     }
 
 
@@ -151,6 +157,9 @@ def main() -> None:
             raise SystemExit(f"--policy wants NAME=PATH, got {item!r}")
         policies[name] = path
     results: dict[str, list[dict[str, Any]]] = {}
+    # Gymnasium's walkers that end on a fall say so (HalfCheetah and Swimmer, which never terminate, have
+    # no such flag); for other envs, whether any probed episode terminated
+    terminate_flag = getattr(gym.make(args.env).unwrapped, "_terminate_when_unhealthy", None)
     for name, path in policies.items():
         policy = load_policy(path)
         env = gym.make(args.env)
@@ -179,7 +188,9 @@ def main() -> None:
     profile = None
     if args.demos:
         demo_episodes = read_demo_episodes(args.demos)
-        profile = demo_profile(reward, demo_episodes)
+        terminated = any(e["terminated"] for episodes in results.values() for e in episodes)
+        can_terminate = bool(terminate_flag) if terminate_flag is not None else terminated
+        profile = demo_profile(reward, demo_episodes, can_terminate=can_terminate)
         demo_obs = np.concatenate([e[0] for e in demo_episodes])
         for name, episodes in results.items():
             dim, z = farthest_from_demos(np.mean([e["obs_mean"] for e in episodes], axis=0), demo_obs)

@@ -76,6 +76,9 @@ def test_demo_profile_by_hand() -> None:
         absorbing_reward = 4.0  # above the start's mean 3: falling at once pays
 
     assert reward_probe.demo_profile(Low(), demos, start_steps=2)["falling_pays_at_start"] is True
+    # a task that never terminates (HalfCheetah): no one reaches the absorbing state, nothing to say
+    never = reward_probe.demo_profile(Low(), demos, start_steps=2, can_terminate=False)
+    assert never["falling_pays_at_start"] is None and never["start_mean"] == pytest.approx(3.0)
 
 
 def test_farthest_from_demos_by_hand() -> None:
