@@ -80,7 +80,7 @@ def test_rows_left_out_by_method_still_show_their_kept_summary(tmp_path, monkeyp
 
 
 def test_a_labelled_row_sweeps_into_its_own_directory(tmp_path):
-    ppo, trpo, gp10, _ = quality_tables.TABLES["airl"]
+    ppo, trpo, gp10, *_ = quality_tables.TABLES["airl"]
     assert (ppo.directory, trpo.directory, gp10.directory) == ("airl", "airl-trpo", "airl-gp10")
     cmd = quality_tables.sweep_command(trpo, tmp_path / "sweep", 5, 17.9)
     assert "gail.generator=trpo" in cmd and cmd[cmd.index("sweep") + 1] == "airl/Hopper-v5"
