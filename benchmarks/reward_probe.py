@@ -159,7 +159,9 @@ def main() -> None:
     results: dict[str, list[dict[str, Any]]] = {}
     # Gymnasium's walkers that end on a fall say so (HalfCheetah and Swimmer, which never terminate, have
     # no such flag); for other envs, whether any probed episode terminated
-    terminate_flag = getattr(gym.make(args.env).unwrapped, "_terminate_when_unhealthy", None)
+    probe_env = gym.make(args.env)
+    terminate_flag = getattr(probe_env.unwrapped, "_terminate_when_unhealthy", None)
+    probe_env.close()
     for name, path in policies.items():
         policy = load_policy(path)
         env = gym.make(args.env)
