@@ -127,6 +127,24 @@ def test_a_rerun_must_describe_the_same_sweep_but_may_add_seeds(tmp_path: Path) 
             check_compatible(stored, new, tmp_path)
 
 
+def test_a_config_whose_comments_changed_continues_its_sweep(tmp_path: Path) -> None:
+    original = tmp_path / "a.yaml"
+    original.write_text("algo: ppo  # the generator\nppo:\n  lr: 3.0e-4\n  epochs: 10\n")
+    stored = sweep_args(config_path=original).to_json()
+    edited = tmp_path / "b.yaml"
+    edited.write_text("# measured: 0.99\nppo:\n  epochs: 10\n  lr: 3.0e-4   # halved once\nalgo: ppo\n")
+    check_compatible(stored, sweep_args(config_path=edited).to_json(), tmp_path)
+    changed = tmp_path / "c.yaml"
+    changed.write_text("algo: ppo\nppo:\n  lr: 1.0e-4\n  epochs: 10\n")
+    with pytest.raises(UserError, match="other contents"):
+        check_compatible(stored, sweep_args(config_path=changed).to_json(), tmp_path)
+    # a sweep.json from before the content hash: the file's bytes decide
+    older = {k: v for k, v in stored.items() if k != "config_content_sha256"}
+    check_compatible(older, sweep_args(config_path=original).to_json(), tmp_path)
+    with pytest.raises(UserError, match="other contents"):
+        check_compatible(older, sweep_args(config_path=edited).to_json(), tmp_path)
+
+
 def test_cpus_per_run_follow_the_vectorization() -> None:
     def config(vectorization: str, num_envs: int = 8, num_workers: int = 0, algo: str = "ppo") -> Any:
         env = SimpleNamespace(

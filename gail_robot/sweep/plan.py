@@ -112,6 +112,15 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def config_content_sha256(text: str) -> str:
+    """The hash of a YAML config's parsed contents: comments, key order and layout do not count, so a
+    shipped config whose comments were edited still continues its sweeps (docs/DESIGN.md §9.2)."""
+    import yaml
+
+    canonical = json.dumps(yaml.safe_load(text), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 @dataclass
 class SweepArgs:
     """The arguments that define a sweep (``sweep.json``); the reference returns are not among them.
@@ -147,6 +156,7 @@ class SweepArgs:
             "config": self.config,
             "config_path": str(self.config_path),
             "config_sha256": file_sha256(self.config_path),
+            "config_content_sha256": config_content_sha256(self.config_text),
             "steps": self.steps,
             "seeds": self.seeds,
             "seed_start": self.seed_start,
@@ -171,7 +181,9 @@ def check_compatible(stored: dict[str, Any], new: dict[str, Any], sweep_dir: Pat
             "or the original arguments (only --seeds may grow)"
         )
 
-    if stored["config_sha256"] != new["config_sha256"]:
+    # a sweep.json written before the content hash existed compares the file's bytes
+    key = "config_content_sha256" if "config_content_sha256" in stored else "config_sha256"
+    if stored[key] != new[key]:
         raise differs("config", f"{stored['config']} (other contents)", new["config"])
     for key, flag in (("steps", "--steps"), ("seed_start", "--seed-start"), ("demos", "--demos")):
         if stored[key] != new[key]:
