@@ -122,3 +122,31 @@ def test_a_row_on_another_shipped_config_sweeps_it():
     assert quality_tables.method_name(row, {"gail.generator": "ppo"}) == "BC + GAIL-PPO"
     path = shipped_config_path(row.config)
     assert path is not None and config_from_dict(load_yaml(path)).init_from == "bc"
+
+
+def test_demos_the_repository_does_not_ship_are_recorded_once_from_its_expert(tmp_path, monkeypatch):
+    import dataclasses
+    import shutil
+
+    import h5py
+
+    quality = load_benchmark("quality")
+    monkeypatch.setitem(quality.TASKS, "Hopper-v5", dataclasses.replace(quality.TASKS["Hopper-v5"], demos=2))
+    monkeypatch.setattr(quality_tables, "REPO", tmp_path)
+    expert = tmp_path / "datasets" / "experts" / "Hopper-v5"
+    expert.mkdir(parents=True)
+    shipped = quality_tables.RESULTS.parents[1] / "datasets" / "experts" / "Hopper-v5" / "policy.pt"
+    shutil.copyfile(shipped, expert / "policy.pt")
+    (expert / "demos.partial.hdf5").write_bytes(b"an interrupted recording")  # must not be appended to
+    row = quality_tables.TABLES["hopper"][0]
+
+    quality_tables.ensure_demos(row)
+    demos = expert / "demos.hdf5"
+    with h5py.File(demos, "r") as f:
+        assert len(f["data"]) == 2 and all(f["data"][k].attrs["success"] for k in f["data"])
+    assert not (expert / "demos.partial.hdf5").exists()
+    stamp = demos.stat().st_mtime_ns
+    quality_tables.ensure_demos(row)  # present: left as it is
+    assert demos.stat().st_mtime_ns == stamp
+    cmd = quality_tables.sweep_command(row, tmp_path / "sweep", 5, 0.0)
+    assert cmd[cmd.index("--demos") + 1] == str(demos)
