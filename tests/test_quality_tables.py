@@ -124,6 +124,22 @@ def test_a_row_on_another_shipped_config_sweeps_it():
     assert path is not None and config_from_dict(load_yaml(path)).init_from == "bc"
 
 
+def test_the_humanoid_from_scratch_row_starts_from_a_random_policy():
+    """The stretch row trains ``scratch/Humanoid-v5``: no BC start, the from-scratch PPO step."""
+    from gail_robot.algos.config import config_from_dict, load_yaml, shipped_config_path
+
+    (row,) = [r for r in quality_tables.TABLES["humanoid"] if r.directory == "gail-scratch"]
+    assert row.family == "gail"  # --methods gail-ppo runs it; bc+gail-* the BC-started rows
+    cmd = quality_tables.sweep_command(row, Path("sweep"), 5, 111.4)
+    assert cmd[cmd.index("sweep") + 1] == "scratch/Humanoid-v5"
+    assert "init_from=bc" not in cmd and "run.eval_interval=100000" in cmd
+    assert quality_tables.method_name(row, {"gail.generator": "ppo"}) == "GAIL-PPO, from scratch"
+    path = shipped_config_path(row.config)
+    assert path is not None
+    config = config_from_dict(load_yaml(path))
+    assert config.init_from is None and config.ppo.lr == 3e-4 and config.env.id == "Humanoid-v5"
+
+
 def test_demos_the_repository_does_not_ship_are_recorded_once_from_its_expert(tmp_path, monkeypatch):
     import dataclasses
     import shutil
