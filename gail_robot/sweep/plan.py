@@ -112,12 +112,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def config_content_sha256(text: str) -> str:
+def config_content_sha256(path: Path) -> str:
     """The hash of a YAML config's parsed contents: comments, key order and layout do not count, so a
     shipped config whose comments were edited still continues its sweeps (docs/DESIGN.md §9.2)."""
-    import yaml
+    from gail_robot.algos.config import load_yaml  # its one-line errors for a file that does not parse
 
-    canonical = json.dumps(yaml.safe_load(text), sort_keys=True, separators=(",", ":"), default=str)
+    canonical = json.dumps(load_yaml(path), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -156,7 +156,7 @@ class SweepArgs:
             "config": self.config,
             "config_path": str(self.config_path),
             "config_sha256": file_sha256(self.config_path),
-            "config_content_sha256": config_content_sha256(self.config_text),
+            "config_content_sha256": config_content_sha256(self.config_path),
             "steps": self.steps,
             "seeds": self.seeds,
             "seed_start": self.seed_start,
