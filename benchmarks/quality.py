@@ -496,7 +496,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--tasks", nargs="+", default=None, choices=sorted(TASKS))
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=None,
+        metavar="TASK",
+        help=f"tasks to run (default Hopper-v5; with --table: its rows' tasks): {', '.join(sorted(TASKS))}",
+    )
     parser.add_argument(
         "--table",
         choices=["hopper", "walkers", "arm", "humanoid", "classic", "airl"],
@@ -539,14 +545,22 @@ def main() -> None:
     args = parser.parse_args()
     if args.table:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from quality_tables import list_table, main_table
+        from quality_tables import TABLES, list_table, main_table
 
+        table_tasks = {row.task for row in TABLES[args.table]}
+        unknown = sorted(set(args.tasks or ()) - table_tasks)
+        if unknown:
+            known = ", ".join(sorted(table_tasks))
+            parser.error(f"the {args.table} table has no task {', '.join(unknown)}: {known}")
         out = Path(args.out if args.out != "runs/quality" else "runs/quality-tables")
-        if args.list:  # what the table would run, without running it
-            sys.exit(list_table(args.table, out, args.seeds))
         families = sorted({m.split("-")[0] for m in args.methods}) if args.methods else None
+        if args.list:  # what the table would run, without running it
+            sys.exit(list_table(args.table, out, args.seeds, args.tasks, families))
         sys.exit(main_table(args.table, out, args.seeds, args.tasks, collect=args.collect, methods=families))
     args.tasks = args.tasks or ["Hopper-v5"]
+    unknown = sorted(set(args.tasks) - set(TASKS))
+    if unknown:
+        parser.error(f"unknown task {', '.join(unknown)}: {', '.join(sorted(TASKS))}")
     if args.list:
         for name, spec in TASKS.items():
             expert = " ".join(spec.expert_train) if spec.expert_train else "scripted"

@@ -376,9 +376,14 @@ def plot_intervals(entries: list[tuple[Row, dict[str, Any]]], path: Path) -> Non
     plt.close(fig)
 
 
-def list_table(name: str, out: Path, seeds: int) -> int:
-    """Print each row of table ``name`` and the sweep command it runs (the random return: measured then)."""
+def list_table(
+    name: str, out: Path, seeds: int, only: list[str] | None = None, methods: list[str] | None = None
+) -> int:
+    """Print the rows of table ``name`` that ``main_table`` would run with the same ``only`` / ``methods``,
+    and the sweep command of each (the random return: measured then)."""
     for row in TABLES[name]:
+        if (only and row.task not in only) or (methods and row.family not in methods):
+            continue
         cmd = sweep_command(row, row.sweep_dir(out, name), seeds, 0.0)
         cmd[cmd.index("--random-return") + 1] = "R_RANDOM"
         print(f"{row.task} {row.directory}: {' '.join(cmd[2:])}")

@@ -166,3 +166,24 @@ def test_demos_the_repository_does_not_ship_are_recorded_once_from_its_expert(tm
     assert demos.stat().st_mtime_ns == stamp
     cmd = quality_tables.sweep_command(row, tmp_path / "sweep", 5, 0.0)
     assert cmd[cmd.index("--demos") + 1] == str(demos)
+
+
+def test_a_table_runs_any_of_its_own_tasks_and_names_them_for_another():
+    """``--tasks`` takes the table's tasks (the classic ones too), and a task it lacks is one usage line."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+
+    listed = run("--table", "classic", "--tasks", "MountainCar-v0", "--list")
+    assert listed.returncode == 0, listed.stderr
+    assert "MountainCar-v0 gail:" in listed.stdout and "CartPole-v1" not in listed.stdout
+    only_gail = run("--table", "classic", "--tasks", "MountainCar-v0", "--methods", "gail-ppo", "--list")
+    assert "MountainCar-v0 gail:" in only_gail.stdout and "MountainCar-v0 bc:" not in only_gail.stdout
+    wrong = run("--table", "classic", "--tasks", "Hopper-v5", "--list")
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert "the classic table has no task Hopper-v5: Acrobot-v1, CartPole-v1, MountainCar-v0" in wrong.stderr
+    assert run("--tasks", "CartPole-v1", "--list").returncode == 2  # the single-seed runner's tasks only
