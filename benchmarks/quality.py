@@ -508,6 +508,12 @@ def main() -> None:
         choices=["hopper", "walkers", "arm", "humanoid", "classic", "airl"],
         help="build a README table over --seeds seeds with gail-robot sweep (benchmarks/quality_tables.py)",
     )
+    parser.add_argument(
+        "--overview",
+        action="store_true",
+        help="every table row against its target, from the committed summaries "
+        "(benchmarks/results/overview.md); run nothing",
+    )
     parser.add_argument("--seeds", type=int, default=5, help="seeds per row of a --table (default 5)")
     parser.add_argument(
         "--collect",
@@ -543,6 +549,11 @@ def main() -> None:
     parser.add_argument("--nice", type=int, default=0, help="run the commands under nice -n N")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args()
+    if args.overview:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from quality_targets import main_overview
+
+        sys.exit(main_overview())
     if args.table:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from quality_tables import TABLES, list_table, main_table
