@@ -190,6 +190,8 @@ TABLES: dict[str, list[Row]] = {
 #: The files of a finished run that the table needs (final evaluation, what was run); its curve, the
 #: evaluation rows of ``metrics.jsonl``, is archived beside them.
 ARCHIVED_FILES = ("eval.json", "config.yaml")
+#: What ``gail-robot sweep`` writes beside its runs when it reports (the summary, its table, the curves).
+REPORT_FILES = ("summary.json", "summary.md", "curves.png")
 
 
 def archive_runs(sweep_dir: Path, archive: Path) -> int:
@@ -207,8 +209,10 @@ def archive_runs(sweep_dir: Path, archive: Path) -> int:
             kept = [r for r in rows if r.strip() and json.loads(r).get("eval_return") is not None]
             (dest / "metrics.jsonl").write_text("".join(r + "\n" for r in kept))
         count += 1
-    if count and (sweep_dir / "sweep.json").is_file():
-        shutil.copyfile(sweep_dir / "sweep.json", archive / "sweep.json")
+    if count:  # the sweep's own files: its arguments, and its report so that the archive's is not stale
+        for name in ("sweep.json", *REPORT_FILES):
+            if (sweep_dir / name).is_file():
+                shutil.copyfile(sweep_dir / name, archive / name)
     return count
 
 

@@ -29,8 +29,12 @@ def test_archive_keeps_the_evaluation_rows_and_restore_puts_them_back(tmp_path):
     _finished_run(sweep / "gail.generator=ppo" / "seed_0")
     (sweep / "gail.generator=ppo" / "seed_1").mkdir(parents=True)  # unfinished: no eval.json
     (sweep / "sweep.json").write_text("{}")
+    (sweep / "summary.json").write_text('{"groups": []}')  # the sweep's fresh report
     archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / "summary.json").write_text("stale")  # an older report of the same row
     assert quality_tables.archive_runs(sweep, archive) == 1
+    assert (archive / "summary.json").read_text() == '{"groups": []}'  # never left stale beside new runs
     kept = archive / "gail.generator=ppo" / "seed_0"
     assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "eval.json", "metrics.jsonl"]
     rows = [json.loads(r) for r in (kept / "metrics.jsonl").read_text().splitlines()]
