@@ -107,17 +107,9 @@ TABLES: dict[str, list[Row]] = {
         *_walker("HalfCheetah-v5", 2_000_000),
         *_walker("Ant-v5", 2_000_000),
         # GAIL from its own BC start with the warm-start settings (from scratch GAIL-PPO reached 0.66-0.74
-        # in 2M steps on seed 0, BC alone 0.93 over 5 seeds); init_from=bc is also in the config.
-        Row(
-            "Ant-v5",
-            "Ant-v5",
-            "gail",
-            2_000_000,
-            BC_START,
-            generators=("ppo",),
-            label="bc+gail",
-            shipped="bc+gail/Ant-v5",
-        ),
+        # in 2M steps on seed 0, BC alone 0.93 over 5 seeds); init_from=bc is also in the config. Both
+        # generators, as the issue asks of every walker (the settings are Humanoid's, where both held 1.00).
+        Row("Ant-v5", "Ant-v5", "gail", 2_000_000, BC_START, label="bc+gail", shipped="bc+gail/Ant-v5"),
     ],
     # BC and the best GAIL variant, BC + GAIL-PPO: every run warm-starts from its own BC (init_from=bc;
     # from scratch GAIL-PPO reached success 0.1 on ArmPush in 1M steps, from BC 0.7-0.9).
