@@ -304,14 +304,20 @@ def method_name(row: Row, overrides: dict[str, str]) -> str:
     return f"{name}, {row.variant}" if row.variant else name
 
 
-def success_text(success: list[float]) -> str:
-    """A row's success rates over seeds: IQM and its 95 % CI, as the normalised score's."""
+def success_estimate(success: list[float]) -> tuple[float, float, float] | None:
+    """A row's success rates over seeds: IQM and its 95 % CI (low, high), as the normalised score's."""
     if not success:
-        return "—"
+        return None
     from gail_robot.sweep.stats import interval_estimate
 
     estimate = interval_estimate(success, "iqm")
-    return f"{estimate.point:.2f} [{estimate.low:.2f}, {estimate.high:.2f}]"
+    return estimate.point, estimate.low, estimate.high
+
+
+def success_text(success: list[float]) -> str:
+    """:func:`success_estimate` as a table cell."""
+    estimate = success_estimate(success)
+    return "—" if estimate is None else f"{estimate[0]:.2f} [{estimate[1]:.2f}, {estimate[2]:.2f}]"
 
 
 def table_markdown(entries: list[tuple[Row, dict[str, Any]]]) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quality_tables import RESULTS, TABLES, Row, method_name
+from quality_tables import RESULTS, TABLES, Row, method_name, success_estimate
 
 #: Seeds every row is run with (``--seeds`` default of the tables).
 SEEDS = 5
@@ -73,17 +73,10 @@ def grid_points(row: Row) -> list[dict[str, str]]:
 
 
 def _success(summary: dict[str, Any], overrides: dict[str, str]) -> tuple[float, float, float] | None:
-    rates = [
-        r["success_rate"]
-        for r in summary.get("runs", [])
-        if r["overrides"] == overrides and r.get("success_rate") is not None
-    ]
-    if not rates:
-        return None
-    from gail_robot.sweep.stats import interval_estimate
-
-    estimate = interval_estimate(rates, "iqm")
-    return estimate.point, estimate.low, estimate.high
+    runs = summary.get("runs", [])
+    return success_estimate(
+        [r["success_rate"] for r in runs if r["overrides"] == overrides and r.get("success_rate") is not None]
+    )
 
 
 def overview_rows(results: Path = RESULTS) -> list[dict[str, Any]]:
@@ -108,7 +101,6 @@ def overview_rows(results: Path = RESULTS) -> list[dict[str, Any]]:
                     "method": method_name(row, overrides),
                     "n": group["n"],
                     "target": str(goal) if goal else None,
-                    "summary": str(path.relative_to(results.parent.parent)) if path.is_file() else None,
                 }
                 if group["n"]:
                     entry.update(iqm=group["iqm"], ci_low=group["ci_low"], ci_high=group["ci_high"])
