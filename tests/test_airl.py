@@ -38,12 +38,21 @@ def _expert(n: int = 8) -> Transitions:
 
 
 def _airl(
-    absorbing: bool = True, state_only: bool = True, entropy_weight: float = 1.0, **gail: object
+    absorbing: bool = True,
+    state_only: bool = True,
+    entropy_weight: float = 1.0,
+    absorbing_log_pi: str = "zero",
+    **gail: object,
 ) -> AIRL:
     actor = GaussianActor(OBS, 1, NetConfig([8]))
     return AIRL(
         GAILConfig(hidden_sizes=[8], batch_size=8, **gail),  # type: ignore[arg-type]
-        AIRLConfig(state_only=state_only, absorbing=absorbing, entropy_weight=entropy_weight),
+        AIRLConfig(
+            state_only=state_only,
+            absorbing=absorbing,
+            entropy_weight=entropy_weight,
+            absorbing_log_pi=absorbing_log_pi,
+        ),
         _expert(),
         ObsNormalizer(OBS),  # mean 0, var 1: normalisation is the identity up to 1e-8
         actor,
@@ -62,9 +71,9 @@ def _linear(net: torch.nn.Module, weights: list[float], bias: float) -> torch.nn
     return layer
 
 
-def _hand_airl(absorbing: bool, entropy_weight: float = 1.0) -> AIRL:
+def _hand_airl(absorbing: bool, entropy_weight: float = 1.0, absorbing_log_pi: str = "zero") -> AIRL:
     """g(s) = s0 + 2 s1 (+ 10 flag) + 0.5 and h(s) = 3 s0 - s1 (+ 4 flag): f by hand."""
-    airl = _airl(absorbing=absorbing, entropy_weight=entropy_weight)
+    airl = _airl(absorbing=absorbing, entropy_weight=entropy_weight, absorbing_log_pi=absorbing_log_pi)
     flag = [10.0] if absorbing else []
     airl.net.g = torch.nn.Sequential(_linear(airl.net, [1.0, 2.0, *flag], 0.5))
     airl.net.h = torch.nn.Sequential(_linear(airl.net, [3.0, -1.0, *([4.0] if absorbing else [])], 0.0))
@@ -117,6 +126,34 @@ def test_entropy_weight_scales_only_the_generators_log_pi_term():
     np.testing.assert_allclose(bootstrap, 101.0, rtol=1e-5)
     with pytest.raises(UserError, match=r"airl.entropy_weight must be in \[0, 1\]"):
         AIRLConfig(entropy_weight=1.5)
+
+
+@pytest.mark.parametrize("entropy_weight", [1.0, 0.1])
+def test_absorbing_log_pi_policy_mean_puts_the_rounds_mean_log_pi_on_the_absorbing_action(entropy_weight):
+    airl = _hand_airl(absorbing=True, entropy_weight=entropy_weight, absorbing_log_pi="policy_mean")
+    buf = _hand_buffer()  # log pi -1 and 0.5: mean -0.25
+    bootstrap = airl.relabel(buf)
+    # the living steps are paid as with log pi_abs = 0 (f 6.9 and 7.1, minus beta log pi)
+    np.testing.assert_allclose(
+        buf.rewards[:, 0], [6.9 + entropy_weight, 7.1 - 0.5 * entropy_weight], rtol=1e-5
+    )
+    # the absorbing state: f = 10.1 as above, generator reward f - beta * (-0.25)
+    assert airl.absorbing_log_pi == pytest.approx(-0.25)
+    assert airl.absorbing_reward() == pytest.approx(10.1 + 0.25 * entropy_weight, rel=1e-5)
+    assert bootstrap is not None
+    np.testing.assert_allclose(bootstrap, (10.1 + 0.25 * entropy_weight) / 0.1, rtol=1e-5)
+    # D's logit on the absorbing transition is f - log pi_abs = 10.35, whatever beta
+    x = airl.inputs(
+        Transitions(
+            buf.obs_raw[:, 0], np.zeros((2, 1), np.float32), buf.next_obs_raw[:, 0], buf.terminated[:, 0]
+        ),
+        buf.log_probs[:, 0],
+    )
+    with torch.no_grad():
+        logits = airl_logits(airl.net, x)
+    assert logits[2].item() == pytest.approx(10.35, rel=1e-5)
+    with pytest.raises(UserError, match=r"airl\.absorbing_log_pi must be zero or policy_mean"):
+        AIRLConfig(absorbing_log_pi="one")
 
 
 def test_f_without_absorbing_states_drops_the_terminal_potential():

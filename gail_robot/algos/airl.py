@@ -17,7 +17,9 @@ the discriminator side; the trainer owns the PPO or TRPO generator (docs/DESIGN.
 2. True terminations lead to an absorbing state (DAC, Kostrikov et al. 2019): ``h`` of a terminated
    transition's successor is ``h(s_abs)``, and one absorbing transition ``(s_abs, -, s_abs)`` per
    termination enters D's data with ``log pi = 0`` (the absorbing state has one action, taken with
-   probability 1). Its reward ``f(s_abs) = g(s_abs) + (gamma - 1) h(s_abs)`` bootstraps terminated
+   probability 1), or with the round's mean ``log pi`` (``airl.absorbing_log_pi: policy_mean``: a
+   Gaussian's density has no level comparable to "probability 1"). Its generator reward
+   ``f(s_abs) - beta log pi_abs``, ``f(s_abs) = g(s_abs) + (gamma - 1) h(s_abs)``, bootstraps terminated
    steps as ``r_abs / (1 - gamma)``, so the episode's length carries no bias. Without absorbing
    states a terminated successor's potential is dropped (``h(s') = 0``).
 
@@ -132,6 +134,8 @@ class AIRL:
         self.optimizer = adam(self.net.parameters(), lr=config.lr)
         #: recent rounds: (transitions, their log pi at collection)
         self.replay: deque[tuple[Transitions, np.ndarray]] = deque(maxlen=config.replay_rounds)
+        #: log pi of the absorbing state's action (airl.absorbing_log_pi), set from each round
+        self.absorbing_log_pi = 0.0
 
     # ----------------------------------------------------------------------------- inputs
 
@@ -182,16 +186,20 @@ class AIRL:
         return out
 
     def absorbing_inputs(self, count: int, weight: float = 1.0) -> AIRLInputs:
-        """``count`` transitions ``(s_abs, -, s_abs)``; ``log pi = 0``: the only action, probability 1."""
+        """``count`` transitions ``(s_abs, -, s_abs)`` with ``log pi = self.absorbing_log_pi``."""
         h_abs = torch.from_numpy(self._absorbing(count, self.h_dim))
         return AIRLInputs(
             torch.from_numpy(self._absorbing(count, self.g_dim)),
             h_abs,
             h_abs.clone(),
             torch.ones(count),
-            torch.zeros(count),
+            torch.full((count,), float(self.absorbing_log_pi)),
             torch.full((count,), float(weight)),
         )
+
+    def _set_absorbing_log_pi(self, buffer: RolloutBuffer) -> None:
+        if self.airl.absorbing_log_pi == "policy_mean":
+            self.absorbing_log_pi = float(buffer.log_probs.mean())
 
     def expert_log_pi(self) -> np.ndarray:
         """``log pi(a|s)`` ``(M,)`` of the expert pairs under the current policy."""
@@ -232,6 +240,7 @@ class AIRL:
     def update(self, buffer: RolloutBuffer) -> dict[str, float]:
         """Train D on the expert vs. this rollout (+ replayed recent rollouts)."""
         cfg = self.config
+        self._set_absorbing_log_pi(buffer)
         self.replay.append((GAIL.policy_transitions(buffer), buffer.log_probs.reshape(-1).copy()))
         policy = AIRLInputs.concat([self.inputs(t, lp) for t, lp in self.replay])
         expert = self._expert_inputs()
@@ -268,6 +277,7 @@ class AIRL:
             successor for :meth:`RolloutBuffer.compute_advantages`; otherwise None.
         """
         t, n = buffer.rewards.shape
+        self._set_absorbing_log_pi(buffer)
         x = self.inputs(GAIL.policy_transitions(buffer), buffer.log_probs.reshape(-1))
         with torch.no_grad():
             steps = x.index(torch.arange(t * n))  # without the absorbing transitions appended
@@ -280,9 +290,10 @@ class AIRL:
         return np.full((t, n), value, dtype=np.float32)
 
     def absorbing_reward(self) -> float:
-        """The generator's reward in the absorbing state: ``f(s_abs, -, s_abs) - 0``."""
+        """The generator's reward in the absorbing state: ``f(s_abs, -, s_abs) - beta log pi_abs``."""
         with torch.no_grad():
-            return float(airl_logits(self.net, self.absorbing_inputs(1))[0])
+            logit = float(airl_logits(self.net, self.absorbing_inputs(1))[0])
+        return logit + (1.0 - self.airl.entropy_weight) * self.absorbing_log_pi
 
     # ----------------------------------------------------------------------------- state
 

@@ -271,10 +271,23 @@ class AIRLConfig:
     never terminates (HalfCheetah) the generator widens its std instead of imitating; a smaller beta
     (the original AIRL code's ``entropy_weight``, 0.1 in its scripts) removes that (docs/DESIGN.md §8.8)."""
 
+    absorbing_log_pi: str = "zero"
+    """``log pi`` of the absorbing state's one action in D's logit ``f - log pi``. ``zero``: probability
+    1 (DAC's convention for a discrete placeholder). ``policy_mean``: the mean ``log pi`` of the round's
+    policy samples. A Gaussian's ``log pi`` is a density whose level depends on the policy's std (and
+    the action units), so with ``zero`` the absorbing state's logit sits ``mean log pi`` away from the
+    living steps' before D has seen a single termination: a narrow policy (BC's, ``log pi`` +3 per step
+    on Walker2d) is paid to fall, a wide one (``log pi`` -6) to survive. ``policy_mean`` starts it level
+    with a typical living step and leaves the ranking to what D learns (docs/DESIGN.md §8.8)."""
+
     def __post_init__(self) -> None:
         _check(
             0.0 <= self.entropy_weight <= 1.0,
             f"airl.entropy_weight must be in [0, 1], got {self.entropy_weight}",
+        )
+        _check(
+            self.absorbing_log_pi in ("zero", "policy_mean"),
+            f"airl.absorbing_log_pi must be zero or policy_mean, got {self.absorbing_log_pi!r}",
         )
 
 
