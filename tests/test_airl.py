@@ -13,7 +13,7 @@ import torch
 from cli_runner import one_line_error, run_cli
 from test_train_cli import ENV, TINY, record_demos
 
-from gail_robot.algos.airl import AIRL, airl_logits
+from gail_robot.algos.airl import AIRL, AIRLInputs, airl_logits
 from gail_robot.algos.config import AIRLConfig, GAILConfig
 from gail_robot.algos.rollout import RolloutBuffer
 from gail_robot.data import Transitions
@@ -177,6 +177,30 @@ def test_absorbing_transitions_and_their_weights():
         x.next_h_in[:8][~terminated, -1] == 0
     )
     torch.testing.assert_close(x.weights, torch.tensor([1.0] * 8 + [0.25] * 2))
+
+
+@pytest.mark.parametrize("include", [True, False])
+def test_grad_penalty_leaves_out_pairs_into_the_absorbing_state_when_asked(include):
+    airl = _airl(absorbing=True, grad_penalty=1.0)
+    airl.airl.absorbing_grad_penalty = include
+    expert = airl._expert_inputs()  # 8 pairs (3 and 7 terminate), then 2 absorbing transitions
+    policy = airl.inputs(airl.expert, np.zeros(8, np.float32))
+    seen: list[AIRLInputs] = []
+    penalty = airl._grad_penalty
+
+    def record(e: AIRLInputs, p: AIRLInputs) -> torch.Tensor:
+        seen.extend([e, p])
+        return penalty(e, p)
+
+    airl._grad_penalty = record  # type: ignore[method-assign]
+    airl.loss(expert, policy)
+    e, p = seen
+    if include:
+        assert len(e) == 10 and torch.equal(e.next_h_in, expert.next_h_in)
+    else:  # the pairs 0-2 and 4-6: none has the absorbing state as s' (nor is one)
+        assert len(e) == len(p) == 6
+        assert torch.all(e.next_h_in[:, -1] == 0) and torch.all(p.next_h_in[:, -1] == 0)
+        torch.testing.assert_close(e.g_in, expert.g_in[[0, 1, 2, 4, 5, 6]])
 
 
 def test_expert_log_pi_is_the_current_policy_and_policy_log_pi_the_collected_one():

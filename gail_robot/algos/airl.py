@@ -226,16 +226,27 @@ class AIRL:
         )
         if cfg.grad_penalty > 0:
             n = min(len(expert), len(policy))
-            alpha = torch.rand((n, 1), generator=self.torch_rng)
-            mixed = [
-                (alpha * getattr(expert, k)[:n] + (1 - alpha) * getattr(policy, k)[:n]).requires_grad_(True)
-                for k in ("g_in", "h_in", "next_h_in")
-            ]
-            f = self.net(*mixed, torch.ones(n))
-            grads = torch.autograd.grad(f.sum(), mixed, create_graph=True)
-            norm = torch.sqrt(sum((g * g).sum(dim=1) for g in grads))  # type: ignore[arg-type]
-            loss.total = loss.total + cfg.grad_penalty * ((norm - 1.0) ** 2).mean()
+            expert, policy = expert.index(torch.arange(n)), policy.index(torch.arange(n))
+            if self.airl.absorbing and not self.airl.absorbing_grad_penalty:
+                # pairs into the absorbing state stay out: it is not on a path between states
+                living = torch.nonzero((expert.next_h_in[:, -1] == 0) & (policy.next_h_in[:, -1] == 0))[:, 0]
+                expert, policy, n = expert.index(living), policy.index(living), len(living)
+            if n:
+                loss.total = loss.total + cfg.grad_penalty * self._grad_penalty(expert, policy)
         return loss
+
+    def _grad_penalty(self, expert: AIRLInputs, policy: AIRLInputs) -> torch.Tensor:
+        """``mean (|grad f| - 1)^2`` at random interpolates of paired expert and policy inputs."""
+        n = len(expert)
+        alpha = torch.rand((n, 1), generator=self.torch_rng)
+        mixed = [
+            (alpha * getattr(expert, k) + (1 - alpha) * getattr(policy, k)).requires_grad_(True)
+            for k in ("g_in", "h_in", "next_h_in")
+        ]
+        f = self.net(*mixed, torch.ones(n))
+        grads = torch.autograd.grad(f.sum(), mixed, create_graph=True)
+        norm = torch.sqrt(sum((g * g).sum(dim=1) for g in grads))  # type: ignore[arg-type]
+        return ((norm - 1.0) ** 2).mean()
 
     def update(self, buffer: RolloutBuffer) -> dict[str, float]:
         """Train D on the expert vs. this rollout (+ replayed recent rollouts)."""

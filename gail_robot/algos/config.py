@@ -280,6 +280,14 @@ class AIRLConfig:
     on Walker2d) is paid to fall, a wide one (``log pi`` -6) to survive. ``policy_mean`` starts it level
     with a typical living step and leaves the ranking to what D learns (docs/DESIGN.md §8.8)."""
 
+    absorbing_grad_penalty: bool = True
+    """Whether the gradient penalty's interpolates include pairs whose ``s'`` is the absorbing state.
+    The absorbing state (zeros, flag 1) is not a point of the state space, yet it sits at the centre of
+    the normalised states, next to the expert's: a penalty on the path from an expert pair to it ties
+    ``f(s_abs)`` to the expert's ``f``, and D cannot make falling policy-like however often it sees
+    a fall (from BC on Walker2d: D at 1.00 / 0.98 accuracy, the absorbing logit stuck near 0 while
+    the policy's living steps sat at -5.7). ``false`` leaves those pairs out (docs/DESIGN.md §8.8)."""
+
     def __post_init__(self) -> None:
         _check(
             0.0 <= self.entropy_weight <= 1.0,
