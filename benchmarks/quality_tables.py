@@ -170,8 +170,8 @@ TABLES: dict[str, list[Row]] = {
             label="airl-gp10",
             variant="gradient penalty 10",
         ),
-        # The other shipped AIRL config, against the Walker2d rows of the "walkers" table; from BC (init_from in
-        # the config): from a random policy it did not learn to walk in 2M steps.
+        # The other shipped AIRL config, against the Walker2d rows of the "walkers" table; from BC
+        # (init_from in the config): from a random policy it did not learn to walk in 2M steps.
         Row("Walker2d-v5", "Walker2d-v5", "airl", 1_000_000, generators=("ppo",), variant="from BC"),
         # The transfer experiment's task: airl/HalfCheetah-v5 starts from its own BC (init_from in the
         # config; from a random policy AIRL did not learn to run there) and holds ~6000 from 100k on.
