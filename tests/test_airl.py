@@ -523,6 +523,15 @@ def test_airl_configs_parse_and_variants_change_only_the_dynamics():
     np.testing.assert_allclose(b.body_pos[foot], a.body_pos[foot] / 2)
     assert b.body_mass.sum() == pytest.approx(a.body_mass.sum())
     assert gym.spec("gail_robot/HalfCheetahShortShin-v0").max_episode_steps == 1000
+    # Walker2d with a crippled right ankle: only that motor's gear changes (100 -> 10), same spaces
+    walker, crippled_walker = make_env("Walker2d-v5"), make_env("gail_robot/Walker2dCrippled-v0")
+    assert crippled_walker.observation_space == walker.observation_space
+    assert crippled_walker.action_space == walker.action_space
+    np.testing.assert_array_equal(
+        crippled_walker.unwrapped.model.actuator_gear[:, 0], [100, 100, 10, 100, 100, 100]
+    )
+    np.testing.assert_array_equal(walker.unwrapped.model.actuator_gear[:, 0], [100.0] * 6)
+    assert gym.spec("gail_robot/Walker2dCrippled-v0").max_episode_steps == 1000
 
 
 def test_airl_on_discrete_cartpole_is_bit_identical_in_sync_and_batched(tmp_path):

@@ -16,6 +16,9 @@ Variants (registered by :mod:`gail_robot.envs` and declared with the original's 
 * ``gail_robot/HalfCheetahShortShin-v0``: HalfCheetah-v5 with its front shin half as long (the front
   foot moves up to meet it), the paper's "disabled Ant" with shortened legs in HalfCheetah's form.
   HalfCheetah never terminates, so a learned reward's level cannot pay for falling or for standing.
+* ``gail_robot/Walker2dCrippled-v0``: Walker2d-v5 with its right ankle's gear cut tenfold (100 -> 10),
+  the Hopper variant's crippled joint on a biped that keeps a working leg. The shipped Walker2d
+  expert falls on it after ~140 steps (328 +- 12 over 5 episodes, 4253 on Walker2d-v5).
 """
 
 from __future__ import annotations
@@ -69,6 +72,10 @@ def _short_front_shin(root: ET.Element) -> None:
     _find(root, "body", name="ffoot").set("pos", ".065 0 -.09")
 
 
+def _cripple_walker_right_foot(root: ET.Element) -> None:
+    _find(root, "motor", joint="foot_joint").set("gear", "10")
+
+
 VARIANTS: dict[str, Variant] = {
     "gail_robot/HopperCrippled-v0": Variant(
         "Hopper-v5", "hopper.xml", _cripple_foot, "Hopper-v5, foot motor gear 200 -> 20 (crippled ankle)"
@@ -81,6 +88,12 @@ VARIANTS: dict[str, Variant] = {
         "half_cheetah.xml",
         _short_front_shin,
         "HalfCheetah-v5, front shin half as long (0.22 -> 0.11 m from knee to foot joint)",
+    ),
+    "gail_robot/Walker2dCrippled-v0": Variant(
+        "Walker2d-v5",
+        "walker2d_v5.xml",
+        _cripple_walker_right_foot,
+        "Walker2d-v5, right ankle gear 100 -> 10",
     ),
 }
 
