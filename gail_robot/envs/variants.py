@@ -27,6 +27,7 @@ import os
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -54,8 +55,9 @@ def _find(root: ET.Element, tag: str, **attrs: str) -> ET.Element:
     raise ValueError(f"no <{tag} {attrs}> in the model")
 
 
-def _cripple_foot(root: ET.Element) -> None:
-    _find(root, "motor", joint="foot_joint").set("gear", "20.0")
+def _cripple_foot(root: ET.Element, gear: str) -> None:
+    # "foot_joint" is Hopper's only ankle and Walker2d's right one
+    _find(root, "motor", joint="foot_joint").set("gear", gear)
 
 
 def _heavy_torso(root: ET.Element) -> None:
@@ -72,13 +74,12 @@ def _short_front_shin(root: ET.Element) -> None:
     _find(root, "body", name="ffoot").set("pos", ".065 0 -.09")
 
 
-def _cripple_walker_right_foot(root: ET.Element) -> None:
-    _find(root, "motor", joint="foot_joint").set("gear", "10")
-
-
 VARIANTS: dict[str, Variant] = {
     "gail_robot/HopperCrippled-v0": Variant(
-        "Hopper-v5", "hopper.xml", _cripple_foot, "Hopper-v5, foot motor gear 200 -> 20 (crippled ankle)"
+        "Hopper-v5",
+        "hopper.xml",
+        partial(_cripple_foot, gear="20.0"),
+        "Hopper-v5, foot motor gear 200 -> 20 (crippled ankle)",
     ),
     "gail_robot/HopperHeavy-v0": Variant(
         "Hopper-v5", "hopper.xml", _heavy_torso, "Hopper-v5, torso density x3 (10.6 kg instead of 3.5)"
@@ -92,7 +93,7 @@ VARIANTS: dict[str, Variant] = {
     "gail_robot/Walker2dCrippled-v0": Variant(
         "Walker2d-v5",
         "walker2d_v5.xml",
-        _cripple_walker_right_foot,
+        partial(_cripple_foot, gear="10"),
         "Walker2d-v5, right ankle gear 100 -> 10",
     ),
 }
