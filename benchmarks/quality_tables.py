@@ -170,6 +170,19 @@ TABLES: dict[str, list[Row]] = {
             label="airl-gp10",
             variant="gradient penalty 10",
         ),
+        # Walker2d's absorbing settings (the absorbing action's log pi at the policy's mean, the absorbing
+        # pairs out of the gradient penalty; docs/DESIGN.md §8.8) on Hopper, whose AIRL policies fall in
+        # 2-4 of 10 final episodes: does the same cause cost Hopper its falls?
+        Row(
+            "Hopper-v5",
+            "Hopper-v5",
+            "airl",
+            1_000_000,
+            sets=("airl.absorbing_log_pi=policy_mean", "airl.absorbing_grad_penalty=false"),
+            generators=("ppo",),
+            label="airl-abs",
+            variant="Walker2d's absorbing settings",
+        ),
         # The other shipped AIRL config, against the Walker2d rows of the "walkers" table; from BC
         # (init_from in the config): from a random policy it did not learn to walk in 2M steps.
         Row("Walker2d-v5", "Walker2d-v5", "airl", 1_000_000, generators=("ppo",), variant="from BC"),
