@@ -176,6 +176,14 @@ def main() -> None:
         "near the expert's behaviour, and both runs share the start",
     )
     parser.add_argument(
+        "--absorbing",
+        choices=("learned", "demo-min"),
+        default="learned",
+        help="the exported reward's absorbing-state value (export-reward --absorbing): demo-min pays a fall "
+        "no more than the demos' lowest step (reward_demo-min.pt, run airl_on_variant*_demo-min, table "
+        "results*_demo-min)",
+    )
+    parser.add_argument(
         "--pick",
         choices=("last", "best-eval"),
         default="last",
@@ -212,19 +220,21 @@ def main() -> None:
 
     # PPO runs the task's GAIL config with --algo ppo; SAC its expert config (the shipped expert's recipe)
     suffix = ("_sac" if args.learner == "sac" else "") + ("_warm" if args.warm_start else "")
+    # only the re-optimisation depends on the reward file's absorbing value; the reference runs are shared
+    rule = "" if args.absorbing == "learned" else f"_{args.absorbing}"
     learner = ["--algo", "ppo"] if args.learner == "ppo" else []
     task_config = task if args.learner == "ppo" else f"sac/{task}"
     plan = {
         seed: {
             "airl": from_sweep(args.airl_sweep, seed, out / f"seed_{seed}" / "airl"),
             "gail": from_sweep(args.gail_sweep, seed, out / f"seed_{seed}" / "gail"),
-            "airl_on_variant": out / f"seed_{seed}" / f"airl_on_variant{suffix}",
+            "airl_on_variant": out / f"seed_{seed}" / f"airl_on_variant{suffix}{rule}",
             "variant_expert": out / f"seed_{seed}" / f"variant_expert{suffix}",
         }
         for seed in args.seeds
     }
     for seed, runs in plan.items():
-        reward = out / f"seed_{seed}" / "reward.pt"
+        reward = out / f"seed_{seed}" / f"reward{rule}.pt"
         common = ["--seed", str(seed), *extra]
         warm = [*WARM_START, "--init-from", str(runs["airl"])] if args.warm_start else []
         if "airl" in stages and not args.airl_sweep:
@@ -233,7 +243,7 @@ def main() -> None:
             source = checkpoint_of(runs["airl"])
             if source is None:
                 raise SystemExit(f"no AIRL run in {runs['airl']} yet: run the 'airl' stage first")
-            gail_robot("export-reward", str(source), "--out", str(reward))
+            gail_robot("export-reward", str(source), "--out", str(reward), "--absorbing", args.absorbing)
         if "gail" in stages and not args.gail_sweep:
             train(runs["gail"], args.steps, [task, "--demos", args.demos, *common])
         if "airl_on_variant" in stages:
@@ -255,6 +265,7 @@ def main() -> None:
         "variant_expert": f"{args.learner.upper()} on {variant}'s true reward{start}",
         "airl_on_variant": (
             f"{args.learner.upper()} on {variant} with the AIRL reward g(s) learned on {task}{start}"
+            + (", falls paid the demos' lowest reward" if rule else "")
         ),
         "gail": f"GAIL-PPO policy trained on {task}, run on {variant}",
         "airl": f"AIRL-PPO policy trained on {task}, run on {variant}",
@@ -283,7 +294,7 @@ def main() -> None:
         result = evaluate(Path(args.expert), variant, args.episodes)
         per_seed.append({"method": "original_expert", "seed": None, **result})
     rows = summarise(per_seed, what)
-    name = "results" + suffix + ("_best_eval" if args.pick == "best-eval" else "")
+    name = "results" + suffix + rule + ("_best_eval" if args.pick == "best-eval" else "")
     (out / f"{name}.json").write_text(
         json.dumps(
             {

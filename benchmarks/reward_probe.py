@@ -104,24 +104,6 @@ def demo_profile(
     }
 
 
-def read_demo_episodes(path: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(obs, actions, next_obs) of every demo of an HDF5 demo file (state observations)."""
-    from gail_robot.data import DemoDataset
-
-    ds = DemoDataset(path)
-    episodes = []
-    try:
-        for d in ds:
-            actions = np.asarray(d.actions)  # Discrete indices stay integers
-            if actions.dtype.kind not in "iu":
-                actions = actions.astype(np.float32)
-            obs = np.asarray(d.obs["state"], np.float32)
-            episodes.append((obs, actions, np.asarray(d.next_obs["state"], np.float32)))
-    finally:
-        ds.close()
-    return episodes
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -147,7 +129,7 @@ def main() -> None:
 
     import gail_robot.envs  # noqa: F401  (registers the gail_robot/ envs)
     from gail_robot.policy_io import load_policy
-    from gail_robot.reward_io import load_reward
+    from gail_robot.reward_io import demo_transitions, load_reward
 
     reward = load_reward(args.reward)
     policies: dict[str, str] = {}
@@ -189,7 +171,7 @@ def main() -> None:
         )
     profile = None
     if args.demos:
-        demo_episodes = read_demo_episodes(args.demos)
+        demo_episodes = demo_transitions(args.demos)
         terminated = any(e["terminated"] for episodes in results.values() for e in episodes)
         can_terminate = bool(terminate_flag) if terminate_flag is not None else terminated
         profile = demo_profile(reward, demo_episodes, can_terminate=can_terminate)

@@ -99,6 +99,28 @@ class LearnedReward:
         return out.numpy().astype(np.float32)
 
 
+def demo_transitions(path: str | Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(obs, actions, next_obs)`` of every episode of a demo file, as a reward file takes them.
+
+    State observations ``float32``; continuous actions ``float32`` in env units, ``Discrete`` indices
+    as integers. A missing or unreadable file: one line (:class:`UserError`).
+    """
+    from gail_robot.data import DemoDataset
+
+    ds = DemoDataset(path)
+    episodes = []
+    try:
+        for demo in ds:
+            actions = np.asarray(demo.actions)
+            if actions.dtype.kind not in "iu":
+                actions = actions.astype(np.float32)
+            obs = np.asarray(demo.obs["state"], np.float32)
+            episodes.append((obs, actions, np.asarray(demo.next_obs["state"], np.float32)))
+    finally:
+        ds.close()
+    return episodes
+
+
 def load_reward(path: str | Path) -> LearnedReward:
     """Load a reward file.
 

@@ -338,7 +338,7 @@ def test_export_reward_and_train_on_it(tmp_path, demos):
     """The exported g(s) is the run's g on normalised observations; ppo trains on it; bad input: one line."""
     from gail_robot.nets import AIRLRewardNet, Discriminator, normalization_std, normalize_torch
     from gail_robot.policy_io import load_checkpoint
-    from gail_robot.reward_io import load_reward
+    from gail_robot.reward_io import demo_transitions, load_reward
 
     run = tmp_path / "airl"
     common = ["--env", ENV, "--demos", str(demos), "--steps", "128", *TINY, "--set", "run.eval_episodes=0"]
@@ -360,6 +360,18 @@ def test_export_reward_and_train_on_it(tmp_path, demos):
         absorbing = float(net.reward(torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0]]))[0])
     np.testing.assert_allclose(reward(obs, np.zeros((6, 1)), obs), expected, rtol=1e-6)
     assert reward.absorbing_reward == pytest.approx(absorbing)
+    assert reward.meta["absorbing_rule"] == "learned"
+
+    # --absorbing demo-min: the lowest reward the file itself pays on any demo transition; the learned
+    # value is kept beside it
+    low_file = tmp_path / "reward_low.pt"
+    cli("export-reward", str(run), "--out", str(low_file), "--absorbing", "demo-min")
+    low = load_reward(low_file)
+    lowest = min(float(reward(o, a, n).min()) for o, a, n in demo_transitions(demos))
+    assert low.absorbing_reward == pytest.approx(lowest, abs=1e-6)
+    assert low.meta["absorbing_reward_learned"] == pytest.approx(absorbing)
+    assert low.meta["absorbing_rule"] == "demo-min" and low.meta["absorbing_demos"] == str(demos)
+    np.testing.assert_array_equal(low(obs, np.zeros((6, 1)), obs), reward(obs, np.zeros((6, 1)), obs))
 
     ppo = tmp_path / "ppo"
     cli(
@@ -399,8 +411,21 @@ def test_export_reward_and_train_on_it(tmp_path, demos):
         g_expected = torch.nn.functional.softplus(disc(gx)).squeeze(-1).numpy()
     np.testing.assert_allclose(gail_reward(obs, action, obs + 1.0), g_expected, rtol=1e-5, atol=1e-7)
 
+    no_abs = tmp_path / "airl_no_abs"
+    cli("train", "--algo", "airl", *common, "--set", "airl.absorbing=false", "--out", str(no_abs))
     errors = [
         (["export-reward", str(ppo), "--out", str(tmp_path / "x.pt")], "only airl and gail runs"),
+        (
+            ["export-reward", str(no_abs), "--out", str(tmp_path / "x.pt"), "--absorbing", "demo-min"],
+            "has no absorbing state",
+        ),
+        (
+            [
+                *("export-reward", str(run), "--out", str(tmp_path / "x.pt")),
+                *("--absorbing", "demo-min", "--demos", str(tmp_path / "missing.hdf5")),
+            ],
+            "missing.hdf5: no such file",
+        ),
         (
             [
                 "train",

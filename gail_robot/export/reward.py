@@ -30,7 +30,7 @@ from gail_robot.errors import UserError
 from gail_robot.export.module import NormalizedObsModule, torchscript_calls
 from gail_robot.nets import AIRLRewardNet, Discriminator, NetConfig
 from gail_robot.policy_io import load_checkpoint, resolve_checkpoint, to_numpy_tree
-from gail_robot.reward_io import REWARD_FORMAT, REWARD_FORMAT_VERSION
+from gail_robot.reward_io import REWARD_FORMAT, REWARD_FORMAT_VERSION, LearnedReward, demo_transitions
 from gail_robot.versions import versions
 
 #: how the network's output becomes the reward (``gail.reward`` kinds; ``g`` is AIRL's g as it is)
@@ -241,14 +241,63 @@ def build_reward(data: dict[str, Any], source: str) -> tuple[nn.Module, dict[str
     return module.eval(), meta
 
 
-def export_reward(source: str | Path, out: str | Path) -> dict[str, Any]:
+#: what ``absorbing_reward`` in ``meta.json`` is (``export-reward --absorbing``; docs/DESIGN.md §5.2)
+ABSORBING_RULES = ("learned", "demo-min")
+
+
+def demo_min_reward(module: nn.Module, meta: dict[str, Any], demos: str | Path) -> float:
+    """The lowest reward ``module`` pays on any transition of the demo file ``demos``.
+
+    Raises:
+        UserError: the demos' observations are not the reward's width.
+    """
+    reward = LearnedReward(module, meta, Path(str(meta["source"])))
+    lowest = np.inf
+    for obs, actions, next_obs in demo_transitions(demos):
+        if obs.shape[1] != meta["obs_dim"]:
+            raise UserError(
+                f"{demos} has {obs.shape[1]}-dim observations; the reward takes {meta['obs_dim']}"
+            )
+        lowest = min(lowest, float(reward(obs, actions, next_obs).min()))
+    if not np.isfinite(lowest):
+        raise UserError(f"{demos} has no transitions")
+    return lowest
+
+
+def export_reward(
+    source: str | Path, out: str | Path, absorbing: str = "learned", demos: str | Path | None = None
+) -> dict[str, Any]:
     """Write the reward file of run/checkpoint ``source`` to ``out``; returns its meta.
 
-    The scripted module is compared with the eager one on a probe batch before it is written.
+    ``absorbing`` says what ``meta["absorbing_reward"]`` is: ``learned``, the reward network's value
+    at the absorbing state, or ``demo-min``, the lowest reward of any transition of ``demos`` (default:
+    the run's own ``gail.demos``), so that a learner on the file is never paid to fall more than the
+    expert is paid anywhere (docs/DESIGN.md §5.2); the learned value is kept as
+    ``absorbing_reward_learned``. The scripted module is compared with the eager one on a probe batch
+    before it is written.
+
+    Raises:
+        UserError: not an AIRL/GAIL run; ``demo-min`` for a run without absorbing states or without
+            a demo file.
     """
+    if absorbing not in ABSORBING_RULES:
+        raise UserError(f"--absorbing must be one of {', '.join(ABSORBING_RULES)}, not {absorbing!r}")
     file = resolve_checkpoint(source)
     data = load_checkpoint(file)
     module, meta = build_reward(data, str(source))
+    meta["absorbing_rule"] = absorbing
+    if absorbing == "demo-min":
+        if meta["absorbing_reward"] is None:
+            raise UserError(
+                f"{source} has no absorbing state (airl.absorbing / gail.absorbing off): "
+                "--absorbing demo-min does not apply"
+            )
+        demos = demos or (data.get("config") or {}).get("gail", {}).get("demos")
+        if not demos:
+            raise UserError(f"{source} names no demo file: give --demos FILE for --absorbing demo-min")
+        meta["absorbing_reward_learned"] = meta["absorbing_reward"]
+        meta["absorbing_reward"] = demo_min_reward(module, meta, demos)
+        meta["absorbing_demos"] = str(demos)
     with torchscript_calls():
         scripted = torch.jit.script(module)
     probe = torch.randn(64, meta["obs_dim"], generator=torch.Generator().manual_seed(0))
