@@ -363,27 +363,38 @@ def table_markdown(entries: list[tuple[Row, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def plot_intervals(entries: list[tuple[Row, dict[str, Any]]], path: Path) -> None:
-    """IQM with its 95 % CI per task and method (rliable's interval-estimate plot)."""
+def interval_rows(
+    entries: list[tuple[Row, dict[str, Any]]], seeds: int
+) -> list[tuple[str, float, float, float, bool]]:
+    """(label, IQM, CI low, CI high, partial) per task and method with a finished seed. A row with fewer than
+    ``seeds`` finished seeds is partial and its label says how many: its interval is not final."""
+    out = []
+    for row, summary in entries:
+        for group in summary.get("groups", []):
+            if not group["n"]:
+                continue
+            label = f"{row.task} {method_name(row, group['overrides'])}"
+            partial = group["n"] < seeds
+            if partial:
+                label += f" ({group['n']} of {seeds} seeds)"
+            out.append((label, group["iqm"], group["ci_low"], group["ci_high"], partial))
+    return out
+
+
+def plot_intervals(entries: list[tuple[Row, dict[str, Any]]], path: Path, seeds: int) -> None:
+    """IQM with its 95 % CI per task and method (rliable's interval-estimate plot); partial rows in grey."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels, iqm, low, high = [], [], [], []
-    for row, summary in entries:
-        for group in summary.get("groups", []):
-            if not group["n"]:
-                continue
-            labels.append(f"{row.task} {method_name(row, group['overrides'])}")
-            iqm.append(group["iqm"])
-            low.append(group["ci_low"])
-            high.append(group["ci_high"])
+    rows = interval_rows(entries, seeds)
+    labels = [r[0] for r in rows]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(labels) + 1.2))
     y = list(range(len(labels)))[::-1]
-    for yi, m, lo, hi in zip(y, iqm, low, high, strict=True):
-        ax.plot([lo, hi], [yi, yi], lw=6, alpha=0.4, color="C0")
-        ax.plot([m], [yi], "|", ms=14, color="k")
+    for yi, (_, m, lo, hi, part) in zip(y, rows, strict=True):
+        ax.plot([lo, hi], [yi, yi], lw=6, alpha=0.4, color="0.6" if part else "C0")
+        ax.plot([m], [yi], "|", ms=14, color="0.4" if part else "k")
     ax.axvline(0.9, ls="--", color="gray", lw=1)
     ax.set_yticks(y, labels)
     ax.set_xlabel("normalised score: IQM and 95 % stratified-bootstrap CI over seeds")
@@ -466,7 +477,7 @@ def main_table(
     if entries:
         table = table_markdown(entries)
         (results_dir / "table.md").write_text(table + "\n")
-        plot_intervals(entries, results_dir / f"{name}.png")
+        plot_intervals(entries, results_dir / f"{name}.png", seeds)
         print("\n" + table)
         print(f"\n{results_dir / 'table.md'}, {results_dir / (name + '.png')}")
     return 1 if failed else 0

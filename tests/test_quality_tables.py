@@ -191,3 +191,22 @@ def test_a_table_runs_any_of_its_own_tasks_and_names_them_for_another():
     assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
     assert "the classic table has no task Hopper-v5: Acrobot-v1, CartPole-v1, MountainCar-v0" in wrong.stderr
     assert run("--tasks", "CartPole-v1", "--list").returncode == 2  # the single-seed runner's tasks only
+
+
+def test_the_interval_figure_marks_rows_that_have_not_finished_every_seed(tmp_path):
+    row = quality_tables.TABLES["hopper"][1]  # the GAIL row: one group per generator
+    group = {"iqm": 1.0, "ci_low": 0.98, "ci_high": 1.02}
+    summary = {
+        "groups": [
+            {**group, "overrides": {"gail.generator": "ppo"}, "n": 5},
+            {**group, "overrides": {"gail.generator": "trpo"}, "n": 2},
+            {**group, "overrides": {"gail.generator": "trpo"}, "n": 0},  # nothing finished: no bar
+        ]
+    }
+    rows = quality_tables.interval_rows([(row, summary)], seeds=5)
+    assert [(label, partial) for label, *_, partial in rows] == [
+        ("Hopper-v5 GAIL-PPO", False),
+        ("Hopper-v5 GAIL-TRPO (2 of 5 seeds)", True),
+    ]
+    quality_tables.plot_intervals([(row, summary)], tmp_path / "t.png", seeds=5)
+    assert (tmp_path / "t.png").stat().st_size > 0
