@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 #: ``bc+gail-*``: GAIL started from the BC policy (``--init-from``; the BC run is made first if needed)
-METHODS = ("bc", "gail-ppo", "gail-trpo", "bc+gail-ppo", "bc+gail-trpo")
+METHODS = ("expert", "bc", "gail-ppo", "gail-trpo", "bc+gail-ppo", "bc+gail-trpo")
 
 
 @dataclass(frozen=True)
@@ -278,7 +278,8 @@ def run_task(spec: TaskSpec, args: argparse.Namespace) -> dict[str, Any]:
     """All steps of one task; returns its results (rows of the table and curve paths)."""
     out = Path(args.out) / spec.env_id.replace("/", "_")
     out.mkdir(parents=True, exist_ok=True)
-    methods = list(args.methods or spec.methods)
+    # the expert policy is always a row here; "expert" as a method names the tables' reference row
+    methods = [m for m in args.methods or spec.methods if m != "expert"]
     if args.skip_trpo and "gail-trpo" in methods:
         methods.remove("gail-trpo")
     gail_steps = args.steps or spec.gail_steps

@@ -44,7 +44,8 @@ class Row:
         task: shipped config name (also the demos' directory under ``datasets/experts``).
         env_id: Gymnasium id (for the random-policy return).
         method: ``bc``, ``gail`` or ``airl`` (``airl/<task>``); GAIL and AIRL rows run each generator
-            of ``generators`` as a grid point.
+            of ``generators`` as a grid point. ``expert`` is the reference row: the shipped expert policy
+            run as it is under the sweeps' final evaluation (nothing is trained, see :func:`expert_summary`).
         steps: env steps per run (GAIL) / ignored by BC.
         sets: extra ``--set`` overrides.
         grid: extra ``--grid key=v1,v2`` points (crossed with the generators of a GAIL row).
@@ -93,7 +94,7 @@ class Row:
 
 
 def _walker(task: str, steps: int) -> list[Row]:
-    return [Row(task, task, "bc", steps), Row(task, task, "gail", steps)]
+    return [Row(task, task, "expert", 0), Row(task, task, "bc", steps), Row(task, task, "gail", steps)]
 
 
 #: A GAIL row whose every run (seed) first trains its own BC warm start (``init_from: bc``).
@@ -127,6 +128,7 @@ TABLES: dict[str, list[Row]] = {
     ],
     # The issue's Humanoid rows: BC, and BC + GAIL with either generator (the shipped config's setting).
     "humanoid": [
+        Row("Humanoid-v5", "Humanoid-v5", "expert", 0),
         Row("Humanoid-v5", "Humanoid-v5", "bc", 1_200_000),
         Row("Humanoid-v5", "Humanoid-v5", "gail", 1_200_000, sets=BC_START, label="bc+gail"),
         # The issue's stretch: GAIL from a random policy, no BC (scratch/Humanoid-v5). Its first run (seed 0,
@@ -279,6 +281,38 @@ def ensure_demos(row: Row) -> None:
     partial.rename(demos)
 
 
+def expert_summary(row: Row, seeds: int, random_ret: float) -> dict[str, Any]:
+    """The reference row: the shipped expert (``datasets/experts/<task>/policy.pt``) run as it is, seed by
+    seed under the sweeps' final evaluation (:data:`~gail_robot.sweep.plan.EVAL_EPISODES` deterministic
+    episodes, episode ``i`` of seed ``s`` reset with ``EVAL_SEED_OFFSET + s + i``), normalised like the
+    learners (the demos' mean return, ``random_ret``). It says what the learners' starts ask of the policy
+    the demos came from: the demos are its full-length episodes, not its falls, so it can score below 1.
+
+    Returns:
+        ``summary.json``'s content, as a sweep writes it, with one group (no overrides).
+    """
+    import math
+
+    import torch
+
+    from gail_robot.evaluate import evaluate_policy
+    from gail_robot.policy_io import load_policy
+    from gail_robot.sweep.plan import EVAL_EPISODES, EVAL_SEED_OFFSET, RunPlan
+    from gail_robot.sweep.report import RunResult, reference_returns, summarize
+
+    ensure_demos(row)
+    torch.set_num_threads(1)  # as the sweep's evaluation: one small MLP, one env
+    policy = load_policy(demos_path(row).parent / "policy.pt")
+    reference = reference_returns(None, random_ret, demos_path(row))
+    results = []
+    for seed in range(seeds):
+        ev = evaluate_policy(policy, EVAL_EPISODES, seed=EVAL_SEED_OFFSET + seed)
+        success = None if math.isnan(ev.success_rate) else ev.success_rate
+        evaluation = {"mean_return": ev.mean_return, "std_return": ev.std_return, "success_rate": success}
+        results.append(RunResult(RunPlan(f"seed_{seed}", seed, {}), evaluation, []))
+    return summarize(results, [{}], reference)
+
+
 def sweep_command(row: Row, out: Path, seeds: int, random_ret: float) -> list[str]:
     demos = demos_path(row)
     cmd = [
@@ -308,6 +342,8 @@ def sweep_command(row: Row, out: Path, seeds: int, random_ret: float) -> list[st
 
 def method_name(row: Row, overrides: dict[str, str]) -> str:
     """A table row's method (``BC``, ``GAIL-PPO``, ``AIRL-TRPO`` ...), ``, N demos`` on a demo-count grid."""
+    if row.method == "expert":
+        return "expert policy, as is"
     generator = overrides.get("gail.generator", "?").upper()
     name = "BC" if row.method == "bc" else f"{row.method.upper()}-{generator}"
     if row.family.startswith("bc+"):
@@ -349,10 +385,11 @@ def table_markdown(entries: list[tuple[Row, dict[str, Any]]]) -> str:
                 continue
             members = [r for r in runs if r["overrides"] == group["overrides"]]
             success = [r["success_rate"] for r in members if r.get("success_rate") is not None]
-            # BC trains on no env steps: its "steps to 0.9" would read as 0k
-            steps = None if row.method == "bc" else group.get("median_steps_to_0.9")
-            wall = None if row.method == "bc" else group.get("median_wall_to_0.9")
-            steps_text = "–" if row.method == "bc" else "never" if steps is None else f"{steps / 1e3:.0f}k"
+            # BC and the expert row train on no env steps: their "steps to 0.9" would read as 0k
+            untrained = row.method in ("bc", "expert")
+            steps = None if untrained else group.get("median_steps_to_0.9")
+            wall = None if untrained else group.get("median_wall_to_0.9")
+            steps_text = "–" if untrained else "never" if steps is None else f"{steps / 1e3:.0f}k"
             lines.append(
                 f"| {row.task} | {name} | {group['n']} | {group['iqm']:.2f} | "
                 f"[{group['ci_low']:.2f}, {group['ci_high']:.2f}] | {group['mean']:.2f} | "
@@ -443,6 +480,12 @@ def main_table(
             continue
         if row.env_id not in randoms:
             randoms[row.env_id] = random_return(row.env_id)
+        if row.method == "expert":  # nothing to train: evaluate the shipped policy (about a minute)
+            if not (collect and kept.is_file()):
+                print(f"{row.task} expert: the shipped policy on the sweeps' evaluation starts", flush=True)
+                kept.write_text(json.dumps(expert_summary(row, seeds, randoms[row.env_id]), indent=2) + "\n")
+            entries.append((row, json.loads(kept.read_text())))
+            continue
         sweep_dir = row.sweep_dir(out, name)
         archive = results_dir / "runs" / row.task / row.directory
         cmd = sweep_command(row, sweep_dir, seeds, randoms[row.env_id])

@@ -63,7 +63,7 @@ def target(table: str, row: Row, overrides: dict[str, str]) -> Target | None:
 def grid_points(row: Row) -> list[dict[str, str]]:
     """Every grid point a row's sweep runs (its generators crossed with its ``grid``), as overrides."""
     axes: list[tuple[str, list[str]]] = []
-    if row.method != "bc":
+    if row.method not in ("bc", "expert"):
         axes.append(("gail.generator", list(row.generators)))
     for spec in row.grid:
         key, values = spec.split("=", 1)

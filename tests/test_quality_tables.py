@@ -10,6 +10,11 @@ from benchmark_modules import load_benchmark
 quality_tables = load_benchmark("quality_tables")
 
 
+def _row(table: str, method: str):
+    """The first row of ``table`` with ``method`` (rows are looked up by what they are, not position)."""
+    return next(r for r in quality_tables.TABLES[table] if r.method == method)
+
+
 def _finished_run(run_dir: Path) -> None:
     run_dir.mkdir(parents=True)
     (run_dir / "eval.json").write_text(json.dumps({"mean_return": 3000.0}))
@@ -57,12 +62,12 @@ def test_an_airl_row_sweeps_its_airl_config_over_its_generators(tmp_path):
     assert cmd[cmd.index("--demos") + 1].endswith("datasets/experts/Hopper-v5/demos.hdf5")
     assert "gail.generator=ppo" in cmd
     assert quality_tables.method_name(row, {"gail.generator": "trpo"}) == "AIRL-TRPO"
-    bc = quality_tables.TABLES["hopper"][0]
+    bc = _row("hopper", "bc")
     assert quality_tables.method_name(bc, {}) == "BC"
 
 
 def test_rows_left_out_by_method_still_show_their_kept_summary(tmp_path, monkeypatch):
-    bc = quality_tables.TABLES["hopper"][0]
+    bc = _row("hopper", "bc")
     monkeypatch.setattr(quality_tables, "RESULTS", tmp_path / "results")
     kept = tmp_path / "results" / "hopper"
     kept.mkdir(parents=True)
@@ -158,7 +163,7 @@ def test_demos_the_repository_does_not_ship_are_recorded_once_from_its_expert(tm
     shipped = quality_tables.RESULTS.parents[1] / "datasets" / "experts" / "Hopper-v5" / "policy.pt"
     shutil.copyfile(shipped, expert / "policy.pt")
     (expert / "demos.partial.hdf5").write_bytes(b"an interrupted recording")  # must not be appended to
-    row = quality_tables.TABLES["hopper"][0]
+    row = _row("hopper", "bc")
 
     quality_tables.ensure_demos(row)
     demos = expert / "demos.hdf5"
@@ -194,7 +199,7 @@ def test_a_table_runs_any_of_its_own_tasks_and_names_them_for_another():
 
 
 def test_the_interval_figure_marks_rows_that_have_not_finished_every_seed(tmp_path):
-    row = quality_tables.TABLES["hopper"][1]  # the GAIL row: one group per generator
+    row = _row("hopper", "gail")  # the GAIL row: one group per generator
     group = {"iqm": 1.0, "ci_low": 0.98, "ci_high": 1.02}
     summary = {
         "groups": [
@@ -210,3 +215,27 @@ def test_the_interval_figure_marks_rows_that_have_not_finished_every_seed(tmp_pa
     ]
     quality_tables.plot_intervals([(row, summary)], tmp_path / "t.png", seeds=5)
     assert (tmp_path / "t.png").stat().st_size > 0
+
+
+def test_the_expert_row_runs_the_shipped_policy_on_the_learners_evaluation_starts():
+    """The reference row trains nothing: seed s is the shipped expert's 10 deterministic episodes from reset
+    seed 20000 + s (a learner's final evaluation), normalised against the demos and the random return."""
+    from gail_robot.evaluate import evaluate_policy
+    from gail_robot.policy_io import load_policy
+    from gail_robot.sweep.report import demos_mean_return
+
+    row = _row("hopper", "expert")
+    assert row.family == "expert" and quality_tables.method_name(row, {}) == "expert policy, as is"
+    summary = quality_tables.expert_summary(row, seeds=2, random_ret=-20.0)
+    (group,) = summary["groups"]
+    assert group["overrides"] == {} and group["n"] == 2
+    assert [r["seed"] for r in summary["runs"]] == [0, 1]
+    demos, _ = demos_mean_return(quality_tables.demos_path(row))
+    policy = load_policy(quality_tables.demos_path(row).parent / "policy.pt")
+    direct = evaluate_policy(policy, 10, seed=20_001)
+    run = summary["runs"][1]
+    assert run["mean_return"] == direct.mean_return
+    assert abs(run["normalized"] - (direct.mean_return + 20.0) / (demos + 20.0)) < 1e-12
+    assert group["median_steps_to_0.9"] is None  # no training: nothing to reach
+    table = quality_tables.table_markdown([(row, summary)])
+    assert "| Hopper-v5 | expert policy, as is | 2 |" in table and "| – | — |" in table
