@@ -529,7 +529,7 @@ def main() -> None:
         "--methods",
         nargs="+",
         choices=METHODS,
-        help="learners (default: per task); with --table: bc or gail rows",
+        help="learners (default: per task); with --table: the rows (expert: the shipped expert as is)",
     )
     parser.add_argument("--skip-trpo", action="store_true", help="no GAIL-TRPO")
     parser.add_argument("--expert", help="expert run directory / checkpoint / policy.pt (skip training it)")
