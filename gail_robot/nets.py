@@ -171,7 +171,7 @@ class _GradMask:
 
 
 def mask_actor_inputs(actor: nn.Module, ignore_obs: Sequence[int] | np.ndarray) -> Any:
-    """Make ``actor`` blind to the observation dims ``ignore_obs`` (``bc.ignore_obs``), for good.
+    """Make ``actor`` blind to the observation dims ``ignore_obs`` (``policy.ignore_obs``, ``bc.ignore_obs``).
 
     The first linear layer's weights from those dims are zeroed and a gradient hook masks their
     gradients, so any gradient optimiser (Adam, with or without weight decay; TRPO's natural

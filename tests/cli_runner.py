@@ -6,6 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+#: A small, quick SAC for the CLI smoke runs (InvertedPendulum-v5): ``--set`` pairs.
+SAC_TINY = [
+    "--set",
+    "sac.hidden_sizes=[32, 32]",
+    "--set",
+    "sac.batch_size=32",
+    "--set",
+    "sac.learning_starts=100",
+]
+
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``python -m gail_robot.cli ARGS`` as a user would run it (exit code, stdout, stderr captured)."""

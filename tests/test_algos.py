@@ -12,6 +12,7 @@ from gail_robot.algos.bc import fit_bc
 from gail_robot.algos.config import (
     PPOConfig,
     TRPOConfig,
+    actor_ignored_obs,
     apply_overrides,
     config_from_dict,
     ignored_obs_indices,
@@ -242,6 +243,14 @@ def test_bc_ignore_obs_keeps_those_inputs_out_of_the_actor():
     for bad in ("5:3", 49, "x", "0:50", -1):
         with pytest.raises(UserError, match=r"bc.ignore_obs: .* not an index or a range a:b within the 49"):
             ignored_obs_indices([bad], 49, "bc.ignore_obs")
+    # the actor's selection: policy.ignore_obs, with BC's where BC trains it or a run starts from it
+    cfg = config_from_dict({"policy": {"ignore_obs": ["0:2"]}, "bc": {"ignore_obs": [3]}})
+    assert actor_ignored_obs(cfg, 5, include_bc=False).tolist() == [0, 1]
+    assert actor_ignored_obs(cfg, 5, include_bc=True).tolist() == [0, 1, 3]
+    blind = config_from_dict({"policy": {"ignore_obs": ["0:2"]}, "bc": {"ignore_obs": ["2:4"]}})
+    assert actor_ignored_obs(blind, 4, include_bc=False).tolist() == [0, 1]
+    with pytest.raises(UserError, match="leave the actor none of the 4 observation dims"):
+        actor_ignored_obs(blind, 4, include_bc=True)
 
 
 def test_config_from_dict_and_overrides():

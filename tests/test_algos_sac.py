@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_runner import run_cli
+from cli_runner import SAC_TINY, run_cli
 
 from gail_robot.algos.config import SACConfig, TrainConfig, config_from_dict
 from gail_robot.algos.sac import SAC, ReplayBuffer, SACTrainer, soft_td_target, temperature_loss
@@ -212,12 +212,7 @@ def test_cli_train_eval_export_resume(tmp_path):
     run = tmp_path / "run"
     common = [
         "--no-progress",
-        "--set",
-        "sac.hidden_sizes=[32, 32]",
-        "--set",
-        "sac.batch_size=32",
-        "--set",
-        "sac.learning_starts=100",
+        *SAC_TINY,
         "--set",
         "sac.log_interval=100",
         "--set",

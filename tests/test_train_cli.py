@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from cli_runner import run_cli
+from cli_runner import SAC_TINY, run_cli
 
 from gail_robot.data import DemoWriter
 from gail_robot.envs.physics import get_physics_state
@@ -368,3 +368,57 @@ def test_gail_recovers_expert_return_on_inverted_pendulum(tmp_path):
     )
     result = json.loads(cli("eval", str(run), "--episodes", "10", "--json", "--seed", "123").stdout)
     assert result["mean_return"] >= 0.9 * expert_return
+
+
+@pytest.mark.parametrize("algo", ["ppo", "trpo", "bc", "sac"])
+def test_policy_ignore_obs_keeps_those_inputs_out_of_any_actor(tmp_path, demos, algo):
+    """policy.ignore_obs from a random start (or BC's): the actor's weights from those dims are exactly 0 at
+    the end of training while the others learned, so its action does not move when those inputs do."""
+    from gail_robot.policy_io import load_checkpoint, load_policy
+
+    run = tmp_path / algo
+    args = [
+        "--env",
+        ENV,
+        "--steps",
+        "400" if algo == "sac" else "128",
+        *TINY,
+        "--set",
+        "policy.ignore_obs=[1, 3]",
+    ]
+    if algo == "bc":
+        args += ["--demos", str(demos), "--set", "bc.max_epochs=3"]
+    if algo == "sac":
+        args += SAC_TINY
+    done = cli("train", "--algo", algo, *args, "--out", str(run))
+    assert done.returncode == 0, done.stderr
+    actor = load_checkpoint(run / "final.pt")["actor"]
+    name = next(k for k in actor if k.endswith("weight"))  # the first linear layer
+    assert actor[name].shape[1] == 4 and not actor[name][:, [1, 3]].any()  # exactly zero
+    assert actor[name][:, [0, 2]].abs().sum() > 0
+    policy = load_policy(run)
+    obs = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    moved = obs.copy()
+    moved[:, [1, 3]] += 5.0
+    np.testing.assert_array_equal(policy.act(obs), policy.act(moved))
+
+
+def test_policy_ignore_obs_out_of_range_is_one_line(tmp_path):
+    done = cli(
+        "train",
+        "--algo",
+        "ppo",
+        "--env",
+        ENV,
+        *TINY,
+        "--set",
+        "policy.ignore_obs=['2:9']",
+        "--out",
+        str(tmp_path / "r"),
+        check=False,
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert (
+        "policy.ignore_obs: '2:9' is not an index or a range a:b within the 4 observation dims" in done.stderr
+    )

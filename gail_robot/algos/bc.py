@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gail_robot.algos.config import TrainConfig, ignored_obs_indices
+from gail_robot.algos.config import TrainConfig, actor_ignored_obs
 from gail_robot.algos.demos import (
     LabelledEpisode,
     concatenate,
@@ -262,7 +262,7 @@ def train_bc(config: TrainConfig, run_dir: str | Path) -> Path:
             weights=weights,
             valid_weights=valid_weights,
             loss=cfg.bc.loss,
-            ignore_obs=ignored_obs_indices(cfg.bc.ignore_obs, obs_dim, "bc.ignore_obs"),
+            ignore_obs=actor_ignored_obs(cfg, obs_dim, include_bc=True),
         )
         norm = normalizer.export()
 

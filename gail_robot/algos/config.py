@@ -87,6 +87,12 @@ class PolicyConfig:
     warm_start_min_log_std: float | None = None
     """With --init-from, raise the copied log std to at least this (null: keep it as is). BC on a
     deterministic expert's demos learns a tiny std, which leaves PPO / TRPO almost no exploration."""
+    ignore_obs: list[int | str] = field(default_factory=list)
+    """Observation dims the actor never reads, in every algorithm (bc, ppo, trpo, gail, airl, sac):
+    indices or half-open ranges, as bc.ignore_obs. Their first-layer weights are held at exactly zero
+    from the start; the critic, the discriminator and the observation statistics still see them, and the
+    policy file keeps the full observation. E.g. ["27:105"] on Ant-v5: its 78 contact-force dims, which
+    Ant-v4 left out of the observation by default (docs/DESIGN.md §8.10)."""
 
     def __post_init__(self) -> None:
         _check(all(int(h) > 0 for h in self.hidden_sizes), "policy.hidden_sizes must be positive ints")
@@ -645,6 +651,20 @@ def ignored_obs_indices(spec: list[int | str], obs_dim: int, key: str) -> np.nda
                 f"{key}: {item!r} is not an index or a range a:b within the {obs_dim} observation dims"
             ) from None
     return np.array(sorted(out), dtype=np.int64)
+
+
+def actor_ignored_obs(cfg: TrainConfig, obs_dim: int, include_bc: bool) -> np.ndarray:
+    """The observation dims the actor must not read: ``policy.ignore_obs``, and with ``include_bc`` also
+    ``bc.ignore_obs`` (BC itself, and a run warm-started from BC, which keeps BC's input selection:
+    docs/DESIGN.md §8.9). Sorted unique indices (checked as :func:`ignored_obs_indices`)."""
+    ignored = ignored_obs_indices(cfg.policy.ignore_obs, obs_dim, "policy.ignore_obs")
+    if include_bc:
+        ignored = np.union1d(ignored, ignored_obs_indices(cfg.bc.ignore_obs, obs_dim, "bc.ignore_obs"))
+    if len(ignored) >= obs_dim:
+        raise UserError(
+            f"policy.ignore_obs / bc.ignore_obs leave the actor none of the {obs_dim} observation dims"
+        )
+    return ignored.astype(np.int64)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from gail_robot.algos.config import SACConfig, TrainConfig
+from gail_robot.algos.config import SACConfig, TrainConfig, actor_ignored_obs
 from gail_robot.algos.run import Run, reset_seed
 from gail_robot.envs.make import make_env, policy_actions
 from gail_robot.envs.wrappers import NormalizedActions, ObsNormalizer
@@ -47,6 +47,7 @@ from gail_robot.nets import (
     TwinQ,
     adam,
     load_optimizer_state,
+    mask_actor_inputs,
     normalization_std,
     normalize_torch,
 )
@@ -365,6 +366,7 @@ class SACTrainer:
             self._restore(self.run.resume())
         elif cfg.init_from:
             raise UserError("--init-from is not supported with --algo sac (its actor is a tanh-Gaussian)")
+        mask_actor_inputs(self.actor, actor_ignored_obs(cfg, self.obs_dim, include_bc=False))
 
     # ------------------------------------------------------------------------------ checkpoint
 

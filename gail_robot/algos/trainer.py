@@ -24,7 +24,7 @@ import torch
 
 from gail_robot.algos.airl import AIRL
 from gail_robot.algos.bc import init_source
-from gail_robot.algos.config import TrainConfig, ignored_obs_indices
+from gail_robot.algos.config import TrainConfig, actor_ignored_obs
 from gail_robot.algos.demos import load_expert_transitions
 from gail_robot.algos.gail import GAIL, reward_kind_for
 from gail_robot.algos.ppo import PPO
@@ -180,11 +180,10 @@ class OnPolicyTrainer:
                 cfg.env.id,
                 cfg.policy.warm_start_min_log_std,
             )
-        if cfg.init_from:
-            # A warm start keeps BC's input selection: the actor stays blind to bc.ignore_obs
-            # (docs/DESIGN.md §8.9), or the generator's updates could re-learn the spurious inputs.
-            ignored = ignored_obs_indices(cfg.bc.ignore_obs, self.obs_dim, "bc.ignore_obs")
-            mask_actor_inputs(self.actor, ignored)
+        # After the weights are in place (fresh, warm-started or resumed): the actor stays blind to
+        # policy.ignore_obs and, from a warm start, to BC's input selection (docs/DESIGN.md §8.9), or the
+        # generator's updates could re-learn the spurious inputs.
+        mask_actor_inputs(self.actor, actor_ignored_obs(cfg, self.obs_dim, include_bc=bool(cfg.init_from)))
 
     # ------------------------------------------------------------------------------ checkpoint
 
