@@ -448,6 +448,9 @@ def list_table(
     for row in TABLES[name]:
         if (only and row.task not in only) or (methods and row.family not in methods):
             continue
+        if row.method == "expert":
+            print(f"{row.task} expert: evaluate {demos_path(row).parent / 'policy.pt'} (nothing trained)")
+            continue
         cmd = sweep_command(row, row.sweep_dir(out, name), seeds, 0.0)
         cmd[cmd.index("--random-return") + 1] = "R_RANDOM"
         print(f"{row.task} {row.directory}: {' '.join(cmd[2:])}")

@@ -239,3 +239,12 @@ def test_the_expert_row_runs_the_shipped_policy_on_the_learners_evaluation_start
     assert group["median_steps_to_0.9"] is None  # no training: nothing to reach
     table = quality_tables.table_markdown([(row, summary)])
     assert "| Hopper-v5 | expert policy, as is | 2 |" in table and "| – | — |" in table
+
+
+def test_the_table_listing_names_the_expert_row_without_a_sweep(capsys, tmp_path):
+    assert quality_tables.list_table("hopper", tmp_path, 5, methods=["expert"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [
+        f"Hopper-v5 expert: evaluate {quality_tables.demos_path(_row('hopper', 'expert')).parent / 'policy.pt'}"
+        " (nothing trained)"
+    ]
