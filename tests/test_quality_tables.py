@@ -244,7 +244,5 @@ def test_the_expert_row_runs_the_shipped_policy_on_the_learners_evaluation_start
 def test_the_table_listing_names_the_expert_row_without_a_sweep(capsys, tmp_path):
     assert quality_tables.list_table("hopper", tmp_path, 5, methods=["expert"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert out == [
-        f"Hopper-v5 expert: evaluate {quality_tables.demos_path(_row('hopper', 'expert')).parent / 'policy.pt'}"
-        " (nothing trained)"
-    ]
+    policy = quality_tables.demos_path(_row("hopper", "expert")).parent / "policy.pt"
+    assert out == [f"Hopper-v5 expert: evaluate {policy} (nothing trained)"]
