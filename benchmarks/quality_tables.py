@@ -102,8 +102,8 @@ BC_START = ("init_from=bc",)
 
 TABLES: dict[str, list[Row]] = {
     "hopper": _walker("Hopper-v5", 1_000_000),
+    # The other walkers (Hopper has its own table above: one table per sweep directory, never two).
     "walkers": [
-        *_walker("Hopper-v5", 1_000_000),
         *_walker("Walker2d-v5", 2_000_000),
         *_walker("HalfCheetah-v5", 2_000_000),
         *_walker("Ant-v5", 2_000_000),
@@ -434,7 +434,7 @@ def plot_intervals(entries: list[tuple[Row, dict[str, Any]]], path: Path, seeds:
         ax.plot([m], [yi], "|", ms=14, color="0.4" if part else "k")
     ax.axvline(0.9, ls="--", color="gray", lw=1)
     ax.set_yticks(y, labels)
-    ax.set_xlabel("normalised score: IQM and 95 % stratified-bootstrap CI over seeds")
+    ax.set_xlabel("normalised score\nIQM and 95 % stratified-bootstrap CI over seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

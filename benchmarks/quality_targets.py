@@ -82,13 +82,8 @@ def _success(summary: dict[str, Any], overrides: dict[str, str]) -> tuple[float,
 def overview_rows(results: Path = RESULTS) -> list[dict[str, Any]]:
     """One entry per table row and grid point: what is finished, its estimate, target and status."""
     entries: list[dict[str, Any]] = []
-    seen: set[tuple[str, str, str, int]] = set()
     for table, rows in TABLES.items():
         for row in rows:
-            key = (row.task, row.directory, row.config, row.steps)
-            if key in seen:  # the walkers table repeats the hopper table's rows
-                continue
-            seen.add(key)
             path = results / table / f"{row.task}-{row.directory}.json"
             summary = json.loads(path.read_text()) if path.is_file() else {}
             groups = {json.dumps(g["overrides"], sort_keys=True): g for g in summary.get("groups", [])}

@@ -246,3 +246,14 @@ def test_the_table_listing_names_the_expert_row_without_a_sweep(capsys, tmp_path
     out = capsys.readouterr().out.strip().splitlines()
     policy = quality_tables.demos_path(_row("hopper", "expert")).parent / "policy.pt"
     assert out == [f"Hopper-v5 expert: evaluate {policy} (nothing trained)"]
+
+
+def test_no_two_tables_sweep_the_same_row():
+    """A row trained by two tables would be run twice and summarised in two places that can disagree."""
+    seen: dict[tuple, str] = {}
+    for table, rows in quality_tables.TABLES.items():
+        for row in rows:
+            what = (row.config, row.env_id, row.steps, row.sets, row.grid, row.generators, row.method)
+            assert what not in seen, f"{table} repeats a row of {seen.get(what)}: {row}"
+            seen[what] = table
+    assert {r.task for r in quality_tables.TABLES["walkers"]} == {"Walker2d-v5", "HalfCheetah-v5", "Ant-v5"}
