@@ -3,6 +3,8 @@
 Reports mean/std return, success rate (``info["is_success"]`` at the episode's last step, when
 the env provides it), mean episode length and, for walkers, the mean forward velocity
 (``info["x_velocity"]`` of the v5 locomotion envs, averaged over each episode's steps).
+``--zero-obs`` zeroes raw observation dims before the policy reads them: a dead sensor, or an ablation
+of which inputs a trained policy's behaviour depends on (docs/DESIGN.md §8.10).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class EvalResult:
     mean_forward_velocity: float
     episodes: int
     returns: list[float]
+    lengths: list[int]
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (NaN -> null)."""
@@ -48,6 +51,7 @@ def evaluate_policy(
     seed: int = 0,
     video: str | Path | None = None,
     progress: bool = False,
+    zero_obs: np.ndarray | None = None,
 ) -> EvalResult:
     """Run ``episodes`` deterministic episodes of ``policy`` in one (in-process) env.
 
@@ -61,6 +65,7 @@ def evaluate_policy(
         seed: episode ``i`` resets with ``seed + i``.
         video: write an MP4 of all episodes here (rendered headless, ``rgb_array``).
         progress: show a progress bar.
+        zero_obs: raw observation dims set to 0 before the policy reads them (None: none).
     """
     import gymnasium as gym
 
@@ -96,7 +101,7 @@ def evaluate_policy(
         from tqdm import tqdm
 
         for episode in tqdm(range(episodes), desc="eval", unit="ep", disable=not progress):
-            episodes_out.append(run_episode(env, policy, seed + episode, writer))
+            episodes_out.append(run_episode(env, policy, seed + episode, writer, zero_obs))
     finally:
         if writer is not None:
             writer.close()
@@ -114,15 +119,21 @@ class Episode:
     velocity: float | None
 
 
-def run_episode(env: Any, policy: PolicyBundle, seed: int, writer: Any = None) -> Episode:
-    """One deterministic episode of ``policy`` in ``env`` (reset with ``seed``), optionally recorded."""
+def run_episode(
+    env: Any, policy: PolicyBundle, seed: int, writer: Any = None, zero_obs: np.ndarray | None = None
+) -> Episode:
+    """One deterministic episode of ``policy`` in ``env`` (reset with ``seed``), optionally recorded, with the
+    observation dims ``zero_obs`` set to 0 before the policy reads them."""
     obs, _ = env.reset(seed=seed)
     total, length, velocity_sum, has_velocity = 0.0, 0, 0.0, False
     info: dict[str, Any] = {}
     while True:
         if writer is not None:
             writer.append_data(np.asarray(env.render()))
-        action = policy.act(np.asarray(obs, dtype=np.float32))
+        seen = np.array(obs, dtype=np.float32)  # a copy: the env's own array stays as it is
+        if zero_obs is not None:
+            seen[zero_obs] = 0.0
+        action = policy.act(seen)
         obs, reward, terminated, truncated, info = env.step(action)
         total += float(reward)
         length += 1
@@ -149,6 +160,7 @@ def summarize(episodes: list[Episode]) -> EvalResult:
         mean_forward_velocity=float(np.mean(velocities)) if velocities else nan,
         episodes=len(episodes),
         returns=returns,
+        lengths=[e.length for e in episodes],
     )
 
 
@@ -190,6 +202,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=10, help="number of episodes (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="episode i resets with seed + i (default 0)")
     parser.add_argument("--video", default=None, metavar="FILE.mp4", help="render the episodes to a video")
+    parser.add_argument(
+        "--zero-obs",
+        default=None,
+        metavar="DIMS",
+        help='observation dims set to 0 before the policy reads them: "27:105", "0,5:8" (a dead sensor)',
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
@@ -197,10 +215,21 @@ def main(args: argparse.Namespace) -> int:
     from gail_robot.policy_io import load_policy
 
     policy = load_policy(args.policy)
+    zero_obs = None
+    if args.zero_obs is not None:
+        from gail_robot.algos.config import ignored_obs_indices
+
+        zero_obs = ignored_obs_indices(args.zero_obs.split(","), policy.obs_dim, "--zero-obs")
     if args.video is not None and not Path(args.video).parent.exists():
         raise UserError(f"video directory does not exist: {Path(args.video).parent}")
     result = evaluate_policy(
-        policy, args.episodes, env_id=args.env, seed=args.seed, video=args.video, progress=not args.json
+        policy,
+        args.episodes,
+        env_id=args.env,
+        seed=args.seed,
+        video=args.video,
+        progress=not args.json,
+        zero_obs=zero_obs,
     )
     if args.json:
         print(json.dumps(result.to_json()))
@@ -208,7 +237,13 @@ def main(args: argparse.Namespace) -> int:
     env_id = args.env or policy.env_id
     print(f"{env_id}: {result.episodes} episodes")
     print(f"  return          {result.mean_return:.2f} +- {result.std_return:.2f}")
-    print(f"  episode length  {result.mean_length:.1f}")
+    shortest = min(result.lengths)
+    print(
+        f"  episode length  {result.mean_length:.1f}"
+        + (f" (shortest {shortest})" if shortest < max(result.lengths) else "")
+    )
+    if zero_obs is not None:
+        print(f"  zeroed obs dims {len(zero_obs)} of {policy.obs_dim}")
     if not math.isnan(result.success_rate):
         print(f"  success rate    {result.success_rate:.2%}")
     if not math.isnan(result.mean_forward_velocity):

@@ -318,6 +318,35 @@ def test_train_user_errors_are_one_line(tmp_path, args, message):
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_eval_with_zeroed_observation_dims_is_the_policy_blind_to_them(tmp_path):
+    """``eval --zero-obs``: with every dim zeroed the policy sends one constant action in every episode."""
+    from gail_robot.envs.make import make_env
+    from gail_robot.policy_io import load_policy
+
+    run = tmp_path / "ppo"
+    cli("train", "--algo", "ppo", "--env", ENV, "--steps", "64", "--out", str(run), *TINY)
+    result = json.loads(
+        cli("eval", str(run), "--episodes", "3", "--seed", "5", "--zero-obs", "0:4", "--json").stdout
+    )
+    policy = load_policy(run / "final.pt")
+    action = policy.act(np.zeros(4, np.float32))
+    env = make_env(ENV, policy.env_kwargs, normalize_actions=False)
+    returns, lengths = [], []
+    for episode in range(3):
+        env.reset(seed=5 + episode)
+        total, length, done = 0.0, 0, False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(action)
+            total, length, done = total + float(reward), length + 1, terminated or truncated
+        returns.append(total)
+        lengths.append(length)
+    assert result["returns"] == returns and result["lengths"] == lengths
+    text = cli("eval", str(run), "--episodes", "1", "--zero-obs", "1,3").stdout
+    assert "zeroed obs dims 2 of 4" in text
+    bad = cli("eval", str(run), "--episodes", "1", "--zero-obs", "2:9", check=False)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--zero-obs: '2:9'" in bad.stderr
+
+
 def test_eval_and_plot_user_errors(tmp_path):
     proc = cli("eval", str(tmp_path / "nope"), "--episodes", "1", check=False)
     assert proc.returncode == 2 and "no such file or directory" in proc.stderr
