@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gail_robot.errors import UserError
+from gail_robot.obs_dims import ignored_obs_indices
 
 if TYPE_CHECKING:
     from gail_robot.policy_io import PolicyBundle
@@ -217,8 +218,6 @@ def main(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
     zero_obs = None
     if args.zero_obs is not None:
-        from gail_robot.algos.config import ignored_obs_indices
-
         zero_obs = ignored_obs_indices(args.zero_obs.split(","), policy.obs_dim, "--zero-obs")
     if args.video is not None and not Path(args.video).parent.exists():
         raise UserError(f"video directory does not exist: {Path(args.video).parent}")

@@ -15,7 +15,6 @@ from gail_robot.algos.config import (
     actor_ignored_obs,
     apply_overrides,
     config_from_dict,
-    ignored_obs_indices,
     parse_override,
 )
 from gail_robot.algos.discriminator import DiscriminatorTrainer, discriminator_loss
@@ -24,6 +23,7 @@ from gail_robot.algos.rollout import RolloutBuffer
 from gail_robot.algos.trpo import TRPO, conjugate_gradient, gaussian_kl
 from gail_robot.errors import UserError
 from gail_robot.nets import Critic, Discriminator, GaussianActor, NetConfig
+from gail_robot.obs_dims import ignored_obs_indices
 
 
 def test_ppo_clipped_surrogate_by_hand():

@@ -25,6 +25,7 @@ ROOMS: dict[str, tuple[int, str]] = {
     "gail_robot.versions": (0, "versions"),
     "gail_robot.core": (1, "core"),
     "gail_robot.cluster": (1, "cluster"),
+    "gail_robot.obs_dims": (1, "obs_dims"),
     "gail_robot._core": (1, "core"),
     "gail_robot.nets": (2, "nets"),
     "gail_robot.envs": (3, "envs"),

@@ -19,6 +19,7 @@ import yaml
 
 from gail_robot.errors import UserError
 from gail_robot.nets import ACTIVATIONS
+from gail_robot.obs_dims import ignored_obs_indices
 
 ALGOS = ("ppo", "trpo", "gail", "airl", "bc", "sac")
 GENERATORS = ("ppo", "trpo")
@@ -623,34 +624,6 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """Build and validate a :class:`TrainConfig` from nested plain data."""
     return typing.cast(TrainConfig, _build(TrainConfig, data, ""))
-
-
-def ignored_obs_indices(spec: list[int | str], obs_dim: int, key: str) -> np.ndarray:
-    """An ``ignore_obs`` list (``bc.ignore_obs``, ``gail.disc_ignore_obs``: the setting ``key``) as sorted
-    unique indices, e.g. ``[7, "0:3"] -> [0, 1, 2, 7]``.
-
-    Raises:
-        UserError: an entry that is not an index or an ``"a:b"`` range inside ``[0, obs_dim)``.
-    """
-    out: set[int] = set()
-    for item in spec:
-        text = str(item).strip()
-        try:
-            if ":" in text:
-                a, b = (int(x) for x in text.split(":"))
-                if not 0 <= a < b <= obs_dim:
-                    raise ValueError
-                out.update(range(a, b))
-            else:
-                i = int(text)
-                if not 0 <= i < obs_dim:
-                    raise ValueError
-                out.add(i)
-        except ValueError:
-            raise UserError(
-                f"{key}: {item!r} is not an index or a range a:b within the {obs_dim} observation dims"
-            ) from None
-    return np.array(sorted(out), dtype=np.int64)
 
 
 def actor_ignored_obs(cfg: TrainConfig, obs_dim: int, include_bc: bool) -> np.ndarray:

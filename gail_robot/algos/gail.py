@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from gail_robot import core
-from gail_robot.algos.config import GAILConfig, ignored_obs_indices
+from gail_robot.algos.config import GAILConfig
 from gail_robot.algos.demos import expert_in_policy_units
 from gail_robot.algos.discriminator import DiscriminatorTrainer
 from gail_robot.algos.rollout import RolloutBuffer
@@ -33,6 +33,7 @@ from gail_robot.envs.tasks import task_info
 from gail_robot.envs.wrappers import ObsNormalizer, with_absorbing_flag
 from gail_robot.errors import UserError
 from gail_robot.nets import Discriminator, NetConfig, load_optimizer_state
+from gail_robot.obs_dims import ignored_obs_indices
 
 
 def one_hot(actions: np.ndarray, n_actions: int) -> np.ndarray:
