@@ -64,6 +64,7 @@ def test_three_seeds_write_the_summary(
             ev["episodes"] == 10 and ev["eval_seed"] == EVAL_SEED_OFFSET + record["seed"] and ev["in_place"]
         )
         assert record["mean_return"] == ev["mean_return"] == pytest.approx(np.mean(ev["returns"]))
+        assert len(ev["lengths"]) == 10 and ev["mean_length"] == pytest.approx(np.mean(ev["lengths"]))
         assert record["normalized"] == pytest.approx(ev["mean_return"] / EXPERT)
         assert record["env_steps"] == 1024 and record["success_rate"] is None and record["wall_s"] > 0
         assert f"seed: {record['seed']}" in (run_dir / "config.yaml").read_text()

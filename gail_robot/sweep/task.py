@@ -238,6 +238,7 @@ def evaluate_run(run_dir: Path, seed: int) -> dict[str, Any]:
         "success_rate": None if math.isnan(result.success_rate) else result.success_rate,
         "mean_length": result.mean_length,
         "returns": result.returns,
+        "lengths": result.lengths,
         "env_steps": None if env_steps is None else int(env_steps),
         "wall_s": None if wall is None else float(wall),
     }
