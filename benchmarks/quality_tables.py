@@ -102,7 +102,7 @@ BC_START = ("init_from=bc",)
 
 TABLES: dict[str, list[Row]] = {
     "hopper": _walker("Hopper-v5", 1_000_000),
-    # The other walkers (Hopper has its own table above: one table per sweep directory, never two).
+    # The other walkers (Hopper has its own table above: a row in two tables is trained and summarised twice).
     "walkers": [
         *_walker("Walker2d-v5", 2_000_000),
         *_walker("HalfCheetah-v5", 2_000_000),
