@@ -266,6 +266,39 @@ def test_config_from_dict_and_overrides():
 
 
 @pytest.mark.parametrize(
+    ("algo", "generator", "expected"),
+    [
+        ("ppo", None, -1.0),
+        ("trpo", None, -1.75),
+        ("gail", "ppo", -1.0),
+        ("gail", "trpo", -1.75),
+        ("bc", None, -0.5),
+    ],
+)
+def test_initial_log_std_is_the_generators_own_when_set(tmp_path, algo, generator, expected):
+    data = {
+        "algo": algo,
+        "env": {"id": "InvertedPendulum-v5", "num_envs": 1, "vectorization": "sync"},
+        "policy": {"init_log_std": -0.5},
+        "ppo": {"init_log_std": -1.0},
+        "trpo": {"init_log_std": -1.75},
+        "run": {"tensorboard": False, "progress": False},
+    }
+    if generator:
+        data["gail"] = {"generator": generator}
+    cfg = config_from_dict(data)
+    assert cfg.initial_log_std == expected
+    if algo in ("ppo", "trpo"):  # the trainer builds gail's actor the same way (it needs demos besides)
+        from gail_robot.algos.trainer import OnPolicyTrainer
+
+        trainer = OnPolicyTrainer(cfg, tmp_path / "run")
+        assert torch.allclose(trainer.actor.log_std, torch.full_like(trainer.actor.log_std, expected))
+    # unset, the generator starts from policy.init_log_std
+    cfg = config_from_dict({**data, "ppo": {}, "trpo": {}})
+    assert cfg.initial_log_std == -0.5
+
+
+@pytest.mark.parametrize(
     ("data", "message"),
     [
         ({"ppo": {"lrr": 1}}, "unknown config key 'ppo.lrr'"),

@@ -147,6 +147,8 @@ class PPOConfig:
     """Stop the epochs early once the approximate KL exceeds this (None: never)."""
     normalize_advantages: bool = True
     """Normalise advantages per minibatch."""
+    init_log_std: float | None = None
+    """Initial log std of a Gaussian policy when PPO is the generator (null: policy.init_log_std)."""
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, f"ppo.lr must be > 0, got {self.lr}")
@@ -184,6 +186,10 @@ class TRPOConfig:
     """Passes of value regression over each rollout."""
     vf_minibatches: int = 16
     """Minibatches per value epoch."""
+    init_log_std: float | None = None
+    """Initial log std of a Gaussian policy when TRPO is the generator (null: policy.init_log_std).
+    Its KL-bounded natural-gradient steps narrow the policy more slowly than PPO's epochs of Adam
+    steps, so a task may start TRPO narrower (docs/DESIGN.md §8.14)."""
 
     def __post_init__(self) -> None:
         _check(self.max_kl > 0, f"trpo.max_kl must be > 0, got {self.max_kl}")
@@ -530,6 +536,12 @@ class TrainConfig:
     def generator(self) -> str:
         """The RL update in use: the algo itself, or gail.generator for gail and airl."""
         return self.gail.generator if self.adversarial else self.algo
+
+    @property
+    def initial_log_std(self) -> float:
+        """The on-policy actor's initial log std: the generator's own setting, else policy.init_log_std."""
+        own = {"ppo": self.ppo.init_log_std, "trpo": self.trpo.init_log_std}.get(self.generator)
+        return self.policy.init_log_std if own is None else own
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

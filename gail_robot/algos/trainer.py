@@ -104,7 +104,7 @@ class OnPolicyTrainer:
 
         net = NetConfig(list(cfg.policy.hidden_sizes), cfg.policy.activation)
         self.actor = make_policy_actor(
-            self.obs_dim, self.act_dim, self.actions.n_actions, net, cfg.policy.init_log_std
+            self.obs_dim, self.act_dim, self.actions.n_actions, net, cfg.initial_log_std
         )
         self.critic = Critic(self.obs_dim, net)
         self.normalizer = ObsNormalizer(self.obs_dim, cfg.env.obs_clip, cfg.env.normalize_obs)
