@@ -20,6 +20,7 @@ from gail_robot.algos.config import (
 from gail_robot.algos.discriminator import DiscriminatorTrainer, discriminator_loss
 from gail_robot.algos.ppo import PPO, clipped_surrogate_loss, value_loss
 from gail_robot.algos.rollout import RolloutBuffer
+from gail_robot.algos.trainer import OnPolicyTrainer
 from gail_robot.algos.trpo import TRPO, conjugate_gradient, gaussian_kl
 from gail_robot.errors import UserError
 from gail_robot.nets import Critic, Discriminator, GaussianActor, NetConfig
@@ -289,8 +290,6 @@ def test_initial_log_std_is_the_generators_own_when_set(tmp_path, algo, generato
     cfg = config_from_dict(data)
     assert cfg.initial_log_std == expected
     if algo in ("ppo", "trpo"):  # the trainer builds gail's actor the same way (it needs demos besides)
-        from gail_robot.algos.trainer import OnPolicyTrainer
-
         trainer = OnPolicyTrainer(cfg, tmp_path / "run")
         assert torch.allclose(trainer.actor.log_std, torch.full_like(trainer.actor.log_std, expected))
     # unset, the generator starts from policy.init_log_std
