@@ -84,7 +84,8 @@ class PolicyConfig:
     activation: str = "tanh"
     """Hidden activation: tanh, relu, elu or silu."""
     init_log_std: float = 0.0
-    """Initial log standard deviation of the Gaussian policy (normalised action units)."""
+    """Initial log standard deviation of the Gaussian policy (normalised action units). A warm start
+    (--init-from) keeps the checkpoint's instead, floored by warm_start_min_log_std."""
     warm_start_min_log_std: float | None = None
     """With --init-from, raise the copied log std to at least this (null: keep it as is). BC on a
     deterministic expert's demos learns a tiny std, which leaves PPO / TRPO almost no exploration."""
@@ -148,7 +149,8 @@ class PPOConfig:
     normalize_advantages: bool = True
     """Normalise advantages per minibatch."""
     init_log_std: float | None = None
-    """Initial log std of a Gaussian policy when PPO is the generator (null: policy.init_log_std)."""
+    """Initial log std of a Gaussian policy when PPO is the generator (null: policy.init_log_std); as
+    that one, unused by a warm start (--init-from)."""
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, f"ppo.lr must be > 0, got {self.lr}")
@@ -189,7 +191,8 @@ class TRPOConfig:
     init_log_std: float | None = None
     """Initial log std of a Gaussian policy when TRPO is the generator (null: policy.init_log_std).
     Its KL-bounded natural-gradient steps narrow the policy more slowly than PPO's epochs of Adam
-    steps, so a task may start TRPO narrower (docs/DESIGN.md §8.14)."""
+    steps, so a task may start TRPO narrower (docs/DESIGN.md §8.14). Unused by a warm start (--init-from),
+    as policy.init_log_std is."""
 
     def __post_init__(self) -> None:
         _check(self.max_kl > 0, f"trpo.max_kl must be > 0, got {self.max_kl}")
