@@ -31,7 +31,8 @@ learners of the transfer table are the ones whose scores the README reports on t
 
 Outputs in ``--out`` (default ``runs/airl_transfer``): the runs, ``seed_S/reward.pt``,
 ``results.json`` and ``results.md`` (``results_sac.*`` with ``--learner sac``, ``*_best_eval.*`` with
-``--pick best-eval``; the table, also printed): per method the mean and standard deviation over seeds
+``--pick best-eval``, ``_shaped`` with ``--shaping``; the table, also printed): per method the mean and
+standard deviation over seeds
 of the return on the variant and of ``fraction``, the return over the mean return of the variant's
 true-reward experts (one per seed), and the per-seed returns.
 
@@ -184,6 +185,12 @@ def main() -> None:
         "results*_demo-min)",
     )
     parser.add_argument(
+        "--shaping",
+        action="store_true",
+        help="re-optimise AIRL's whole f = g + gamma h(s') - h(s) (export-reward --shaping: the same optimal "
+        "policy as g on any dynamics, h a dense guide; reward_shaped.pt, run airl_on_variant*_shaped)",
+    )
+    parser.add_argument(
         "--pick",
         choices=("last", "best-eval"),
         default="last",
@@ -221,7 +228,7 @@ def main() -> None:
     # PPO runs the task's GAIL config with --algo ppo; SAC its expert config (the shipped expert's recipe)
     suffix = ("_sac" if args.learner == "sac" else "") + ("_warm" if args.warm_start else "")
     # only the re-optimisation depends on the reward file's absorbing value; the reference runs are shared
-    rule = "" if args.absorbing == "learned" else f"_{args.absorbing}"
+    rule = ("_shaped" if args.shaping else "") + ("" if args.absorbing == "learned" else f"_{args.absorbing}")
     learner = ["--algo", "ppo"] if args.learner == "ppo" else []
     task_config = task if args.learner == "ppo" else f"sac/{task}"
     plan = {
@@ -243,7 +250,10 @@ def main() -> None:
             source = checkpoint_of(runs["airl"])
             if source is None:
                 raise SystemExit(f"no AIRL run in {runs['airl']} yet: run the 'airl' stage first")
-            gail_robot("export-reward", str(source), "--out", str(reward), "--absorbing", args.absorbing)
+            shaping = ["--shaping"] if args.shaping else []
+            gail_robot(
+                "export-reward", str(source), "--out", str(reward), "--absorbing", args.absorbing, *shaping
+            )
         if "gail" in stages and not args.gail_sweep:
             train(runs["gail"], args.steps, [task, "--demos", args.demos, *common])
         if "airl_on_variant" in stages:
@@ -264,8 +274,10 @@ def main() -> None:
     what = {
         "variant_expert": f"{args.learner.upper()} on {variant}'s true reward{start}",
         "airl_on_variant": (
-            f"{args.learner.upper()} on {variant} with the AIRL reward g(s) learned on {task}{start}"
-            + (", falls paid the demos' lowest reward" if rule else "")
+            f"{args.learner.upper()} on {variant} with the AIRL reward "
+            + ("f = g(s) + gamma h(s') - h(s)" if args.shaping else "g(s)")
+            + f" learned on {task}{start}"
+            + (", falls paid the demos' lowest reward" if args.absorbing != "learned" else "")
         ),
         "gail": f"GAIL-PPO policy trained on {task}, run on {variant}",
         "airl": f"AIRL-PPO policy trained on {task}, run on {variant}",

@@ -11,6 +11,10 @@ A reward file is one TorchScript module with ``meta.json`` beside it in the arch
 ``meta["absorbing_reward"]`` (or null) is the reward of the absorbing state that follows a true
 termination (DAC, Kostrikov et al. 2019): a learner bootstraps a terminated step with
 ``absorbing_reward / (1 - gamma)`` instead of 0, as the adversarial run that learned it did.
+
+A shaped AIRL file (``meta["shaped"]``, ``export-reward --shaping``, format version 2) pays
+``f = g + gamma h(s') - h(s)``; on a terminated step the successor is the absorbing state, so its
+``h(s')`` is replaced by ``meta["absorbing_potential"]`` (the ``terminated`` argument of the call).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from gail_robot.envs.variants import original_of
 from gail_robot.errors import UserError
 
 REWARD_FORMAT = "gail_robot.reward"
-REWARD_FORMAT_VERSION = 1
+REWARD_FORMAT_VERSION = 2  # 2: shaped AIRL files (they need the terminated-step correction)
 INPUTS = ("obs", "obs_action_next_obs")
 
 
@@ -62,6 +66,22 @@ class LearnedReward:
         value = self.meta.get("absorbing_reward")
         return None if value is None else float(value)
 
+    @property
+    def shaped(self) -> bool:
+        return bool(self.meta.get("shaped", False))
+
+    def check_gamma(self, gamma: float) -> None:
+        """Refuse, in one line, a learner whose discount is not a shaped file's own.
+
+        Potential shaping ``gamma h(s') - h(s)`` keeps the optimal policy only under the same ``gamma``
+        (Ng et al. 1999); an unshaped file does not care.
+        """
+        if self.shaped and abs(float(self.meta["gamma"]) - gamma) > 1e-12:
+            raise UserError(
+                f"reward file {self.path} is shaped with gamma {self.meta['gamma']}; this run discounts by "
+                f"{gamma}: set its gamma to {self.meta['gamma']} or export the reward without --shaping"
+            )
+
     def check_env(self, env_id: str, obs_dim: int, actions: PolicyActions) -> None:
         """Refuse, in one line, an env the reward was not learned for.
 
@@ -84,8 +104,18 @@ class LearnedReward:
                     f"reward file {self.path} takes {self.meta['action_space']} actions; {env_id} has {mine}"
                 )
 
-    def __call__(self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
-        """Rewards ``(M,) float32`` of ``M`` transitions (raw observations, env-unit actions)."""
+    def __call__(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Rewards ``(M,) float32`` of ``M`` transitions (raw observations, env-unit actions).
+
+        ``terminated`` ``(M,) bool`` marks true terminations; a shaped file then takes the absorbing
+        state's potential for their ``h(s')`` (without it every successor is the observed one).
+        """
         import torch
 
         with torch.inference_mode():
@@ -96,6 +126,13 @@ class LearnedReward:
                 act_t = torch.from_numpy(np.ascontiguousarray(actions))
                 next_t = torch.from_numpy(np.ascontiguousarray(next_obs, dtype=np.float32))
                 out = self.module(obs_t, act_t, next_t)
+                potential = self.meta.get("absorbing_potential")
+                if self.shaped and potential is not None and terminated is not None and terminated.any():
+                    rows = torch.from_numpy(np.flatnonzero(terminated))
+                    h_next = self.module.potential(next_t.index_select(0, rows))
+                    gamma = float(self.meta["gamma"])
+                    out = out.clone()
+                    out[rows] += gamma * (float(potential) - h_next)
         return out.numpy().astype(np.float32)
 
 

@@ -507,7 +507,8 @@ def test_relabel_with_a_learned_reward_uses_env_units_and_the_absorbing_value(tm
     class Reward:
         absorbing_reward = 2.0
 
-        def __call__(self, obs, actions, next_obs):
+        def __call__(self, obs, actions, next_obs, terminated):
+            assert terminated.shape == (obs.shape[0],)  # a shaped file corrects these rows
             return (obs.sum(1) + 10 * actions[:, 0] + 100 * next_obs[:, 0]).astype(np.float32)
 
     buf = _hand_buffer()
@@ -516,6 +517,120 @@ def test_relabel_with_a_learned_reward_uses_env_units_and_the_absorbing_value(tm
     np.testing.assert_allclose(buf.rewards[:, 0], [2 + 10 + 200, 1 + 20 + 500], rtol=1e-6)
     assert bootstrap is not None
     np.testing.assert_allclose(bootstrap, 20.0, rtol=1e-6)
+
+
+def test_shaped_reward_file_is_f_and_keeps_every_episodes_g_value_up_to_h_of_the_start(tmp_path, demos):
+    """``export-reward --shaping``: f = g + gamma h(s') - h(s) by hand; a terminated step's successor is
+    the absorbing state; over a real terminated episode the discounted f-return (with the absorbing
+    bootstrap) is the g-return minus h(s0), which is why shaping leaves the optimal policy alone."""
+    import gymnasium as gym
+
+    from gail_robot.nets import AIRLRewardNet, normalization_std, normalize_torch
+    from gail_robot.policy_io import load_checkpoint
+    from gail_robot.reward_io import demo_transitions, load_reward
+
+    run = tmp_path / "airl"
+    common = ["--env", ENV, "--demos", str(demos), "--steps", "128", *TINY, "--set", "run.eval_episodes=0"]
+    cli("train", "--algo", "airl", *common, "--out", str(run))
+    cli("export-reward", str(run), "--out", str(tmp_path / "g.pt"))
+    cli("export-reward", str(run), "--out", str(tmp_path / "f.pt"), "--shaping")
+    g_file, f_file = load_reward(tmp_path / "g.pt"), load_reward(tmp_path / "f.pt")
+    assert f_file.shaped and not g_file.shaped and f_file.inputs == "obs_action_next_obs"
+    assert f_file.meta["format_version"] == 2 and g_file.meta["format_version"] == 1
+
+    data = load_checkpoint(run / "final.pt")
+    gamma = float(data["config"]["rollout"]["gamma"])
+    net = AIRLRewardNet(4 + 1, 4 + 1, gamma, NetConfig([100, 100], "tanh"))
+    net.load_state_dict(data["airl"]["reward_net"])
+    norm = data["obs_norm"]
+
+    def x(obs: np.ndarray, flag: float = 0.0) -> torch.Tensor:
+        n = normalize_torch(
+            torch.from_numpy(obs), torch.as_tensor(norm["mean"]), normalization_std(norm["var"]), norm["clip"]
+        )
+        return torch.cat([n, torch.full((len(obs), 1), flag)], 1)
+
+    s_abs = torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0]])
+    with torch.no_grad():
+        g_abs, h_abs = float(net.reward(s_abs)[0]), float(net.potential(s_abs)[0])
+    assert f_file.meta["absorbing_potential"] == pytest.approx(h_abs)
+    assert f_file.absorbing_reward == pytest.approx(g_abs + (gamma - 1.0) * h_abs)
+
+    # a real episode of InvertedPendulum with a random policy: it falls, i.e. terminates
+    env = gym.make(ENV)
+    obs, _ = env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    states, actions, terminated = [np.asarray(obs, np.float32)], [], False
+    while not terminated:
+        action = rng.uniform(-3, 3, size=1).astype(np.float32)
+        obs, _, terminated, truncated, _ = env.step(action)
+        assert not truncated
+        states.append(np.asarray(obs, np.float32))
+        actions.append(action)
+    o, nxt = np.stack(states[:-1]), np.stack(states[1:])
+    done = np.zeros(len(o), bool)
+    done[-1] = True
+    f = f_file(o, np.stack(actions), nxt, done)
+    with torch.no_grad():
+        next_h = x(nxt)
+        next_h[-1] = s_abs[0]  # the terminated step's successor is the absorbing state
+        by_hand = net(x(o), x(o), next_h, torch.ones(len(o))).numpy()
+        h0 = float(net.potential(x(o[:1]))[0])
+    np.testing.assert_allclose(f, by_hand, rtol=1e-5, atol=1e-6)
+    g = g_file(o, np.stack(actions), nxt)
+    disc = gamma ** np.arange(len(o))
+    t = len(o)
+    f_return = float(disc @ f) + gamma**t * f_file.absorbing_reward / (1 - gamma)
+    g_return = float(disc @ g) + gamma**t * g_file.absorbing_reward / (1 - gamma)
+    assert f_return == pytest.approx(g_return - h0, rel=1e-4, abs=1e-4)
+    # without the terminated flag the observed successor's h is used: a different reward on that step
+    assert f_file(o, np.stack(actions), nxt)[-1] != pytest.approx(f[-1])
+
+    # demo-min: g(s_abs) becomes the demos' lowest g; the absorbing transition's f follows from it
+    cli(
+        "export-reward", str(run), "--out", str(tmp_path / "f_low.pt"), "--shaping", "--absorbing", "demo-min"
+    )
+    low = load_reward(tmp_path / "f_low.pt")
+    lowest_g = min(float(g_file(a, b, c).min()) for a, b, c in demo_transitions(demos))
+    assert low.meta["absorbing_g"] == pytest.approx(lowest_g, abs=1e-6)
+    assert low.absorbing_reward == pytest.approx(lowest_g + (gamma - 1.0) * h_abs, abs=1e-6)
+
+    # PPO trains on it at the file's gamma; another gamma, or --shaping of a GAIL run: one line
+    ppo = tmp_path / "ppo"
+    cli(
+        "train",
+        "--algo",
+        "ppo",
+        "--env",
+        ENV,
+        "--reward",
+        str(tmp_path / "f.pt"),
+        "--steps",
+        "64",
+        *TINY,
+        "--out",
+        str(ppo),
+    )
+    assert '"learned_reward"' in (ppo / "metrics.jsonl").read_text()
+    wrong_gamma = run_cli(
+        "train",
+        "--algo",
+        "ppo",
+        "--env",
+        ENV,
+        "--reward",
+        str(tmp_path / "f.pt"),
+        "--set",
+        "rollout.gamma=0.9",
+        "--out",
+        str(tmp_path / "p2"),
+    )
+    assert f"is shaped with gamma {gamma}; this run discounts by 0.9" in one_line_error(wrong_gamma)
+    gail = tmp_path / "gail"
+    cli("train", "--algo", "gail", *common, "--out", str(gail))
+    refused = run_cli("export-reward", str(gail), "--out", str(tmp_path / "x.pt"), "--shaping")
+    assert "--shaping exports AIRL's h, which only airl runs have" in one_line_error(refused)
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_airl_configs_parse_and_variants_change_only_the_dynamics():

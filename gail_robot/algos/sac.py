@@ -353,6 +353,7 @@ class SACTrainer:
         if cfg.reward:
             self.learned_reward = load_reward(cfg.reward)
             self.learned_reward.check_env(cfg.env.id, self.obs_dim, policy_actions(self.env))
+            self.learned_reward.check_gamma(self.sac_config.gamma)
 
         self.sac = SAC(self.obs_dim, self.act_dim, scfg, self.run.torch_rng, str(self.device))
         self.actor = self.sac.actor
@@ -448,7 +449,11 @@ class SACTrainer:
         env_action = self.action_low + (np.clip(action, -1.0, 1.0) + 1.0) * 0.5 * (
             self.action_high - self.action_low
         )
-        reward = float(self.learned_reward(obs[None], env_action[None].astype(np.float32), next_obs[None])[0])
+        reward = float(
+            self.learned_reward(
+                obs[None], env_action[None].astype(np.float32), next_obs[None], np.array([terminated])
+            )[0]
+        )
         r_abs = self.learned_reward.absorbing_reward
         if terminated and r_abs is not None:
             gamma = self.sac_config.gamma

@@ -163,6 +163,7 @@ class OnPolicyTrainer:
         if cfg.reward:
             self.learned_reward = load_reward(cfg.reward)
             self.learned_reward.check_env(cfg.env.id, self.obs_dim, self.actions)
+            self.learned_reward.check_gamma(cfg.rollout.gamma)
 
         scale = cfg.rollout.normalize_rewards
         if scale is None:
@@ -360,7 +361,12 @@ def relabel_with_reward(
     else:
         clipped = np.clip(buffer.actions.reshape(t * n, -1), -1.0, 1.0)
         actions = (low + (clipped + 1.0) * 0.5 * (high - low)).astype(np.float32)
-    rewards = reward(buffer.obs_raw.reshape(t * n, d), actions, buffer.next_obs_raw.reshape(t * n, d))
+    rewards = reward(
+        buffer.obs_raw.reshape(t * n, d),
+        actions,
+        buffer.next_obs_raw.reshape(t * n, d),
+        buffer.terminated.reshape(-1),
+    )
     buffer.rewards[:] = rewards.reshape(t, n)
     r_abs = reward.absorbing_reward
     if r_abs is None:

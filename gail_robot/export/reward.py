@@ -6,6 +6,9 @@ What is exported (docs/DESIGN.md §5.2):
   Fu et al. 2018 (sec. 5), which is what transfers to changed dynamics (their sec. 7.2 re-optimises
   it). The shaping ``h`` is left out: it only adds ``gamma h(s') - h(s)``, which does not change the
   optimal policy of any dynamics, while ``f`` as a whole is tied to the training dynamics.
+  ``--shaping`` exports ``f = g + gamma h(s') - h(s)`` instead (``r(obs, action, next_obs)``, with
+  ``potential(obs) = h(s)`` beside it): the same optimal policy on any dynamics (Ng et al. 1999), with
+  the trained ``h``, a value-like potential, as a dense guide for the learner.
 * **AIRL, state-action**: ``r(obs, action, next_obs) = g(s, a)`` (``next_obs`` unused).
 * **GAIL**: ``r(obs, action, next_obs)`` = the run's discriminator reward (``gail.reward``: softplus of
   the logit, ``-softplus(-logit)`` or the logit) on ``(s, a)`` or ``(s, s')``.
@@ -50,6 +53,41 @@ class StateReward(NormalizedObsModule):
         x = self.normalize(obs)
         x = torch.cat([x, torch.zeros(x.size(0), self.flag, dtype=x.dtype)], dim=1)
         return self.net(x).squeeze(-1)
+
+
+class ShapedReward(NormalizedObsModule):
+    """AIRL's ``f(s, a, s') = g(s[, a]) + gamma h(s') - h(s)`` ``(B,)`` from raw observations.
+
+    ``g`` is a :class:`TransitionReward` (it normalises on its own); ``potential(obs)`` is ``h(s)``,
+    exported so that a learner can replace ``h(s')`` by ``h(s_abs)`` on a terminated step
+    (:class:`gail_robot.reward_io.LearnedReward`), as AIRL's own transitions into the absorbing state do.
+    """
+
+    def __init__(
+        self,
+        g: nn.Module,
+        h: nn.Module,
+        obs_mean: np.ndarray,
+        obs_var: np.ndarray,
+        obs_clip: float,
+        flag: int,
+        gamma: float,
+    ):
+        super().__init__(obs_mean, obs_var, obs_clip)
+        self.g = g
+        self.h = h
+        self.flag = int(flag)
+        self.gamma = float(gamma)
+
+    @torch.jit.export
+    def potential(self, obs: torch.Tensor) -> torch.Tensor:
+        self.check_obs(obs)
+        x = self.normalize(obs)
+        x = torch.cat([x, torch.zeros(x.size(0), self.flag, dtype=x.dtype)], dim=1)
+        return self.h(x).squeeze(-1)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        return self.g(obs, action, next_obs) + self.gamma * self.potential(next_obs) - self.potential(obs)
 
 
 class TransitionReward(NormalizedObsModule):
@@ -125,11 +163,18 @@ def _frozen(module: nn.Module) -> nn.Module:
     return module
 
 
-def build_reward(data: dict[str, Any], source: str) -> tuple[nn.Module, dict[str, Any]]:
+def build_reward(
+    data: dict[str, Any], source: str, shaping: bool = False
+) -> tuple[nn.Module, dict[str, Any]]:
     """The eager reward module of a checkpoint and its ``meta.json`` entries.
 
+    ``shaping``: an AIRL run's whole ``f`` (:class:`ShapedReward`) instead of ``g``; with absorbing
+    states ``meta["absorbing_potential"]`` is ``h(s_abs)`` and ``absorbing_reward`` is
+    ``f(s_abs, -, s_abs) = g(s_abs) + (gamma - 1) h(s_abs)``.
+
     Raises:
-        UserError: the run is not an AIRL or GAIL run (BC, PPO, SAC have no learned reward).
+        UserError: the run is not an AIRL or GAIL run (BC, PPO, SAC have no learned reward);
+            ``shaping`` for a GAIL run (its discriminator has no potential).
     """
     meta_in = data.get("meta", {})
     algo = meta_in.get("algo")
@@ -139,6 +184,8 @@ def build_reward(data: dict[str, Any], source: str) -> tuple[nn.Module, dict[str
             f"{source} is a{'n' if str(algo)[:1] in 'aeiou' else ''} {algo} run: only airl and gail runs "
             "have a learned reward to export"
         )
+    if shaping and algo != "airl":
+        raise UserError(f"{source} is a gail run: --shaping exports AIRL's h, which only airl runs have")
     spec = data["actor_spec"]
     obs_dim = int(spec["obs_dim"])
     n_actions = int(spec.get("n_actions", 0) or 0)
@@ -162,20 +209,41 @@ def build_reward(data: dict[str, Any], source: str) -> tuple[nn.Module, dict[str
         net = AIRLRewardNet(g_dim, obs_dim + flag, gamma, net_config)
         net.load_state_dict(data["airl"]["reward_net"])
         g = _frozen(net.g)
-        if state_only:
+        if shaping:
+            g_only = TransitionReward(
+                g, mean, var, clip, low, high, n_actions, not state_only, False, flag, 0
+            )
+            module = ShapedReward(g_only, _frozen(net.h), mean, var, clip, flag, gamma)
+        elif state_only:
             module = StateReward(g, mean, var, clip, flag)
         else:
             module = TransitionReward(g, mean, var, clip, low, high, n_actions, True, False, flag, 0)
         absorbing = None
+        shaping_meta: dict[str, Any] = {}
         if flag:
             abs_in = torch.zeros(1, g_dim)
             abs_in[0, -1] = 1.0
             with torch.no_grad():
                 absorbing = float(g(abs_in)[0, 0])
+            if shaping:
+                h_abs = torch.zeros(1, obs_dim + flag)
+                h_abs[0, -1] = 1.0
+                with torch.no_grad():
+                    potential = float(net.h(h_abs)[0, 0])
+                # f(s_abs, -, s_abs) = g(s_abs) + (gamma - 1) h(s_abs): AIRL's absorbing transition
+                shaping_meta = {"absorbing_g": absorbing, "absorbing_potential": potential}
+                absorbing = absorbing + (gamma - 1.0) * potential
+        g_name = "g(s)" if state_only else "g(s, a)"
         described = {
-            "term": "g",
-            "reward": "AIRL g(s), the disentangled reward" if state_only else "AIRL g(s, a)",
+            "term": "f" if shaping else "g",
+            "reward": (
+                f"AIRL f = {g_name} + gamma h(s') - h(s), the disentangled reward with its shaping"
+                if shaping
+                else ("AIRL g(s), the disentangled reward" if state_only else "AIRL g(s, a)")
+            ),
             "state_only": state_only,
+            "shaped": shaping,
+            **shaping_meta,
         }
     else:
         flag = 1 if gail_cfg["absorbing"] else 0
@@ -218,7 +286,8 @@ def build_reward(data: dict[str, Any], source: str) -> tuple[nn.Module, dict[str
     inputs = "obs" if isinstance(module, StateReward) else "obs_action_next_obs"
     meta = {
         "format": REWARD_FORMAT,
-        "format_version": REWARD_FORMAT_VERSION,
+        # a shaped file needs a reader that corrects terminated steps (reward_io): older ones refuse it
+        "format_version": REWARD_FORMAT_VERSION if shaping else 1,
         "inputs": inputs,
         **described,
         "algo": algo,
@@ -265,7 +334,11 @@ def demo_min_reward(module: nn.Module, meta: dict[str, Any], demos: str | Path) 
 
 
 def export_reward(
-    source: str | Path, out: str | Path, absorbing: str = "learned", demos: str | Path | None = None
+    source: str | Path,
+    out: str | Path,
+    absorbing: str = "learned",
+    demos: str | Path | None = None,
+    shaping: bool = False,
 ) -> dict[str, Any]:
     """Write the reward file of run/checkpoint ``source`` to ``out``; returns its meta.
 
@@ -273,18 +346,20 @@ def export_reward(
     at the absorbing state, or ``demo-min``, the lowest reward of any transition of ``demos`` (default:
     the run's own ``gail.demos``), so that a learner on the file is never paid to fall more than the
     expert is paid anywhere (docs/DESIGN.md §5.2); the learned value is kept as
-    ``absorbing_reward_learned``. The scripted module is compared with the eager one on a probe batch
-    before it is written.
+    ``absorbing_reward_learned``. ``shaping`` exports AIRL's whole ``f`` (:func:`build_reward`); with
+    ``demo-min`` it is ``g(s_abs)`` that becomes the demos' lowest ``g``, and the absorbing transition's
+    ``f`` follows from it. The scripted module is compared with the eager one on a probe batch before
+    it is written.
 
     Raises:
-        UserError: not an AIRL/GAIL run; ``demo-min`` for a run without absorbing states or without
-            a demo file.
+        UserError: not an AIRL/GAIL run; ``shaping`` for a GAIL run; ``demo-min`` for a run without
+            absorbing states or without a demo file.
     """
     if absorbing not in ABSORBING_RULES:
         raise UserError(f"--absorbing must be one of {', '.join(ABSORBING_RULES)}, not {absorbing!r}")
     file = resolve_checkpoint(source)
     data = load_checkpoint(file)
-    module, meta = build_reward(data, str(source))
+    module, meta = build_reward(data, str(source), shaping)
     meta["absorbing_rule"] = absorbing
     if absorbing == "demo-min":
         if meta["absorbing_reward"] is None:
@@ -296,7 +371,14 @@ def export_reward(
         if not demos:
             raise UserError(f"{source} names no demo file: give --demos FILE for --absorbing demo-min")
         meta["absorbing_reward_learned"] = meta["absorbing_reward"]
-        meta["absorbing_reward"] = demo_min_reward(module, meta, demos)
+        if shaping:
+            g_module, g_meta = build_reward(data, str(source))
+            meta["absorbing_g"] = demo_min_reward(g_module, g_meta, demos)
+            meta["absorbing_reward"] = (
+                meta["absorbing_g"] + (meta["gamma"] - 1.0) * meta["absorbing_potential"]
+            )
+        else:
+            meta["absorbing_reward"] = demo_min_reward(module, meta, demos)
         meta["absorbing_demos"] = str(demos)
     with torchscript_calls():
         scripted = torch.jit.script(module)
@@ -316,6 +398,10 @@ def export_reward(
                     high - low
                 )
             expected, got = module(probe, action, probe + 0.1), scripted(probe, action, probe + 0.1)
+            if shaping:
+                assert isinstance(module, ShapedReward)
+                expected = torch.cat([expected, module.potential(probe)])
+                got = torch.cat([got, scripted.potential(probe)])
     if not torch.equal(expected, got):
         raise RuntimeError("the scripted reward module differs from the eager one")
     out = Path(out)

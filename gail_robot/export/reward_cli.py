@@ -19,12 +19,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "reward the demos get (demo-min: falling never pays more than any expert step; docs/DESIGN.md §5.2)",
     )
     parser.add_argument(
+        "--shaping",
+        action="store_true",
+        help="AIRL runs: export f = g + gamma h(s') - h(s) instead of g (the same optimal policy on any "
+        "dynamics, with the trained potential h as a dense guide; docs/DESIGN.md §5.2)",
+    )
+    parser.add_argument(
         "--demos", default=None, help="demo file for --absorbing demo-min (default: the run's)"
     )
 
 
 def main(args: argparse.Namespace) -> int:
-    meta = export_reward(args.source, args.out, args.absorbing, args.demos)
+    meta = export_reward(args.source, args.out, args.absorbing, args.demos, args.shaping)
     absorbing = meta["absorbing_reward"]
     call = "r(obs)" if meta["inputs"] == "obs" else "r(obs, action, next_obs)"
     print(
