@@ -299,6 +299,24 @@ def cli(*args: str) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+def tiny_run_args(demos: Path) -> list[str]:
+    return ["--env", ENV, "--demos", str(demos), "--steps", "128", *TINY, "--set", "run.eval_episodes=0"]
+
+
+@pytest.fixture(scope="module")
+def airl_run(tmp_path_factory: pytest.TempPathFactory, demos: Path) -> Path:
+    """A tiny state-only AIRL run with absorbing states on InvertedPendulum (it terminates)."""
+    run = tmp_path_factory.mktemp("airl") / "airl"
+    cli("train", "--algo", "airl", *tiny_run_args(demos), "--out", str(run))
+    return run
+
+
+def train_ppo_on(reward_file: Path, out: Path) -> None:
+    ppo = f"train --algo ppo --env {ENV} --steps 64".split()
+    cli(*ppo, "--reward", str(reward_file), *TINY, "--out", str(out))
+    assert '"learned_reward"' in (out / "metrics.jsonl").read_text()
+
+
 @pytest.mark.parametrize("gen", ["ppo", pytest.param("trpo", marks=pytest.mark.slow)])
 def test_airl_resume_reproduces_the_next_update(tmp_path, demos, gen):
     """InvertedPendulum terminates when the pole falls: the absorbing path is exercised."""
@@ -334,15 +352,13 @@ def test_airl_resume_reproduces_the_next_update(tmp_path, demos, gen):
     assert (full / "tb").is_dir()
 
 
-def test_export_reward_and_train_on_it(tmp_path, demos):
+def test_export_reward_and_train_on_it(tmp_path, demos, airl_run):
     """The exported g(s) is the run's g on normalised observations; ppo trains on it; bad input: one line."""
     from gail_robot.nets import AIRLRewardNet, Discriminator, normalization_std, normalize_torch
     from gail_robot.policy_io import load_checkpoint
     from gail_robot.reward_io import demo_transitions, load_reward
 
-    run = tmp_path / "airl"
-    common = ["--env", ENV, "--demos", str(demos), "--steps", "128", *TINY, "--set", "run.eval_episodes=0"]
-    cli("train", "--algo", "airl", *common, "--out", str(run))
+    run, common = airl_run, tiny_run_args(demos)
     reward_file = tmp_path / "reward.pt"
     cli("export-reward", str(run), "--out", str(reward_file))
     reward = load_reward(reward_file)
@@ -374,22 +390,9 @@ def test_export_reward_and_train_on_it(tmp_path, demos):
     np.testing.assert_array_equal(low(obs, np.zeros((6, 1)), obs), reward(obs, np.zeros((6, 1)), obs))
 
     ppo = tmp_path / "ppo"
-    cli(
-        "train",
-        "--algo",
-        "ppo",
-        "--env",
-        ENV,
-        "--reward",
-        str(reward_file),
-        "--steps",
-        "64",
-        *TINY,
-        "--out",
-        str(ppo),
-    )
+    train_ppo_on(reward_file, ppo)
     rows = [r for r in (ppo / "metrics.jsonl").read_text().splitlines() if "learned_reward" in r]
-    assert rows and '"episode_return"' in rows[0]
+    assert '"episode_return"' in rows[0]
 
     # GAIL whose discriminator does not see observation dims 1 and 3: the file leaves them out alike.
     gail = tmp_path / "gail"
@@ -519,7 +522,9 @@ def test_relabel_with_a_learned_reward_uses_env_units_and_the_absorbing_value(tm
     np.testing.assert_allclose(bootstrap, 20.0, rtol=1e-6)
 
 
-def test_shaped_reward_file_is_f_and_keeps_every_episodes_g_value_up_to_h_of_the_start(tmp_path, demos):
+def test_shaped_reward_file_is_f_and_keeps_every_episodes_g_value_up_to_h_of_the_start(
+    tmp_path, demos, airl_run
+):
     """``export-reward --shaping``: f = g + gamma h(s') - h(s) by hand; a terminated step's successor is
     the absorbing state; over a real terminated episode the discounted f-return (with the absorbing
     bootstrap) is the g-return minus h(s0), which is why shaping leaves the optimal policy alone."""
@@ -529,9 +534,7 @@ def test_shaped_reward_file_is_f_and_keeps_every_episodes_g_value_up_to_h_of_the
     from gail_robot.policy_io import load_checkpoint
     from gail_robot.reward_io import demo_transitions, load_reward
 
-    run = tmp_path / "airl"
-    common = ["--env", ENV, "--demos", str(demos), "--steps", "128", *TINY, "--set", "run.eval_episodes=0"]
-    cli("train", "--algo", "airl", *common, "--out", str(run))
+    run = airl_run
     cli("export-reward", str(run), "--out", str(tmp_path / "g.pt"))
     cli("export-reward", str(run), "--out", str(tmp_path / "f.pt"), "--shaping")
     g_file, f_file = load_reward(tmp_path / "g.pt"), load_reward(tmp_path / "f.pt")
@@ -596,22 +599,7 @@ def test_shaped_reward_file_is_f_and_keeps_every_episodes_g_value_up_to_h_of_the
     assert low.absorbing_reward == pytest.approx(lowest_g + (gamma - 1.0) * h_abs, abs=1e-6)
 
     # PPO trains on it at the file's gamma; another gamma, or --shaping of a GAIL run: one line
-    ppo = tmp_path / "ppo"
-    cli(
-        "train",
-        "--algo",
-        "ppo",
-        "--env",
-        ENV,
-        "--reward",
-        str(tmp_path / "f.pt"),
-        "--steps",
-        "64",
-        *TINY,
-        "--out",
-        str(ppo),
-    )
-    assert '"learned_reward"' in (ppo / "metrics.jsonl").read_text()
+    train_ppo_on(tmp_path / "f.pt", tmp_path / "ppo")
     wrong_gamma = run_cli(
         "train",
         "--algo",
@@ -627,7 +615,7 @@ def test_shaped_reward_file_is_f_and_keeps_every_episodes_g_value_up_to_h_of_the
     )
     assert f"is shaped with gamma {gamma}; this run discounts by 0.9" in one_line_error(wrong_gamma)
     gail = tmp_path / "gail"
-    cli("train", "--algo", "gail", *common, "--out", str(gail))
+    cli("train", "--algo", "gail", *tiny_run_args(demos), "--out", str(gail))
     refused = run_cli("export-reward", str(gail), "--out", str(tmp_path / "x.pt"), "--shaping")
     assert "--shaping exports AIRL's h, which only airl runs have" in one_line_error(refused)
     assert not (tmp_path / "x.pt").exists()
