@@ -156,6 +156,27 @@ def test_absorbing_log_pi_policy_mean_puts_the_rounds_mean_log_pi_on_the_absorbi
         AIRLConfig(absorbing_log_pi="one")
 
 
+def test_cap_absorbing_reward_pays_a_fall_at_most_the_experts_lowest_reward():
+    airl = _hand_airl(absorbing=True, entropy_weight=0.1)
+    airl.airl.cap_absorbing_reward = True
+    e = airl.expert
+    # the expert's f - beta log pi by hand: g = s0 + 2 s1 + 0.5, h = 3 s0 - s1, h(s_abs) = 4 on terminating
+    h_next = np.where(e.terminated, 4.0, 3 * e.next_obs[:, 0] - e.next_obs[:, 1])
+    f = e.obs[:, 0] + 2 * e.obs[:, 1] + 0.5 + GAMMA * h_next - (3 * e.obs[:, 0] - e.obs[:, 1])
+    lowest = float((f - 0.1 * airl.expert_log_pi()).min())
+    assert lowest < 10.1  # below the learned absorbing reward (f = 10.1, log pi 0): the cap binds
+    assert airl.expert_min_reward() == pytest.approx(lowest, rel=1e-4)
+    bootstrap = airl.relabel(_hand_buffer())
+    assert airl.absorbing_reward() == pytest.approx(lowest, rel=1e-4)
+    assert bootstrap is not None
+    np.testing.assert_allclose(bootstrap, lowest / (1 - GAMMA), rtol=1e-4)
+    # a learned absorbing reward already below the expert's lowest is kept
+    with torch.no_grad():
+        airl.net.g[0].bias -= 100.0  # every g, the absorbing state's included, drops by 100
+        airl.net.g[0].weight[0, 2] -= 1000.0  # and the absorbing state's by 1000 more
+    assert airl.absorbing_reward() == pytest.approx(10.1 - 1100.0, rel=1e-4)
+
+
 def test_f_without_absorbing_states_drops_the_terminal_potential():
     airl = _hand_airl(absorbing=False)
     buf = _hand_buffer()

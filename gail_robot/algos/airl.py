@@ -301,10 +301,20 @@ class AIRL:
         return np.full((t, n), value, dtype=np.float32)
 
     def absorbing_reward(self) -> float:
-        """The generator's reward in the absorbing state: ``f(s_abs, -, s_abs) - beta log pi_abs``."""
+        """The generator's reward in the absorbing state: ``f(s_abs, -, s_abs) - beta log pi_abs``,
+        at most :meth:`expert_min_reward` with ``airl.cap_absorbing_reward``."""
         with torch.no_grad():
             logit = float(airl_logits(self.net, self.absorbing_inputs(1))[0])
-        return logit + (1.0 - self.airl.entropy_weight) * self.absorbing_log_pi
+        learned = logit + (1.0 - self.airl.entropy_weight) * self.absorbing_log_pi
+        return min(learned, self.expert_min_reward()) if self.airl.cap_absorbing_reward else learned
+
+    def expert_min_reward(self) -> float:
+        """The lowest generator reward ``f - beta log pi`` of the expert's (kept) pairs."""
+        x = self._expert_inputs()
+        with torch.no_grad():
+            pairs = x.index(torch.arange(len(self.expert)))  # without appended absorbing transitions
+            rewards = airl_logits(self.net, pairs) + (1.0 - self.airl.entropy_weight) * pairs.log_pi
+        return float(rewards.min())
 
     # ----------------------------------------------------------------------------- state
 

@@ -304,6 +304,15 @@ class AIRLConfig:
     a fall (from BC on Walker2d: D at 1.00 / 0.98 accuracy, the absorbing logit stuck near 0 while
     the policy's living steps sat at -5.7). ``false`` leaves those pairs out (docs/DESIGN.md §8.8)."""
 
+    cap_absorbing_reward: bool = False
+    """Cap the generator's absorbing reward at the lowest reward ``f - beta log pi`` of any expert pair
+    this round (D is unchanged). Demos that never fall say nothing about how falling compares with the
+    states a policy keeps alive in; both are "policy" samples to D, so whether the learned absorbing
+    reward sits above or below a living step is set by a small, seed- and machine-dependent difference,
+    and above it the generator learns to fall (Walker2d from BC, docs/RESULTS.md §2). The cap keeps falling
+    worth no more than the expert's worst step: the training-time twin of ``export-reward --absorbing
+    demo-min`` (docs/DESIGN.md §8.8)."""
+
     def __post_init__(self) -> None:
         _check(
             0.0 <= self.entropy_weight <= 1.0,
