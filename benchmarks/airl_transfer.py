@@ -271,8 +271,18 @@ def main() -> None:
         return
 
     start = ", from the AIRL policy" if args.warm_start else ""
+    # --warm-start without its own reference runs: the ratio is taken against the runs from scratch
+    cold = [
+        out / f"seed_{seed}" / ("variant_expert_sac" if args.learner == "sac" else "variant_expert")
+        for seed in plan
+    ]
+    from_scratch = args.warm_start and not any(checkpoint_of(r["variant_expert"]) for r in plan.values())
+    if from_scratch:
+        for runs, run in zip(plan.values(), cold, strict=True):
+            runs["variant_expert"] = run
     what = {
-        "variant_expert": f"{args.learner.upper()} on {variant}'s true reward{start}",
+        "variant_expert": f"{args.learner.upper()} on {variant}'s true reward"
+        + (", from scratch" if from_scratch else start),
         "airl_on_variant": (
             f"{args.learner.upper()} on {variant} with the AIRL reward "
             + ("f = g(s) + gamma h(s') - h(s)" if args.shaping else "g(s)")

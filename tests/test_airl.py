@@ -655,6 +655,7 @@ def test_airl_configs_parse_and_variants_change_only_the_dynamics():
         assert cfg.algo == "airl" and cfg.airl.state_only and cfg.airl.absorbing and cfg.generator == "ppo"
         assert cfg.airl.entropy_weight == (1.0 if "Hopper" in name else 0.1)
         assert cfg.airl.absorbing_grad_penalty == ("Walker2d" not in name)
+        assert cfg.airl.cap_absorbing_reward == ("Walker2d" in name)
     original = make_env("Hopper-v5")
     crippled = make_env("gail_robot/HopperCrippled-v0")
     assert crippled.observation_space == original.observation_space
