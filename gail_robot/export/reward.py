@@ -4,11 +4,12 @@ What is exported (docs/DESIGN.md §5.2):
 
 * **AIRL, state-only** (``airl.state_only: true``): ``r(obs) = g(s)``, the disentangled reward of
   Fu et al. 2018 (sec. 5), which is what transfers to changed dynamics (their sec. 7.2 re-optimises
-  it). The shaping ``h`` is left out: it only adds ``gamma h(s') - h(s)``, which does not change the
-  optimal policy of any dynamics, while ``f`` as a whole is tied to the training dynamics.
+  it). The shaping ``h`` is left out by default: it only adds ``gamma h(s') - h(s)``, which does not
+  change the optimal policy of any dynamics (Ng et al. 1999); what ``h`` holds is a value of the
+  training dynamics (at AIRL's optimum, the expert's value there).
   ``--shaping`` exports ``f = g + gamma h(s') - h(s)`` instead (``r(obs, action, next_obs)``, with
-  ``potential(obs) = h(s)`` beside it): the same optimal policy on any dynamics (Ng et al. 1999), with
-  the trained ``h``, a value-like potential, as a dense guide for the learner.
+  ``potential(obs) = h(s)`` beside it): the same optimal policy, with that value as a dense guide for
+  the learner.
 * **AIRL, state-action**: ``r(obs, action, next_obs) = g(s, a)`` (``next_obs`` unused).
 * **GAIL**: ``r(obs, action, next_obs)`` = the run's discriminator reward (``gail.reward``: softplus of
   the logit, ``-softplus(-logit)`` or the logit) on ``(s, a)`` or ``(s, s')``.
