@@ -642,6 +642,62 @@ def test_shaped_reward_file_is_f_and_keeps_every_episodes_g_value_up_to_h_of_the
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_g_ignore_obs_keeps_dims_from_g_only_and_the_reward_file_alike(tmp_path, demos):
+    """airl.g_ignore_obs: g's input is the kept columns (h still sees all); r(obs) ignores the others."""
+    from gail_robot.nets import AIRLRewardNet, normalization_std, normalize_torch
+    from gail_robot.policy_io import load_checkpoint
+    from gail_robot.reward_io import load_reward
+
+    run = tmp_path / "airl"
+    cli(
+        "train",
+        "--algo",
+        "airl",
+        *tiny_run_args(demos),
+        "--set",
+        "airl.g_ignore_obs=[1, 3]",
+        "--out",
+        str(run),
+    )
+    data = load_checkpoint(run / "final.pt")
+    assert data["airl"]["g_obs_columns"] == [0, 2]
+    net = AIRLRewardNet(2 + 1, 4 + 1, 0.99, NetConfig([100, 100], "tanh"))
+    net.load_state_dict(data["airl"]["reward_net"])  # g takes 2 dims + flag, h 4 + flag
+    for shaping in ([], ["--shaping"]):
+        cli("export-reward", str(run), "--out", str(tmp_path / "r.pt"), *shaping)
+        reward = load_reward(tmp_path / "r.pt")
+        assert reward.meta["g_obs_columns"] == [0, 2]
+        obs = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
+        moved = obs.copy()
+        moved[:, [1, 3]] += 3.0  # only dims g does not see
+        act = np.zeros((5, 1), np.float32)
+        if not shaping:
+            np.testing.assert_array_equal(reward(obs, act, obs), reward(moved, act, moved))
+            norm = data["obs_norm"]
+            x = normalize_torch(
+                torch.from_numpy(obs),
+                torch.as_tensor(norm["mean"]),
+                normalization_std(norm["var"]),
+                norm["clip"],
+            )
+            with torch.no_grad():
+                expected = net.reward(torch.cat([x[:, [0, 2]], torch.zeros(5, 1)], 1)).numpy()
+            np.testing.assert_allclose(reward(obs, act, obs), expected, rtol=1e-6)
+        else:  # f's shaping h sees every dim: moving the ignored ones changes it
+            assert not np.allclose(reward(obs, act, obs), reward(moved, act, moved))
+    bad = run_cli(
+        "train",
+        "--algo",
+        "airl",
+        *tiny_run_args(demos),
+        "--set",
+        "airl.g_ignore_obs=[0:4]",
+        "--out",
+        str(tmp_path / "bad"),
+    )
+    assert "airl.g_ignore_obs leaves out all 4 observation dims" in one_line_error(bad)
+
+
 def test_airl_configs_parse_and_variants_change_only_the_dynamics():
     import gymnasium as gym
 

@@ -39,7 +39,7 @@ import torch
 from gail_robot.algos.config import AIRLConfig, GAILConfig
 from gail_robot.algos.demos import expert_in_policy_units
 from gail_robot.algos.discriminator import DiscriminatorLoss, classification_loss
-from gail_robot.algos.gail import GAIL, one_hot, replayed_transitions
+from gail_robot.algos.gail import GAIL, kept_obs_columns, one_hot, replayed_transitions
 from gail_robot.algos.rollout import RolloutBuffer
 from gail_robot.data import Transitions
 from gail_robot.envs.wrappers import ObsNormalizer
@@ -127,7 +127,9 @@ class AIRL:
         self.expert = expert_in_policy_units(expert, action_low, action_high, self.n_actions)
         flag = 1 if airl.absorbing else 0
         self.h_dim = self.obs_dim + flag
-        self.g_dim = self.obs_dim + (0 if airl.state_only else self.act_dim) + flag
+        #: the observation columns g sees (all but airl.g_ignore_obs)
+        self.g_columns = kept_obs_columns(airl.g_ignore_obs, self.obs_dim, "airl.g_ignore_obs")
+        self.g_dim = len(self.g_columns) + (0 if airl.state_only else self.act_dim) + flag
         self.net = AIRLRewardNet(
             self.g_dim, self.h_dim, self.gamma, NetConfig(list(config.hidden_sizes), config.activation)
         )
@@ -147,7 +149,7 @@ class AIRL:
         """
         obs_n = self.normalizer(data.obs)
         next_n = self.normalizer(data.next_obs)
-        g_parts = [obs_n]
+        g_parts = [obs_n[:, self.g_columns]]
         if not self.airl.state_only:
             g_parts.append(
                 one_hot(data.actions, self.n_actions) if self.n_actions else np.clip(data.actions, -1.0, 1.0)
@@ -321,6 +323,8 @@ class AIRL:
     def state_dict(self) -> dict[str, Any]:
         return {
             "reward_net": self.net.state_dict(),
+            # what g's input is made of, for export-reward (docs/DESIGN.md §5.2)
+            "g_obs_columns": self.g_columns.tolist(),
             "optimizer": self.optimizer.state_dict(),
             "replay": [
                 {

@@ -304,6 +304,13 @@ class AIRLConfig:
     a fall (from BC on Walker2d: D at 1.00 / 0.98 accuracy, the absorbing logit stuck near 0 while
     the policy's living steps sat at -5.7). ``false`` leaves those pairs out (docs/DESIGN.md §8.8)."""
 
+    g_ignore_obs: list[int | str] = field(default_factory=list)
+    """Observation dims the reward ``g`` does not see (indices or half-open ranges, as
+    gail.disc_ignore_obs); ``h``, the shaping, still sees them all, and so does the policy. A prior on what
+    the reward may depend on: a locomotion reward is a function of the torso's motion, so a g kept off
+    the joints cannot pay for the demos' leg posture, which a changed body cannot reach
+    (docs/DESIGN.md §8.8)."""
+
     cap_absorbing_reward: bool = False
     """Cap the generator's absorbing reward at the lowest reward ``f - beta log pi`` of any expert pair
     this round (D is unchanged). Demos that never fall say nothing about how falling compares with the

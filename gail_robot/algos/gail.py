@@ -55,10 +55,14 @@ def replayed_transitions(saved: dict[str, Any], n_actions: int) -> Transitions:
 
 def disc_obs_columns(config: GAILConfig, obs_dim: int) -> np.ndarray:
     """The observation columns the discriminator sees: all but ``gail.disc_ignore_obs`` (checked)."""
-    ignored = ignored_obs_indices(config.disc_ignore_obs, obs_dim, "gail.disc_ignore_obs")
-    kept = np.setdiff1d(np.arange(obs_dim), ignored)
+    return kept_obs_columns(config.disc_ignore_obs, obs_dim, "gail.disc_ignore_obs")
+
+
+def kept_obs_columns(ignore: list[int | str], obs_dim: int, key: str) -> np.ndarray:
+    """All observation columns but those of the option ``key`` (indices or ranges, checked)."""
+    kept = np.setdiff1d(np.arange(obs_dim), ignored_obs_indices(ignore, obs_dim, key))
     if not len(kept):
-        raise UserError(f"gail.disc_ignore_obs leaves out all {obs_dim} observation dims")
+        raise UserError(f"{key} leaves out all {obs_dim} observation dims")
     return kept
 
 

@@ -131,7 +131,8 @@ class OnPolicyTrainer:
         if cfg.algo == "airl":
             if cfg.gail.disc_ignore_obs:
                 raise UserError(
-                    "gail.disc_ignore_obs is a GAIL option: AIRL's g and h see the whole observation"
+                    "gail.disc_ignore_obs is a GAIL option: AIRL's h sees the whole observation "
+                    "(airl.g_ignore_obs keeps dims from g)"
                 )
             self.airl = AIRL(
                 cfg.gail,

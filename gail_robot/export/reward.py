@@ -42,16 +42,29 @@ _OUTPUT_KINDS = {"g": 0, "airl": 0, "gail": 1, "neg": 2}
 
 
 class StateReward(NormalizedObsModule):
-    """``r(obs)``: raw observations ``(B, obs_dim)`` -> ``g(normalise(obs) [, flag 0])`` ``(B,)``."""
+    """``r(obs)``: raw observations ``(B, obs_dim)`` -> ``g(normalise(obs)[columns] [, flag 0])`` ``(B,)``
+    (``obs_columns``: all but ``airl.g_ignore_obs``)."""
 
-    def __init__(self, net: nn.Module, obs_mean: np.ndarray, obs_var: np.ndarray, obs_clip: float, flag: int):
+    obs_columns: torch.Tensor
+
+    def __init__(
+        self,
+        net: nn.Module,
+        obs_mean: np.ndarray,
+        obs_var: np.ndarray,
+        obs_clip: float,
+        flag: int,
+        obs_columns: np.ndarray | None = None,
+    ):
         super().__init__(obs_mean, obs_var, obs_clip)
         self.net = net
         self.flag = int(flag)
+        columns = np.arange(self.obs_dim) if obs_columns is None else np.asarray(obs_columns)
+        self.register_buffer("obs_columns", torch.from_numpy(columns.astype(np.int64)))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         self.check_obs(obs)
-        x = self.normalize(obs)
+        x = self.normalize(obs).index_select(1, self.obs_columns)
         x = torch.cat([x, torch.zeros(x.size(0), self.flag, dtype=x.dtype)], dim=1)
         return self.net(x).squeeze(-1)
 
@@ -206,19 +219,21 @@ def build_reward(
         airl_cfg = config["airl"]
         flag = 1 if airl_cfg["absorbing"] else 0
         state_only = bool(airl_cfg["state_only"])
-        g_dim = obs_dim + (0 if state_only else act_dim) + flag
+        # checkpoints from before airl.g_ignore_obs have no "g_obs_columns": the whole observation
+        columns = np.asarray(data["airl"].get("g_obs_columns", range(obs_dim)), dtype=np.int64)
+        g_dim = len(columns) + (0 if state_only else act_dim) + flag
         net = AIRLRewardNet(g_dim, obs_dim + flag, gamma, net_config)
         net.load_state_dict(data["airl"]["reward_net"])
         g = _frozen(net.g)
         if shaping:
             g_only = TransitionReward(
-                g, mean, var, clip, low, high, n_actions, not state_only, False, flag, 0
+                g, mean, var, clip, low, high, n_actions, not state_only, False, flag, 0, columns
             )
             module = ShapedReward(g_only, _frozen(net.h), mean, var, clip, flag, gamma)
         elif state_only:
-            module = StateReward(g, mean, var, clip, flag)
+            module = StateReward(g, mean, var, clip, flag, columns)
         else:
-            module = TransitionReward(g, mean, var, clip, low, high, n_actions, True, False, flag, 0)
+            module = TransitionReward(g, mean, var, clip, low, high, n_actions, True, False, flag, 0, columns)
         absorbing = None
         shaping_meta: dict[str, Any] = {}
         if flag:
@@ -243,6 +258,7 @@ def build_reward(
                 else ("AIRL g(s), the disentangled reward" if state_only else "AIRL g(s, a)")
             ),
             "state_only": state_only,
+            "g_obs_columns": columns.tolist(),
             "shaped": shaping,
             **shaping_meta,
         }
