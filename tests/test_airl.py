@@ -621,19 +621,8 @@ def test_shaped_reward_file_is_f_and_keeps_every_episodes_g_value_up_to_h_of_the
 
     # PPO trains on it at the file's gamma; another gamma, or --shaping of a GAIL run: one line
     train_ppo_on(tmp_path / "f.pt", tmp_path / "ppo")
-    wrong_gamma = run_cli(
-        "train",
-        "--algo",
-        "ppo",
-        "--env",
-        ENV,
-        "--reward",
-        str(tmp_path / "f.pt"),
-        "--set",
-        "rollout.gamma=0.9",
-        "--out",
-        str(tmp_path / "p2"),
-    )
+    ppo = f"train --algo ppo --env {ENV} --set rollout.gamma=0.9".split()
+    wrong_gamma = run_cli(*ppo, "--reward", str(tmp_path / "f.pt"), "--out", str(tmp_path / "p2"))
     assert f"is shaped with gamma {gamma}; this run discounts by 0.9" in one_line_error(wrong_gamma)
     gail = tmp_path / "gail"
     cli("train", "--algo", "gail", *tiny_run_args(demos), "--out", str(gail))

@@ -41,11 +41,26 @@ from gail_robot.versions import versions
 _OUTPUT_KINDS = {"g": 0, "airl": 0, "gail": 1, "neg": 2}
 
 
-class StateReward(NormalizedObsModule):
-    """``r(obs)``: raw observations ``(B, obs_dim)`` -> ``g(normalise(obs)[columns] [, flag 0])`` ``(B,)``
-    (``obs_columns``: all but ``airl.g_ignore_obs``)."""
+class ObsColumnsModule(NormalizedObsModule):
+    """A reward module whose network sees only the observation columns ``obs_columns`` (default all)."""
 
     obs_columns: torch.Tensor
+
+    def __init__(
+        self, obs_mean: np.ndarray, obs_var: np.ndarray, obs_clip: float, obs_columns: np.ndarray | None
+    ):
+        super().__init__(obs_mean, obs_var, obs_clip)
+        columns = np.arange(self.obs_dim) if obs_columns is None else np.asarray(obs_columns)
+        self.register_buffer("obs_columns", torch.from_numpy(columns.astype(np.int64)))
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """``normalise(obs)`` restricted to ``obs_columns``."""
+        return self.normalize(obs).index_select(1, self.obs_columns)
+
+
+class StateReward(ObsColumnsModule):
+    """``r(obs)``: raw observations ``(B, obs_dim)`` -> ``g(normalise(obs)[columns] [, flag 0])`` ``(B,)``
+    (``obs_columns``: all but ``airl.g_ignore_obs``)."""
 
     def __init__(
         self,
@@ -56,15 +71,13 @@ class StateReward(NormalizedObsModule):
         flag: int,
         obs_columns: np.ndarray | None = None,
     ):
-        super().__init__(obs_mean, obs_var, obs_clip)
+        super().__init__(obs_mean, obs_var, obs_clip, obs_columns)
         self.net = net
         self.flag = int(flag)
-        columns = np.arange(self.obs_dim) if obs_columns is None else np.asarray(obs_columns)
-        self.register_buffer("obs_columns", torch.from_numpy(columns.astype(np.int64)))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         self.check_obs(obs)
-        x = self.normalize(obs).index_select(1, self.obs_columns)
+        x = self.features(obs)
         x = torch.cat([x, torch.zeros(x.size(0), self.flag, dtype=x.dtype)], dim=1)
         return self.net(x).squeeze(-1)
 
@@ -104,7 +117,7 @@ class ShapedReward(NormalizedObsModule):
         return self.g(obs, action, next_obs) + self.gamma * self.potential(next_obs) - self.potential(obs)
 
 
-class TransitionReward(NormalizedObsModule):
+class TransitionReward(ObsColumnsModule):
     """``r(obs, action, next_obs)`` ``(B,)`` from raw observations and env-unit actions.
 
     The network's input is ``normalise(obs)``, then the action in ``[-1, 1]`` units (clipped) or
@@ -113,7 +126,6 @@ class TransitionReward(NormalizedObsModule):
     the output goes through ``output_kind`` (0 identity, 1 softplus, 2 ``-softplus(-x)``).
     """
 
-    obs_columns: torch.Tensor
     action_low: torch.Tensor
     action_range: torch.Tensor
 
@@ -132,10 +144,8 @@ class TransitionReward(NormalizedObsModule):
         output_kind: int,
         obs_columns: np.ndarray | None = None,
     ):
-        super().__init__(obs_mean, obs_var, obs_clip)
+        super().__init__(obs_mean, obs_var, obs_clip, obs_columns)
         self.net = net
-        columns = np.arange(self.obs_dim) if obs_columns is None else np.asarray(obs_columns)
-        self.register_buffer("obs_columns", torch.from_numpy(columns.astype(np.int64)))
         self.n_actions = int(n_actions)
         self.use_action = bool(use_action)
         self.use_next = bool(use_next)
@@ -151,8 +161,7 @@ class TransitionReward(NormalizedObsModule):
                 f"expected obs and next_obs of shape (B, {self.obs_dim}), got {list(obs.shape)}, "
                 f"{list(next_obs.shape)}"
             )
-        cols = self.obs_columns
-        parts = [self.normalize(obs).index_select(1, cols)]
+        parts = [self.features(obs)]
         if self.use_action:
             if self.n_actions > 0:
                 parts.append(F.one_hot(action.to(torch.int64), self.n_actions).to(torch.float32))
@@ -160,7 +169,7 @@ class TransitionReward(NormalizedObsModule):
                 a = 2.0 * (action.to(torch.float32) - self.action_low) / self.action_range - 1.0
                 parts.append(torch.clamp(a, -1.0, 1.0))
         if self.use_next:
-            parts.append(self.normalize(next_obs).index_select(1, cols))
+            parts.append(self.features(next_obs))
         parts.append(torch.zeros(obs.size(0), self.flag, dtype=torch.float32))
         out = self.net(torch.cat(parts, dim=1)).squeeze(-1)
         if self.output_kind == 1:
