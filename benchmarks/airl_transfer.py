@@ -272,14 +272,11 @@ def main() -> None:
 
     start = ", from the AIRL policy" if args.warm_start else ""
     # --warm-start without its own reference runs: the ratio is taken against the runs from scratch
-    cold = [
-        out / f"seed_{seed}" / ("variant_expert_sac" if args.learner == "sac" else "variant_expert")
-        for seed in plan
-    ]
     from_scratch = args.warm_start and not any(checkpoint_of(r["variant_expert"]) for r in plan.values())
     if from_scratch:
-        for runs, run in zip(plan.values(), cold, strict=True):
-            runs["variant_expert"] = run
+        cold = "variant_expert_sac" if args.learner == "sac" else "variant_expert"
+        for seed, runs in plan.items():
+            runs["variant_expert"] = out / f"seed_{seed}" / cold
     what = {
         "variant_expert": f"{args.learner.upper()} on {variant}'s true reward"
         + (", from scratch" if from_scratch else start),

@@ -278,7 +278,7 @@ class AIRL:
             "disc_acc_policy": float(np.mean(policy_acc)),
             "airl_expert_log_pi": float(expert.log_pi[: len(self.expert)].mean()),
             "airl_policy_log_pi": float(buffer.log_probs.mean()),
-            **({"airl_absorbing_reward": self.absorbing_reward()} if self.airl.absorbing else {}),
+            **({"airl_absorbing_reward": self.absorbing_reward(expert)} if self.airl.absorbing else {}),
         }
 
     def relabel(self, buffer: RolloutBuffer) -> np.ndarray | None:
@@ -302,17 +302,20 @@ class AIRL:
         value = r_abs / (1.0 - self.gamma) if self.gamma < 1.0 else r_abs
         return np.full((t, n), value, dtype=np.float32)
 
-    def absorbing_reward(self) -> float:
+    def absorbing_reward(self, expert: AIRLInputs | None = None) -> float:
         """The generator's reward in the absorbing state: ``f(s_abs, -, s_abs) - beta log pi_abs``,
         at most :meth:`expert_min_reward` with ``airl.cap_absorbing_reward``."""
         with torch.no_grad():
             logit = float(airl_logits(self.net, self.absorbing_inputs(1))[0])
         learned = logit + (1.0 - self.airl.entropy_weight) * self.absorbing_log_pi
-        return min(learned, self.expert_min_reward()) if self.airl.cap_absorbing_reward else learned
+        return min(learned, self.expert_min_reward(expert)) if self.airl.cap_absorbing_reward else learned
 
-    def expert_min_reward(self) -> float:
-        """The lowest generator reward ``f - beta log pi`` of the expert's (kept) pairs."""
-        x = self._expert_inputs()
+    def expert_min_reward(self, expert: AIRLInputs | None = None) -> float:
+        """The lowest generator reward ``f - beta log pi`` of the expert's (kept) pairs.
+
+        ``expert``: their inputs under the current policy, if already built (:meth:`_expert_inputs`).
+        """
+        x = self._expert_inputs() if expert is None else expert
         with torch.no_grad():
             pairs = x.index(torch.arange(len(self.expert)))  # without appended absorbing transitions
             rewards = airl_logits(self.net, pairs) + (1.0 - self.airl.entropy_weight) * pairs.log_pi
